@@ -1,0 +1,122 @@
+"""Anatomical constants of the cervical spine shared by every HACK-layout model."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Chain order, root first: each name is the joint between two vertebrae.
+HACK_BONE_NAMES = ("c7t1", "c6c7", "c5c6", "c4c5", "c3c4", "c2c3", "c1c2", "oc1")
+HACK_BONE_PARENTS = (-1, 0, 1, 2, 3, 4, 5, 6)
+
+# Per-vertebra ranges of motion from the HACK paper, degrees: flexion-extension
+# (total sagittal range), lateral bending and axial rotation (each to one side).
+# Vertebra Ck moves on the one below it, so Ck maps to the joint c{k}c{k+1} and
+# C7 to c7t1. The paper lists no value for the occiput on C1 (oc1); White and
+# Panjabi's occipito-atlantal ranges fill it in.
+RANGE_OF_MOTION_DEG: dict[str, tuple[float, float, float]] = {
+    "c7t1": (9.8, 4.8, 3.6),
+    "c6c7": (17.1, 7.2, 5.8),
+    "c5c6": (22.1, 8.2, 9.2),
+    "c4c5": (22.1, 8.4, 10.3),
+    "c3c4": (17.6, 7.4, 9.6),
+    "c2c3": (11.3, 6.0, 6.0),
+    "c1c2": (15.0, 4.0, 38.0),
+    "oc1": (25.0, 5.0, 5.0),
+}
+
+# Which axis of a bone's rest frame each motion turns about (+y runs up the spine,
+# +x to the subject's left, +z forward): positive x is flexion (chin down),
+# positive z bends towards the subject's right, positive y turns the face to the left.
+MOTION_AXIS = {"flexion_extension": 0, "axial_rotation": 1, "lateral_bending": 2}
+
+
+def hack_range_of_motion() -> np.ndarray:
+    """[8, 3] degrees in HACK bone order, columns as in model_data.MOTION_AXES."""
+    return np.array([RANGE_OF_MOTION_DEG[name] for name in HACK_BONE_NAMES], np.float32)
+
+
+def pose_limits_rad(range_of_motion: np.ndarray) -> np.ndarray:
+    """Symmetric per-axis limits [J, 3] (x, y, z of each bone's frame) in radians.
+
+    Flexion-extension is a total range, so each way gets half of it.
+    """
+    rom = np.deg2rad(np.asarray(range_of_motion, np.float64))
+    limits = np.zeros_like(rom)
+    limits[:, MOTION_AXIS["flexion_extension"]] = rom[:, 0] / 2.0
+    limits[:, MOTION_AXIS["lateral_bending"]] = rom[:, 1]
+    limits[:, MOTION_AXIS["axial_rotation"]] = rom[:, 2]
+    return limits
+
+
+# ICT-FaceKit's 68 Multi-PIE landmark vertices (0-based), published with the kit
+# (MIT); valid for every mesh in ICT / HACK-release topology.
+ICT_MULTIPIE_LANDMARKS = (
+    1225,
+    1888,
+    1052,
+    367,
+    1719,
+    1722,
+    2199,
+    1447,
+    966,
+    3661,
+    4390,
+    3927,
+    3924,
+    2608,
+    3272,
+    4088,
+    3443,
+    268,
+    493,
+    1914,
+    2044,
+    1401,
+    3615,
+    4240,
+    4114,
+    2734,
+    2509,
+    978,
+    4527,
+    4942,
+    4857,
+    1140,
+    2075,
+    1147,
+    4269,
+    3360,
+    1507,
+    1542,
+    1537,
+    1528,
+    1518,
+    1511,
+    3742,
+    3751,
+    3756,
+    3721,
+    3725,
+    3732,
+    5708,
+    5695,
+    2081,
+    0,
+    4275,
+    6200,
+    6213,
+    6346,
+    6461,
+    5518,
+    5957,
+    5841,
+    5702,
+    5711,
+    5533,
+    6216,
+    6207,
+    6470,
+    5517,
+    5966,
+)

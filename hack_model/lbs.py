@@ -1,0 +1,132 @@
+"""The forward pass as small pure, batched, differentiable functions.
+
+Shape notes: B batch, V vertices, J bones, K blendshape directions.
+Nothing here holds state; `hack_model.model.HACK` owns the buffers.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def axis_angle_to_matrix(axis_angle: torch.Tensor) -> torch.Tensor:
+    """Rodrigues' formula. [..., 3] -> [..., 3, 3]; smooth (and exact) at zero angle."""
+    angle_sq = (axis_angle * axis_angle).sum(-1, keepdim=True)[..., None]  # [..., 1, 1]
+    small = angle_sq < 1e-8
+    safe_sq = torch.where(small, torch.ones_like(angle_sq), angle_sq)
+    angle = safe_sq.sqrt()
+    # sin(t)/t and (1-cos(t))/t^2 with Taylor fallbacks so gradients stay finite at 0.
+    sinc = torch.where(small, 1.0 - angle_sq / 6.0, torch.sin(angle) / angle)
+    cosc = torch.where(small, 0.5 - angle_sq / 24.0, (1.0 - torch.cos(angle)) / safe_sq)
+    x, y, z = axis_angle.unbind(-1)
+    zero = torch.zeros_like(x)
+    skew = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).view(*x.shape, 3, 3)
+    eye = torch.eye(3, dtype=axis_angle.dtype, device=axis_angle.device)
+    return eye + sinc * skew + cosc * (skew @ skew)
+
+
+def pose_features(rotations: torch.Tensor, posed_bones: torch.Tensor) -> torch.Tensor:
+    """(R - I) of the bones that carry pose correctives, flattened.
+
+    rotations [B, J, 3, 3], posed_bones [P] indices -> [B, P * 9].
+    """
+    eye = torch.eye(3, dtype=rotations.dtype, device=rotations.device)
+    return (rotations[:, posed_bones] - eye).flatten(1)
+
+
+def blend_offsets(coefficients: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """All linear blendshapes in one product. coefficients [B, K], directions [K, V*3] -> [B, V, 3]."""
+    return (coefficients @ directions).view(coefficients.shape[0], -1, 3)
+
+
+def sample_larynx_offsets(
+    larynx_map: torch.Tensor,
+    vertex_uvs: torch.Tensor,
+    direction: torch.Tensor,
+    height: torch.Tensor,
+    scale: torch.Tensor,
+) -> torch.Tensor:
+    """Larynx displacement per vertex.
+
+    The map [H, W] is sampled bilinearly (border clamp, corner-aligned pixel
+    centres) at image position (u, 1 - v + height) of each vertex; the value is
+    multiplied by direction [3] and scale. vertex_uvs [V, 2], height and scale
+    [B, 1] -> [B, V, 3].
+    """
+    B = height.shape[0]
+    u = vertex_uvs[:, 0].expand(B, -1)
+    y = (1.0 - vertex_uvs[:, 1]) + height  # [B, V]
+    # grid_sample wants [-1, 1] coordinates; with align_corners=True -1 and 1 are pixel centres.
+    grid = torch.stack([u * 2.0 - 1.0, y * 2.0 - 1.0], -1)[:, None]  # [B, 1, V, 2]
+    image = larynx_map[None, None].expand(B, 1, -1, -1)
+    value = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return (value[:, 0, 0, :, None] * scale[:, :, None]) * direction  # [B, V, 3]
+
+
+def rest_frames_from_joints(joints: torch.Tensor, rest_rotations: torch.Tensor) -> torch.Tensor:
+    """World rest frames from bone heads (SMPL-style models move joints with shape).
+
+    joints [B, J, 3], rest_rotations [J, 3, 3] -> [B, J, 4, 4].
+    """
+    B, J = joints.shape[:2]
+    frames = joints.new_zeros(B, J, 4, 4)
+    frames[:, :, :3, :3] = rest_rotations
+    frames[:, :, :3, 3] = joints
+    frames[:, :, 3, 3] = 1.0
+    return frames
+
+
+def relative_rest_transforms(rest_frames: torch.Tensor, parents: list[int]) -> torch.Tensor:
+    """Each bone's rest frame relative to its parent's (the root's is its world frame).
+
+    rest_frames [..., J, 4, 4] -> [..., J, 4, 4].
+    """
+    parent_frames = rest_frames[..., [max(p, 0) for p in parents], :, :]
+    relative = torch.linalg.solve(parent_frames, rest_frames)
+    is_root = torch.tensor([p < 0 for p in parents], device=rest_frames.device)
+    return torch.where(is_root[:, None, None], rest_frames, relative)
+
+
+def forward_kinematics(
+    rotations: torch.Tensor, relative_rest: torch.Tensor, parents: list[int]
+) -> torch.Tensor:
+    """World frames of the posed chain: G_b = G_parent @ L_b @ R_b.
+
+    rotations [B, J, 3, 3] (in each bone's rest frame), relative_rest [J, 4, 4]
+    or [B, J, 4, 4], parents with parents[b] < b -> world frames [B, J, 4, 4].
+    """
+    B, J = rotations.shape[:2]
+    local = relative_rest.expand(B, J, 4, 4).clone()
+    local[:, :, :3, :3] = local[:, :, :3, :3] @ rotations  # [L | t] @ [R | 0]
+    frames = [local[:, 0]]
+    for b in range(1, J):
+        frames.append(frames[parents[b]] @ local[:, b])
+    return torch.stack(frames, 1)
+
+
+def skinning_matrices(posed_frames: torch.Tensor, rest_frames: torch.Tensor) -> torch.Tensor:
+    """Top 3x4 rows of G_b @ inverse(G_rest_b). [B, J, 4, 4], [..., J, 4, 4] -> [B, J, 3, 4]."""
+    rot_rest = rest_frames[..., :3, :3]
+    inv_rot = rot_rest.transpose(-1, -2)  # rest frames are rigid
+    inv_trans = -(inv_rot @ rest_frames[..., :3, 3:])
+    rot = posed_frames[..., :3, :3] @ inv_rot
+    trans = posed_frames[..., :3, :3] @ inv_trans + posed_frames[..., :3, 3:]
+    return torch.cat([rot, trans], -1)
+
+
+def linear_blend_skinning(
+    vertices: torch.Tensor, weights: torch.Tensor, bone_matrices: torch.Tensor
+) -> torch.Tensor:
+    """Blend the bones' 3x4 matrices with one matmul, then transform.
+
+    vertices [B, V, 3], weights [V, J], bone_matrices [B, J, 3, 4] -> [B, V, 3].
+    """
+    B, J = bone_matrices.shape[:2]
+    blended = (weights @ bone_matrices.reshape(B, J, 12)).view(B, -1, 3, 4)  # [B, V, 3, 4]
+    return (blended[..., :3] @ vertices[..., None])[..., 0] + blended[..., 3]
+
+
+def rigid_transform(points: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
+    """points [B, N, 3] -> R @ p + t with rotation [B, 3, 3], translation [B, 3]."""
+    return points @ rotation.transpose(1, 2) + translation[:, None]

@@ -1,0 +1,369 @@
+"""`HACK`: the head-and-neck model as a torch module.
+
+The module holds the model's arrays as buffers and nothing about any one
+evaluation: every parameter is an argument of `forward`, so any batch size
+works with the same module. The maths lives in `hack_model.lbs`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import lbs
+from .loading import load_model
+from .model_data import ModelData
+
+ParamValue = torch.Tensor | np.ndarray | float | list | None
+
+
+@dataclass
+class HACKOutput:
+    vertices: torch.Tensor  # [B, V, 3]
+    joints: torch.Tensor  # [B, J, 3] bone heads
+    bone_transforms: torch.Tensor  # [B, J, 4, 4] posed world frames of the bones
+
+
+class HACK(nn.Module):
+    """HACK(source=None): the embedded default model, a package `.npz`, an official
+    release folder, a smplx-style `.pkl`, or a `ModelData`."""
+
+    def __init__(self, source: str | os.PathLike | ModelData | None = None) -> None:
+        super().__init__()
+        data = source if isinstance(source, ModelData) else load_model(source)
+        self.data = data
+        V, E = data.num_vertices, data.num_expression
+        self.parents: list[int] = [int(p) for p in data.bone_parents]
+        self.posed_bones: list[int] = [b for b, p in enumerate(self.parents) if p >= 0]
+        f32 = torch.float32
+
+        def buffer(name: str, value: Any, dtype: torch.dtype = f32) -> None:
+            tensor = None if value is None else torch.as_tensor(np.ascontiguousarray(value), dtype=dtype)
+            self.register_buffer(name, tensor, persistent=False)
+
+        # One matrix for every linear blendshape, rows ordered [expression, pose, shape]
+        # so that the rows used when the shaped template is cached are one contiguous slice.
+        pose_dirs = data.pose_directions[self.posed_bones].reshape(len(self.posed_bones) * 9, V * 3)
+        directions = np.concatenate(
+            [
+                data.expression_directions.reshape(E, V * 3),
+                pose_dirs,
+                data.shape_directions.reshape(data.num_shape, V * 3),
+            ]
+        )
+        self.num_dynamic = E + pose_dirs.shape[0]
+        buffer("directions", directions)
+        buffer("template", data.template_vertices)
+        buffer("skinning_weights", data.skinning_weights)
+        buffer("rest_frames", data.bone_rest_transforms)
+        buffer("joint_regressor", data.joint_regressor)
+        buffer("action_unit_matrix", data.action_unit_matrix)
+        buffer("triangles", data.triangles(), torch.long)
+        if data.joint_regressor is None:
+            relative = lbs.relative_rest_transforms(
+                torch.as_tensor(data.bone_rest_transforms, dtype=torch.float64), self.parents
+            )
+            buffer("relative_rest", relative)
+        else:
+            buffer("relative_rest", None)
+        self._setup_larynx(data)
+        self._shape_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _setup_larynx(self, data: ModelData) -> None:
+        """Keep only vertices whose map columns are non-zero: nothing else can ever move."""
+        if not data.has_larynx:
+            for name in ("larynx_map", "larynx_uvs", "larynx_direction", "larynx_index"):
+                self.register_buffer(name, None, persistent=False)
+            return
+        H, W = data.larynx_map.shape
+        u = np.clip(data.vertex_uvs[:, 0], 0.0, 1.0) * (W - 1)
+        column_used = np.abs(data.larynx_map).max(axis=0) > 0
+        left = np.floor(u).astype(np.int64)
+        right = np.minimum(left + 1, W - 1)
+        support = np.nonzero(column_used[left] | column_used[right])[0]
+        self.register_buffer(
+            "larynx_map", torch.as_tensor(data.larynx_map, dtype=torch.float32), persistent=False
+        )
+        self.register_buffer(
+            "larynx_uvs", torch.as_tensor(data.vertex_uvs[support], dtype=torch.float32), persistent=False
+        )
+        self.register_buffer(
+            "larynx_direction", torch.as_tensor(data.larynx_direction, dtype=torch.float32), persistent=False
+        )
+        self.register_buffer("larynx_index", torch.as_tensor(support, dtype=torch.long), persistent=False)
+        # The rest mesh carries the larynx at height 0 and scale 1, as in the reference.
+        neutral = self._larynx_offsets(torch.zeros(1, 1), torch.ones(1, 1))[0]
+        self.template = self.template.index_add(0, self.larynx_index, neutral)
+
+    def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .double(): drop device-bound caches
+        self._shape_cache = None
+        return super()._apply(fn, *args, **kwargs)
+
+    # ----------------------------------------------------------------- names
+    @property
+    def expression_names(self) -> list[str]:
+        return self.data.expression_names
+
+    @property
+    def action_unit_names(self) -> list[str]:
+        return self.data.action_unit_names
+
+    @property
+    def bone_names(self) -> list[str]:
+        return self.data.bone_names
+
+    @property
+    def num_shape(self) -> int:
+        return self.data.num_shape
+
+    @property
+    def num_expression(self) -> int:
+        return self.data.num_expression
+
+    @property
+    def num_bones(self) -> int:
+        return self.data.num_bones
+
+    @property
+    def num_vertices(self) -> int:
+        return self.data.num_vertices
+
+    def extra_repr(self) -> str:
+        d = self.data
+        return (
+            f"name={d.name!r}, vertices={d.num_vertices}, shape={d.num_shape}, "
+            f"expression={d.num_expression}, bones={d.num_bones}, larynx={d.has_larynx}"
+        )
+
+    # --------------------------------------------------------------- forward
+    def forward(
+        self,
+        shape: ParamValue = None,
+        expression: ParamValue = None,
+        neck_pose: ParamValue = None,
+        larynx_height: ParamValue = None,
+        larynx_scale: ParamValue = None,
+        action_units: Mapping[str, ParamValue] | ParamValue = None,
+        global_orient: ParamValue = None,
+        transl: ParamValue = None,
+    ) -> HACKOutput:
+        """Evaluate the model; omitted parameters are neutral.
+
+        shape [B, S'] (S' <= num_shape, unit variance), expression [B, E],
+        neck_pose [B, J, 3] axis-angle in each bone's rest frame, larynx_height [B, 1],
+        larynx_scale [B, 1] (default 1), action_units {"AU12": [B] or float} or
+        [B, A] ordered as action_unit_names, global_orient [B, 3] axis-angle about
+        the origin, transl [B, 3]. Parameters with batch size 1 broadcast.
+        """
+        E, J, S = self.num_expression, self.num_bones, self.num_shape
+        p = _Params(self.template)
+        shape = p.take("shape", shape, (None,))
+        if shape is not None and shape.shape[1] > S:
+            raise ValueError(f"shape has {shape.shape[1]} components; this model has {S}")
+        expression = p.take("expression", expression, (E,))
+        neck_pose = p.take("neck_pose", neck_pose, (J, 3))
+        larynx_height = p.take("larynx_height", larynx_height, (1,))
+        larynx_scale = p.take("larynx_scale", larynx_scale, (1,))
+        au_weights = self._action_unit_weights(p, action_units)
+        global_orient = p.take("global_orient", global_orient, (3,))
+        transl = p.take("transl", transl, (3,))
+        B = p.batch_size
+        dtype, device = self.template.dtype, self.template.device
+
+        if au_weights is not None:
+            au_expression = au_weights @ self.action_unit_matrix
+            expression = au_expression if expression is None else expression + au_expression
+        if neck_pose is not None:
+            rotations = lbs.axis_angle_to_matrix(neck_pose)  # [B, J, 3, 3]
+        else:
+            rotations = torch.eye(3, dtype=dtype, device=device).expand(B, J, 3, 3)
+
+        # Coefficients of every linear blendshape in one row per frame.
+        coefficients = [
+            (expression if expression is not None else self.template.new_zeros(B, E)).expand(B, E),
+            lbs.pose_features(rotations, self.posed_bones)
+            if neck_pose is not None
+            else self.template.new_zeros(B, self.num_dynamic - E),
+        ]
+        shaped = self._cached_shaped_template(shape)
+        if shaped is None and shape is not None:
+            padded = torch.nn.functional.pad(shape, (0, S - shape.shape[1])).expand(B, S)
+            coefficients.append(padded)
+            offsets = lbs.blend_offsets(torch.cat(coefficients, 1), self.directions)
+            vertices = self.template + offsets
+        else:
+            offsets = lbs.blend_offsets(torch.cat(coefficients, 1), self.directions[: self.num_dynamic])
+            vertices = (self.template if shaped is None else shaped) + offsets
+
+        if larynx_height is not None or larynx_scale is not None:
+            vertices = self._add_larynx(vertices, larynx_height, larynx_scale)
+
+        rest_frames, relative_rest = self._rest_frames(shape, coefficients[0], B)
+        frames = lbs.forward_kinematics(rotations, relative_rest, self.parents)
+        if neck_pose is not None or self.joint_regressor is not None:
+            vertices = lbs.linear_blend_skinning(
+                vertices, self.skinning_weights, lbs.skinning_matrices(frames, rest_frames)
+            )
+        if global_orient is not None or transl is not None:
+            R = (
+                lbs.axis_angle_to_matrix(global_orient)
+                if global_orient is not None
+                else (torch.eye(3, dtype=dtype, device=device).expand(B, 3, 3))
+            )
+            t = transl.expand(B, 3) if transl is not None else self.template.new_zeros(B, 3)
+            vertices = lbs.rigid_transform(vertices, R.expand(B, 3, 3), t)
+            world = self.template.new_zeros(B, 4, 4)
+            world[:, :3, :3] = R
+            world[:, :3, 3] = t
+            world[:, 3, 3] = 1.0
+            frames = world[:, None] @ frames
+        return HACKOutput(
+            vertices=vertices.expand(B, -1, 3), joints=frames[:, :, :3, 3], bone_transforms=frames
+        )
+
+    # -------------------------------------------------------------- helpers
+    def _cached_shaped_template(self, shape: torch.Tensor | None) -> torch.Tensor | None:
+        """T + shape offsets, reused while the same shape values come back without gradients."""
+        if shape is None:
+            return None
+        if shape.requires_grad and torch.is_grad_enabled():
+            return None
+        cache = self._shape_cache
+        if (
+            cache is not None
+            and cache[0].shape == shape.shape
+            and cache[0].device == shape.device
+            and torch.equal(cache[0], shape)
+        ):
+            return cache[1]
+        S = self.num_shape
+        padded = torch.nn.functional.pad(shape.detach(), (0, S - shape.shape[1]))
+        shaped = self.template + lbs.blend_offsets(padded, self.directions[self.num_dynamic :])
+        self._shape_cache = (shape.detach().clone(), shaped)
+        return shaped
+
+    def _larynx_offsets(self, height: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """[B, V_larynx, 3] offsets of the larynx-support vertices."""
+        return lbs.sample_larynx_offsets(
+            self.larynx_map, self.larynx_uvs, self.larynx_direction, height, scale
+        )
+
+    def _add_larynx(self, vertices: torch.Tensor, height, scale) -> torch.Tensor:
+        if self.larynx_map is None:
+            raise ValueError("larynx_height/larynx_scale given, but this model has no larynx map")
+        B = (
+            vertices.shape[0]
+            if height is None and scale is None
+            else max(vertices.shape[0], *(x.shape[0] for x in (height, scale) if x is not None))
+        )
+        height = height if height is not None else vertices.new_zeros(B, 1)
+        scale = scale if scale is not None else vertices.new_ones(B, 1)
+        height, scale = height.expand(B, 1), scale.expand(B, 1)
+        neutral = self._larynx_offsets(height.new_zeros(1, 1), height.new_ones(1, 1))
+        delta = self._larynx_offsets(height, scale) - neutral  # the rest mesh already has neutral
+        return vertices.expand(B, -1, 3).index_add(1, self.larynx_index, delta)
+
+    def _rest_frames(
+        self, shape: torch.Tensor | None, expression: torch.Tensor, B: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.joint_regressor is None:
+            return self.rest_frames, self.relative_rest
+        # SMPL-style: joints regressed from the shaped template, before pose offsets
+        # (smplx counts expression as shape here).
+        shaped = self._shaped_without_grad_cache(shape, B)
+        shaped = shaped + lbs.blend_offsets(expression, self.directions[: self.num_expression])
+        joints = self.joint_regressor @ shaped  # [B, J, 3]
+        rest = lbs.rest_frames_from_joints(joints, self.rest_frames[:, :3, :3])
+        return rest, lbs.relative_rest_transforms(rest, self.parents)
+
+    def _shaped_without_grad_cache(self, shape: torch.Tensor | None, B: int) -> torch.Tensor:
+        if shape is None:
+            return self.template.expand(B, -1, 3)
+        cached = self._cached_shaped_template(shape)
+        if cached is not None:
+            return cached.expand(B, -1, 3)
+        padded = torch.nn.functional.pad(shape, (0, self.num_shape - shape.shape[1]))
+        return (self.template + lbs.blend_offsets(padded, self.directions[self.num_dynamic :])).expand(
+            B, -1, 3
+        )
+
+    def _action_unit_weights(self, p: _Params, action_units) -> torch.Tensor | None:
+        names = self.action_unit_names
+        if action_units is None:
+            return None
+        if isinstance(action_units, Mapping):
+            unknown = [k for k in action_units if k not in names]
+            if unknown:
+                raise ValueError(
+                    f"unknown action unit(s) {', '.join(map(str, unknown))}; this model has: "
+                    + (", ".join(names) if names else "none")
+                )
+            columns = {}
+            for name, value in action_units.items():
+                columns[name] = p.take(f"action_units[{name!r}]", value, (), allow_scalar=True)
+            B = p.batch_size
+            weights = self.template.new_zeros(B, len(names))
+            for name, value in columns.items():
+                weights[:, names.index(name)] = value.reshape(-1).expand(B)
+            return weights
+        return p.take("action_units", action_units, (len(names),))
+
+    # ------------------------------------------------------------ utilities
+    def neutral_vertices(self) -> np.ndarray:
+        """[V, 3] rest mesh (neutral shape, expression, pose and larynx) as numpy."""
+        with torch.no_grad():
+            return self().vertices[0].cpu().numpy()
+
+
+class _Params:
+    """Checks and converts forward() arguments, tracking the batch size they imply."""
+
+    def __init__(self, reference: torch.Tensor) -> None:
+        self.reference = reference
+        self.sizes: dict[str, int] = {}
+
+    @property
+    def batch_size(self) -> int:
+        sizes = set(self.sizes.values()) - {1}
+        if len(sizes) > 1:
+            detail = ", ".join(f"{k} has {v}" for k, v in self.sizes.items())
+            raise ValueError(f"parameters disagree on the batch size: {detail}")
+        return sizes.pop() if sizes else 1
+
+    def take(self, name: str, value: ParamValue, trailing: tuple, allow_scalar: bool = False):
+        if value is None:
+            return None
+        ref = self.reference
+        if isinstance(value, torch.Tensor):
+            if value.device != ref.device:
+                raise ValueError(
+                    f"{name} is on {value.device} but the model is on {ref.device}; "
+                    f"move it with .to({str(ref.device)!r})"
+                )
+            tensor = value if value.dtype == ref.dtype else value.to(ref.dtype)
+        else:
+            try:
+                tensor = torch.as_tensor(
+                    np.asarray(value, dtype=np.float64), dtype=ref.dtype, device=ref.device
+                )
+            except (TypeError, ValueError):
+                raise ValueError(f"{name} must be numeric, got {type(value).__name__}") from None
+        if allow_scalar and tensor.ndim <= 1:
+            tensor = tensor.reshape(-1)
+        else:
+            expected = "[B" + "".join(f", {'?' if t is None else t}" for t in trailing) + "]"
+            if tensor.ndim != 1 + len(trailing) or any(
+                t is not None and have != t for have, t in zip(tensor.shape[1:], trailing)
+            ):
+                raise ValueError(f"{name} must have shape {expected}, got {list(tensor.shape)}")
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"{name} contains NaN or inf")
+        self.sizes[name] = tensor.shape[0]
+        self.batch_size  # noqa: B018 - raise early on a mismatch
+        return tensor
