@@ -35,9 +35,14 @@ def pose_features(rotations: torch.Tensor, posed_bones: torch.Tensor) -> torch.T
     return (rotations[:, posed_bones] - eye).flatten(1)
 
 
-def blend_offsets(coefficients: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
-    """All linear blendshapes in one product. coefficients [B, K], directions [K, V*3] -> [B, V, 3]."""
-    return (coefficients @ directions).view(coefficients.shape[0], -1, 3)
+def blend_shapes(base: torch.Tensor, coefficients: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """base + all linear blendshapes in one product, coordinate-major.
+
+    base [3*V] or [B, 3*V], coefficients [B, K], directions [K, 3*V] -> [B, 3, V]
+    (x of every vertex, then y, then z: the layout `skin_vertex_planes` reads fastest).
+    """
+    B = coefficients.shape[0]
+    return torch.addmm(base.expand(B, -1), coefficients, directions).view(B, 3, -1)
 
 
 def sample_larynx_offsets(
@@ -118,13 +123,33 @@ def skinning_matrices(posed_frames: torch.Tensor, rest_frames: torch.Tensor) -> 
 def linear_blend_skinning(
     vertices: torch.Tensor, weights: torch.Tensor, bone_matrices: torch.Tensor
 ) -> torch.Tensor:
-    """Blend the bones' 3x4 matrices with one matmul, then transform.
+    """Textbook LBS. vertices [B, V, 3], weights [V, J], bone_matrices [B, J, 3, 4] -> [B, V, 3]."""
+    return skin_vertex_planes(vertices.transpose(1, 2), weights.T, bone_matrices)
 
-    vertices [B, V, 3], weights [V, J], bone_matrices [B, J, 3, 4] -> [B, V, 3].
+
+def skin_vertex_planes(
+    planes: torch.Tensor, weights_t: torch.Tensor, bone_matrices: torch.Tensor, chunk_elements: int = 1 << 19
+) -> torch.Tensor:
+    """LBS on coordinate-major vertices: blend the bones' 3x4 matrices with one
+    matmul per vertex chunk, then transform.
+
+    planes [B, 3, V], weights_t [J, V], bone_matrices [B, J, 3, 4] -> [B, V, 3].
+    Chunks keep the blended matrices ([B, 12, chunk]) small enough to stay in
+    cache instead of allocating (and page-faulting) B*V*12 floats per call.
     """
     B, J = bone_matrices.shape[:2]
-    blended = (weights @ bone_matrices.reshape(B, J, 12)).view(B, -1, 3, 4)  # [B, V, 3, 4]
-    return (blended[..., :3] @ vertices[..., None])[..., 0] + blended[..., 3]
+    V = planes.shape[-1]
+    per_bone = bone_matrices.reshape(B, J, 12).transpose(1, 2)  # [B, 12, J]
+    step = max(256, chunk_elements // (12 * B))
+    pieces = []
+    for start in range(0, V, step):
+        blended = (per_bone @ weights_t[:, start : start + step]).view(B, 3, 4, -1)  # [B, 3, 4, C]
+        p = planes[:, :, start : start + step]
+        out = torch.addcmul(blended[:, :, 3], blended[:, :, 0], p[:, 0:1])
+        out = torch.addcmul(out, blended[:, :, 1], p[:, 1:2])
+        out = torch.addcmul(out, blended[:, :, 2], p[:, 2:3])  # [B, 3, C]
+        pieces.append(out.transpose(1, 2))
+    return torch.cat(pieces, 1) if len(pieces) > 1 else pieces[0].contiguous()
 
 
 def rigid_transform(points: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:

@@ -47,20 +47,20 @@ class HACK(nn.Module):
             tensor = None if value is None else torch.as_tensor(np.ascontiguousarray(value), dtype=dtype)
             self.register_buffer(name, tensor, persistent=False)
 
-        # One matrix for every linear blendshape, rows ordered [expression, pose, shape]
-        # so that the rows used when the shaped template is cached are one contiguous slice.
-        pose_dirs = data.pose_directions[self.posed_bones].reshape(len(self.posed_bones) * 9, V * 3)
+        # One matrix for every linear blendshape, rows ordered [expression, pose, shape] so
+        # that the rows used while the shaped template is cached form one contiguous slice;
+        # columns coordinate-major (all x, then y, then z) for the skinning kernel.
+        def planes(directions: np.ndarray) -> np.ndarray:  # [K, V, 3] -> [K, 3*V]
+            return directions.transpose(0, 2, 1).reshape(len(directions), 3 * V)
+
+        pose_dirs = data.pose_directions[self.posed_bones].reshape(-1, V, 3)
         directions = np.concatenate(
-            [
-                data.expression_directions.reshape(E, V * 3),
-                pose_dirs,
-                data.shape_directions.reshape(data.num_shape, V * 3),
-            ]
+            [planes(data.expression_directions), planes(pose_dirs), planes(data.shape_directions)]
         )
         self.num_dynamic = E + pose_dirs.shape[0]
         buffer("directions", directions)
-        buffer("template", data.template_vertices)
-        buffer("skinning_weights", data.skinning_weights)
+        buffer("template", data.template_vertices.T.reshape(-1))  # [3*V]
+        buffer("skinning_weights_t", data.skinning_weights.T)  # [J, V]
         buffer("rest_frames", data.bone_rest_transforms)
         buffer("joint_regressor", data.joint_regressor)
         buffer("action_unit_matrix", data.action_unit_matrix)
@@ -98,8 +98,9 @@ class HACK(nn.Module):
         )
         self.register_buffer("larynx_index", torch.as_tensor(support, dtype=torch.long), persistent=False)
         # The rest mesh carries the larynx at height 0 and scale 1, as in the reference.
-        neutral = self._larynx_offsets(torch.zeros(1, 1), torch.ones(1, 1))[0]
-        self.template = self.template.index_add(0, self.larynx_index, neutral)
+        neutral = self._larynx_offsets(torch.zeros(1, 1), torch.ones(1, 1))[0]  # [V_larynx, 3]
+        planes = self.template.view(3, -1).index_add(1, self.larynx_index, neutral.T)
+        self.template = planes.reshape(-1)
 
     def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .double(): drop device-bound caches
         self._shape_cache = None
@@ -185,31 +186,31 @@ class HACK(nn.Module):
             rotations = torch.eye(3, dtype=dtype, device=device).expand(B, J, 3, 3)
 
         # Coefficients of every linear blendshape in one row per frame.
+        zeros = self.template.new_zeros
         coefficients = [
-            (expression if expression is not None else self.template.new_zeros(B, E)).expand(B, E),
+            (expression if expression is not None else zeros(B, E)).expand(B, E),
             lbs.pose_features(rotations, self.posed_bones)
             if neck_pose is not None
-            else self.template.new_zeros(B, self.num_dynamic - E),
+            else zeros(B, self.num_dynamic - E),
         ]
         shaped = self._cached_shaped_template(shape)
-        if shaped is None and shape is not None:
-            padded = torch.nn.functional.pad(shape, (0, S - shape.shape[1])).expand(B, S)
-            coefficients.append(padded)
-            offsets = lbs.blend_offsets(torch.cat(coefficients, 1), self.directions)
-            vertices = self.template + offsets
+        if shaped is None and shape is not None:  # shape needs gradients: blend it with the rest
+            coefficients.append(torch.nn.functional.pad(shape, (0, S - shape.shape[1])).expand(B, S))
+            planes = lbs.blend_shapes(self.template, torch.cat(coefficients, 1), self.directions)
         else:
-            offsets = lbs.blend_offsets(torch.cat(coefficients, 1), self.directions[: self.num_dynamic])
-            vertices = (self.template if shaped is None else shaped) + offsets
+            base = self.template if shaped is None else shaped
+            planes = lbs.blend_shapes(base, torch.cat(coefficients, 1), self.directions[: self.num_dynamic])
 
         if larynx_height is not None or larynx_scale is not None:
-            vertices = self._add_larynx(vertices, larynx_height, larynx_scale)
+            planes = self._add_larynx(planes, larynx_height, larynx_scale)
 
         rest_frames, relative_rest = self._rest_frames(shape, coefficients[0], B)
         frames = lbs.forward_kinematics(rotations, relative_rest, self.parents)
         if neck_pose is not None or self.joint_regressor is not None:
-            vertices = lbs.linear_blend_skinning(
-                vertices, self.skinning_weights, lbs.skinning_matrices(frames, rest_frames)
-            )
+            bone_matrices = lbs.skinning_matrices(frames, rest_frames)
+            vertices = lbs.skin_vertex_planes(planes, self.skinning_weights_t, bone_matrices)
+        else:
+            vertices = planes.transpose(1, 2).contiguous()
         if global_orient is not None or transl is not None:
             R = (
                 lbs.axis_angle_to_matrix(global_orient)
@@ -244,7 +245,8 @@ class HACK(nn.Module):
             return cache[1]
         S = self.num_shape
         padded = torch.nn.functional.pad(shape.detach(), (0, S - shape.shape[1]))
-        shaped = self.template + lbs.blend_offsets(padded, self.directions[self.num_dynamic :])
+        shaped = lbs.blend_shapes(self.template, padded, self.directions[self.num_dynamic :])
+        shaped = shaped.reshape(len(padded), -1)  # [B_shape, 3*V]
         self._shape_cache = (shape.detach().clone(), shaped)
         return shaped
 
@@ -254,20 +256,16 @@ class HACK(nn.Module):
             self.larynx_map, self.larynx_uvs, self.larynx_direction, height, scale
         )
 
-    def _add_larynx(self, vertices: torch.Tensor, height, scale) -> torch.Tensor:
+    def _add_larynx(self, planes: torch.Tensor, height, scale) -> torch.Tensor:
+        """planes [B, 3, V] plus the change from the rest larynx (height 0, scale 1)."""
         if self.larynx_map is None:
             raise ValueError("larynx_height/larynx_scale given, but this model has no larynx map")
-        B = (
-            vertices.shape[0]
-            if height is None and scale is None
-            else max(vertices.shape[0], *(x.shape[0] for x in (height, scale) if x is not None))
-        )
-        height = height if height is not None else vertices.new_zeros(B, 1)
-        scale = scale if scale is not None else vertices.new_ones(B, 1)
-        height, scale = height.expand(B, 1), scale.expand(B, 1)
+        B = planes.shape[0]
+        height = (height if height is not None else planes.new_zeros(1, 1)).expand(B, 1)
+        scale = (scale if scale is not None else planes.new_ones(1, 1)).expand(B, 1)
         neutral = self._larynx_offsets(height.new_zeros(1, 1), height.new_ones(1, 1))
-        delta = self._larynx_offsets(height, scale) - neutral  # the rest mesh already has neutral
-        return vertices.expand(B, -1, 3).index_add(1, self.larynx_index, delta)
+        delta = self._larynx_offsets(height, scale) - neutral  # [B, V_larynx, 3]
+        return planes.index_add(2, self.larynx_index, delta.transpose(1, 2))
 
     def _rest_frames(
         self, shape: torch.Tensor | None, expression: torch.Tensor, B: int
@@ -276,22 +274,17 @@ class HACK(nn.Module):
             return self.rest_frames, self.relative_rest
         # SMPL-style: joints regressed from the shaped template, before pose offsets
         # (smplx counts expression as shape here).
-        shaped = self._shaped_without_grad_cache(shape, B)
-        shaped = shaped + lbs.blend_offsets(expression, self.directions[: self.num_expression])
-        joints = self.joint_regressor @ shaped  # [B, J, 3]
-        rest = lbs.rest_frames_from_joints(joints, self.rest_frames[:, :3, :3])
-        return rest, lbs.relative_rest_transforms(rest, self.parents)
-
-    def _shaped_without_grad_cache(self, shape: torch.Tensor | None, B: int) -> torch.Tensor:
+        S = self.num_shape
         if shape is None:
-            return self.template.expand(B, -1, 3)
-        cached = self._cached_shaped_template(shape)
-        if cached is not None:
-            return cached.expand(B, -1, 3)
-        padded = torch.nn.functional.pad(shape, (0, self.num_shape - shape.shape[1]))
-        return (self.template + lbs.blend_offsets(padded, self.directions[self.num_dynamic :])).expand(
-            B, -1, 3
+            shape = self.template.new_zeros(1, S)
+        coefficients = torch.cat(
+            [expression, torch.nn.functional.pad(shape, (0, S - shape.shape[1])).expand(B, S)], 1
         )
+        directions = torch.cat([self.directions[: self.num_expression], self.directions[self.num_dynamic :]])
+        shaped = lbs.blend_shapes(self.template, coefficients, directions)  # [B, 3, V]
+        joints = shaped @ self.joint_regressor.T  # [B, 3, J]
+        rest = lbs.rest_frames_from_joints(joints.transpose(1, 2), self.rest_frames[:, :3, :3])
+        return rest, lbs.relative_rest_transforms(rest, self.parents)
 
     def _action_unit_weights(self, p: _Params, action_units) -> torch.Tensor | None:
         names = self.action_unit_names
