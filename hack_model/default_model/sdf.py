@@ -1,0 +1,209 @@
+"""Signed-distance sculpt of the default head and neck (cm, +y up, +z forward).
+
+The surface is the zero set of a smooth union of anatomical primitives
+(cranium, forehead, face mass, jaw, nose, lips, brow ridge, cheekbones, eye
+sockets with lid spheres, ears, neck with sternocleidomastoids). It is
+star-shaped from `HEAD_CENTER` for the head and from the neck axis for the
+neck, which is what the grid in `head_mesh.py` relies on. `HeadParams` holds
+the few numbers the shape space varies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+HEAD_CENTER = np.array([0.0, 1.0, 0.5])
+
+
+@dataclass
+class HeadParams:
+    """Proportions of one head. The defaults are the mean (adult, sex-neutral)."""
+
+    skull_scale: np.ndarray = field(default_factory=lambda: np.array([7.3, 9.9, 9.3]))
+    skull_center: np.ndarray = field(default_factory=lambda: np.array([0.0, 4.6, -0.2]))
+    forehead_slope: float = 0.0  # >0 pushes the upper forehead back
+    face_width: float = 6.7
+    face_height: float = 6.6
+    face_depth: float = 6.8
+    jaw_width: float = 5.2  # half distance between the gonial angles
+    jaw_drop: float = 0.0  # moves the chin and jaw line down (>0 longer face)
+    chin_forward: float = 0.0
+    chin_size: float = 1.0
+    cheekbone: float = 1.0  # prominence factor
+    brow_ridge: float = 1.0
+    nose_length: float = 1.0
+    nose_projection: float = 1.0
+    nose_width: float = 1.0
+    lip_fullness: float = 1.0
+    mouth_width: float = 1.0
+    eye_spacing: float = 1.0
+    ear_size: float = 1.0
+    neck_radius: np.ndarray = field(default_factory=lambda: np.array([5.55, 5.25]))
+    neck_forward: float = 0.0
+    scm: float = 1.0  # sternocleidomastoid prominence
+    overall: float = 1.0  # uniform scale about the neck base / head centre
+
+
+# ----------------------------------------------------------------- primitives
+def smin(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
+    """Polynomial smooth minimum (smooth union) with blend radius k."""
+    h = np.clip(0.5 + 0.5 * (b - a) / k, 0.0, 1.0)
+    return b * (1 - h) + a * h - k * h * (1 - h)
+
+
+def smax(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
+    return -smin(-a, -b, k)
+
+
+def ellipsoid(p: np.ndarray, c, r) -> np.ndarray:
+    """Approximate signed distance to an axis-aligned ellipsoid (exact on the surface)."""
+    r = np.asarray(r, float)
+    q = (p - np.asarray(c, float)) / r
+    k0 = np.linalg.norm(q, axis=-1)
+    k1 = np.linalg.norm(q / r, axis=-1)
+    return k0 * (k0 - 1.0) / np.maximum(k1, 1e-9)
+
+
+def capsule(p: np.ndarray, a, b, ra: float, rb: float) -> np.ndarray:
+    """Distance to a segment a-b with a radius that varies linearly from ra to rb."""
+    a = np.asarray(a, float)
+    b = np.asarray(b, float)
+    ab = b - a
+    t = np.clip(((p - a) @ ab) / (ab @ ab), 0.0, 1.0)
+    d = np.linalg.norm(p - (a + t[..., None] * ab), axis=-1)
+    return d - (ra + (rb - ra) * t)
+
+
+def mirror_x(p: np.ndarray) -> np.ndarray:
+    """Fold space onto x >= 0 so paired features are built once (exact symmetry)."""
+    q = p.copy()
+    q[..., 0] = np.abs(q[..., 0])
+    return q
+
+
+# ------------------------------------------------------------------- features
+EYE_RADIUS = 1.2
+LID_RADIUS = 1.36
+
+
+def eye_center(hp: HeadParams) -> np.ndarray:
+    """Centre of the left (+x) eyeball."""
+    return np.array([3.15 * hp.eye_spacing, 3.45, 8.1])
+
+
+def neck_axis_z(y: np.ndarray, hp: HeadParams) -> np.ndarray:
+    """z of the neck's axis at height y: the neck leans forward towards its base."""
+    t = np.clip((-4.0 - y) / 15.0, 0.0, 1.4)
+    return -0.9 + (0.9 + hp.neck_forward) * t
+
+
+def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
+    """Signed distance (negative inside) of the head and neck at points p [..., 3]."""
+    q = mirror_x(p)
+    x, y, z = q[..., 0], q[..., 1], q[..., 2]
+    jd = hp.jaw_drop
+    # Cranium and forehead.
+    d = ellipsoid(p, hp.skull_center, hp.skull_scale)
+    fore = ellipsoid(
+        p, [0.0, 6.8, 3.6 - hp.forehead_slope], [6.3, 6.4, 6.9 - 0.5 * hp.forehead_slope]
+    )
+    d = smin(d, fore, 2.0)
+    # Face mass (maxilla, cheeks) and the muzzle around the mouth.
+    face = ellipsoid(p, [0.0, -0.3, 3.9], [hp.face_width, hp.face_height, hp.face_depth])
+    d = smin(d, face, 2.0)
+    muzzle = ellipsoid(p, [0.0, -3.1, 7.6], [3.5 * hp.mouth_width, 3.0, 3.5])
+    d = smin(d, muzzle, 1.2)
+    # Mandible: chin, body and ramus.
+    chin_c = np.array([0.0, -6.3 - jd, 9.0 + hp.chin_forward])
+    chin = ellipsoid(p, chin_c, np.array([2.1, 1.45, 1.6]) * hp.chin_size)
+    d = smin(d, chin, 1.5)
+    gon = np.array([hp.jaw_width, -4.6 - 0.6 * jd, 2.4])
+    body = capsule(q, chin_c + [1.4, 0.1, -0.4], gon, 1.2 * hp.chin_size, 1.25)
+    d = smin(d, body, 2.0)
+    ramus = capsule(q, gon, [hp.jaw_width + 0.3, 0.4, 1.2], 1.3, 1.3)
+    d = smin(d, ramus, 2.0)
+    # Cheekbones.
+    cheek = ellipsoid(q, [4.9, 2.1, 6.6], np.array([1.7, 1.1, 1.8]) * hp.cheekbone)
+    d = smin(d, cheek, 2.0)
+    # Brow ridge.
+    brow = ellipsoid(q, [2.8, 5.5, 8.9], np.array([2.6, 0.8, 1.3]) * [1, 1, hp.brow_ridge])
+    d = smin(d, brow, 1.8)
+    # Eye sockets carved out, then the lid spheres around the eyeballs.
+    ec = eye_center(hp)
+    socket = ellipsoid(q, ec + [0.1, 0.15, 2.1], [2.0, 1.4, 1.6])
+    d = smax(d, -socket, 1.0)
+    lids = np.linalg.norm(q - ec, axis=-1) - LID_RADIUS
+    d = smin(d, lids, 0.45)
+    # Nose: bridge, tip, alae and columella.
+    nl, npj, nw = hp.nose_length, hp.nose_projection, hp.nose_width
+    root = np.array([0.0, 3.9, 10.25])
+    tip = np.array([0.0, 3.9 - 3.45 * nl, 10.25 + 2.2 * npj])
+    bridge = capsule(p, root + [0, 0, -0.25], tip + [0, 0.25, -0.45], 0.55 * nw, 0.8 * nw)
+    d = smin(d, bridge, 1.3)
+    wedge = capsule(p, root + [0, -0.6, -1.2], tip + [0, -0.2, -1.9], 0.8 * nw, 1.5 * nw)
+    d = smin(d, wedge, 1.2)
+    tipb = ellipsoid(p, tip, np.array([0.8, 0.7, 0.7]) * [nw, 1, 1])
+    d = smin(d, tipb, 0.7)
+    ala = ellipsoid(q, [1.15 * nw, tip[1] - 0.8, tip[2] - 1.7], [0.7, 0.6, 0.8])
+    d = smin(d, ala, 0.8)
+    colum = capsule(p, tip + [0, -0.3, -0.2], [0.0, tip[1] - 1.3, tip[2] - 1.25], 0.45, 0.4)
+    d = smin(d, colum, 0.6)
+    # Lips.
+    lf = hp.lip_fullness
+    upper = ellipsoid(p, [0.0, -2.8, 10.8], np.array([2.4 * hp.mouth_width, 0.55, 0.85 * lf]))
+    d = smin(d, upper, 0.9)
+    lower = ellipsoid(p, [0.0, -3.95, 10.65], np.array([2.1 * hp.mouth_width, 0.6, 0.85 * lf]))
+    d = smin(d, lower, 0.9)
+    # Ears: a rim with a hollow concha, sitting on the side of the head.
+    es = hp.ear_size
+    ear = ellipsoid(q, [7.15, 1.8, -0.3], np.array([1.05, 3.0, 1.85]) * es)
+    d = smin(d, ear, 0.6)
+    concha = ellipsoid(q, [8.15 + 0.9 * (es - 1), 1.5, 0.0], np.array([0.8, 1.5, 0.95]) * es)
+    d = smax(d, -concha, 0.5)
+    # Neck: elliptic tube around a forward-leaning axis, with the sternocleidomastoids.
+    az = neck_axis_z(y, hp)
+    rx, rz = hp.neck_radius
+    flare = 1.0 + 0.05 * np.clip((-15.0 - y) / 5.0, 0.0, 1.5) ** 2  # towards the shoulders
+    nq = np.stack([x / (rx * flare), (z - az) / (rz * flare)], axis=-1)
+    nr = np.linalg.norm(nq, axis=-1)
+    neck = (nr - 1.0) * min(rx, rz) * flare
+    neck = np.where(y > 2.0, np.maximum(neck, y - 2.0), neck)
+    d = smin(d, neck, 2.5)
+    scm_top = np.array([5.0, -1.2, -1.6])
+    scm_bot = np.array([1.3, -20.5, 4.2 + hp.neck_forward])
+    scm = capsule(q, scm_top, scm_bot, 0.85 * hp.scm, 0.75 * hp.scm)
+    d = smin(d, scm, 1.6)
+    return d
+
+
+def raycast(
+    origins: np.ndarray, dirs: np.ndarray, hp: HeadParams, r_max: float = 30.0, step: float = 0.08
+) -> np.ndarray:
+    """Distance along each ray [R, 3] to the first inside-to-outside crossing. [R]"""
+    R = origins.shape[0]
+    ts = np.arange(0.0, r_max, step)
+    out = np.full(R, np.nan)
+    lo = np.zeros(R)
+    hi = np.zeros(R)
+    found = np.zeros(R, bool)
+    for c in range(0, R, 2000):
+        o = origins[c : c + 2000]
+        dd = dirs[c : c + 2000]
+        pts = o[:, None, :] + ts[None, :, None] * dd[:, None, :]
+        f = head_sdf(pts, hp)
+        cross = (f[:, :-1] < 0) & (f[:, 1:] >= 0)
+        has = cross.any(axis=1)
+        k = np.argmax(cross, axis=1)
+        lo[c : c + 2000] = ts[k]
+        hi[c : c + 2000] = ts[k + 1]
+        found[c : c + 2000] = has
+    for _ in range(30):
+        mid = 0.5 * (lo + hi)
+        f = head_sdf(origins + mid[:, None] * dirs, hp)
+        inside = f < 0
+        lo = np.where(inside, mid, lo)
+        hi = np.where(inside, hi, mid)
+    out[found] = (0.5 * (lo + hi))[found]
+    return out
