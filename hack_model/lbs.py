@@ -102,8 +102,9 @@ def forward_kinematics(
     or [B, J, 4, 4], parents with parents[b] < b -> world frames [B, J, 4, 4].
     """
     B, J = rotations.shape[:2]
-    local = relative_rest.expand(B, J, 4, 4).clone()
-    local[:, :, :3, :3] = local[:, :, :3, :3] @ rotations  # [L | t] @ [R | 0]
+    relative_rest = relative_rest.expand(B, J, 4, 4)
+    top = torch.cat([relative_rest[..., :3, :3] @ rotations, relative_rest[..., :3, 3:]], -1)
+    local = torch.cat([top, relative_rest[..., 3:, :]], -2)  # [L | t] @ [R | 0]
     frames = [local[:, 0]]
     for b in range(1, J):
         frames.append(frames[parents[b]] @ local[:, b])
