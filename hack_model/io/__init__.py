@@ -1,0 +1,1 @@
+"""File formats: model archives, release folders, meshes and restricted unpickling."""
