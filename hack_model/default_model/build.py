@@ -7,6 +7,7 @@ import numpy as np
 from ..model_data import ModelData
 from . import head_mesh as hm
 from . import larynx, skeleton
+from .expressions import build_expressions
 from .sdf import HeadParams
 
 EXPRESSION_NAMES = [
@@ -48,8 +49,7 @@ def build_default_model(seed: int = 0) -> ModelData:
     front = topo.grid[:, hm.N_COLS // 2]
     lmap = larynx.larynx_map(vuv, P, front)
     J = len(heads)
-    E = len(EXPRESSION_NAMES)
-    expr = np.zeros((E, V, 3), np.float32)
+    expr = build_expressions(topo, P, mirror, EXPRESSION_NAMES).astype(np.float32)
     shape = np.zeros((0, V, 3), np.float32)
     pose = np.zeros((J, 3, 3, V, 3), np.float32)
     au_names, au_desc, au_matrix = default_action_unit_table(EXPRESSION_NAMES)
@@ -77,6 +77,7 @@ def build_default_model(seed: int = 0) -> ModelData:
         action_unit_matrix=au_matrix.astype(np.float32),
         range_of_motion=skeleton.RANGE_OF_MOTION.astype(np.float32),
         mirror_vertex_map=mirror.astype(np.int64),
+        extras={"part": topo.part.astype(np.int8)},
         metadata={
             "name": "HACK default (procedural)",
             "version": VERSION,

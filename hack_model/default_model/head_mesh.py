@@ -42,7 +42,7 @@ EYE_PHI = (11.3, 28.8)  # azimuths (deg) of the left eye's corners
 MOUTH_PHI = 14.8  # azimuth of the left mouth corner
 EYE_OPEN_UP = 3.3  # deg, peak upper-lid lift
 EYE_OPEN_LO = 2.5
-MOUTH_OPEN = 0.25  # deg, lips slightly parted at rest
+MOUTH_OPEN = 0.4  # deg, lips slightly parted at rest
 EYE_LAT, EYE_LON = 12, 24
 BAG_DEPTH = np.array([0.3, 0.8, 1.5, 2.3, 2.9])
 BAG_HEIGHT = np.array([0.22, 0.55, 0.85, 0.75, 0.0])
@@ -320,11 +320,11 @@ def build_topology() -> Topology:
 
 
 # --------------------------------------------------------------- geometry
-def _opening(s: np.ndarray, skew: float) -> np.ndarray:
+def _opening(s: np.ndarray, skew: float, power: float = 0.75) -> np.ndarray:
     """Almond profile on [0, 1], zero at the corners; skew moves the peak."""
     s = np.clip(s, 0.0, 1.0)
     s = s ** np.exp(skew)
-    return np.sin(np.pi * s) ** 0.75
+    return np.sin(np.pi * s) ** power
 
 
 def warped_elevations(topo: Topology) -> np.ndarray:
@@ -333,13 +333,14 @@ def warped_elevations(topo: Topology) -> np.ndarray:
     phideg = np.degrees(topo.phi)
     on_grid = topo.row >= 0
     slits = [
-        (topo.eye_rows, topo.eye_cols["L"], EYE_OPEN_UP, EYE_OPEN_LO, 0.25, 9.0),
-        (topo.eye_rows, topo.eye_cols["R"], EYE_OPEN_UP, EYE_OPEN_LO, -0.25, 9.0),
-        (topo.mouth_row, topo.mouth_cols, MOUTH_OPEN, MOUTH_OPEN, 0.0, 3.0),
+        (topo.eye_rows, topo.eye_cols["L"], EYE_OPEN_UP, EYE_OPEN_LO, 0.25, 9.0, 0.75),
+        (topo.eye_rows, topo.eye_cols["R"], EYE_OPEN_UP, EYE_OPEN_LO, -0.25, 9.0, 0.75),
+        # the lips part right up to the corners, so lip motions never shear them into each other
+        (topo.mouth_row, topo.mouth_cols, MOUTH_OPEN, MOUTH_OPEN, 0.0, 3.0, 0.35),
     ]
     phis = np.degrees(column_azimuths())
     base = topo.elev.copy()
-    for r, (a, b), o_up, o_lo, skew, width in slits:
+    for r, (a, b), o_up, o_lo, skew, width, power in slits:
         e_s = head_row_elevations()[r - NECK_ROWS]
         pa, pb = phis[a], phis[b]
         s = (phideg - pa) / (pb - pa)
@@ -348,7 +349,7 @@ def warped_elevations(topo: Topology) -> np.ndarray:
         # the right eye mirrors the left: its parameter runs from the outer corner
         if skew < 0:
             s = 1 - (phideg - pa) / (pb - pa)
-        prof = _opening(s, abs(skew)) * ((s > 0) & (s < 1))
+        prof = _opening(s, abs(skew), power) * ((s > 0) & (s < 1))
         d = base - e_s
         above = (d > 0) | ((d == 0) & ~topo.below_slit)
         fall = np.clip(1 - np.abs(d) / width, 0, 1) ** 2

@@ -1,0 +1,56 @@
+"""Anthropometric measurements of a head on the default topology (cm)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..model_data import ModelData
+
+MID_NECK_Y = -13.5
+
+
+def neck_circumference(P: np.ndarray, tris: np.ndarray, y: float = MID_NECK_Y) -> float:
+    """Perimeter of the horizontal cross-section of the mesh at height y."""
+    a, b, c = P[tris[:, 0]], P[tris[:, 1]], P[tris[:, 2]]
+    segs = []
+    for p, q, r in ((a, b, c), (b, c, a), (c, a, b)):
+        # the edge p-q crosses y when the signs differ
+        s = (p[:, 1] - y) * (q[:, 1] - y) < 0
+        t = (y - p[s, 1]) / (q[s, 1] - p[s, 1])
+        segs.append((np.nonzero(s)[0], p[s] + t[:, None] * (q[s] - p[s])))
+    idx = np.concatenate([s[0] for s in segs])
+    pts = np.concatenate([s[1] for s in segs])
+    order = np.argsort(idx, kind="stable")
+    idx, pts = idx[order], pts[order]
+    # each crossed triangle contributes one segment between its two crossing points
+    u, start, count = np.unique(idx, return_index=True, return_counts=True)
+    ok = count == 2
+    p0, p1 = pts[start[ok]], pts[start[ok] + 1]
+    # only the outer skin: keep segments far from the axis (drops nothing on the neck)
+    return float(np.linalg.norm(p1 - p0, axis=1).sum())
+
+
+def measurements(data: ModelData, P: np.ndarray | None = None) -> dict[str, float]:
+    """Head breadth, length, face height, eye and mouth width, neck girth and placement."""
+    P = data.template_vertices.astype(np.float64) if P is None else P
+    lm = P[data.landmark_indices]
+    skin = data.extras.get("part")
+    skin = np.ones(len(P), bool) if skin is None else skin == 0
+    S = P[skin]
+    cranial = S[(S[:, 1] > 4.0) & (S[:, 2] < 4.0)]  # above the ears
+    glabella = S[(np.abs(S[:, 0]) < 0.3) & (np.abs(S[:, 1] - 5.6) < 0.6)][:, 2].max()
+    eyes = lm[36:48]
+    return {
+        "head_breadth": float(2 * np.abs(cranial[:, 0]).max()),
+        "head_length": float(glabella - S[:, 2].min()),
+        "nasion_chin": float(np.linalg.norm(lm[27] - lm[8])),
+        "outer_eye_corners": float(np.linalg.norm(lm[36] - lm[45])),
+        "mouth_width": float(np.linalg.norm(lm[48] - lm[54])),
+        "neck_circumference": neck_circumference(P, data.triangles()),
+        "eye_level_y": float(eyes[:, 1].mean()),
+        "chin_y": float(lm[8, 1]),
+        "top_y": float(S[:, 1].max()),
+        "neck_base_y": float(S[:, 1].min()),
+        "front_z": float(S[:, 2].max()),
+        "back_z": float(S[:, 2].min()),
+    }

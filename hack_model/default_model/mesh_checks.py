@@ -1,0 +1,98 @@
+"""Mesh quality checks: self-intersections, triangle angles, manifoldness.
+
+`self_intersections` finds pairs of triangles that cross each other, skipping
+pairs that share a vertex (neighbours always touch). Candidates come from a
+cKDTree over triangle bounding spheres; each candidate pair is tested exactly
+with six segment-triangle tests (an edge of one triangle piercing the other),
+which covers every non-coplanar crossing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+
+def triangle_min_angles(V: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """Smallest interior angle of each triangle, degrees. [F]"""
+    a, b, c = V[tris[:, 0]], V[tris[:, 1]], V[tris[:, 2]]
+
+    def ang(p: np.ndarray, q: np.ndarray, r: np.ndarray) -> np.ndarray:
+        u, w = q - p, r - p
+        cos = (u * w).sum(1) / np.maximum(np.linalg.norm(u, axis=1) * np.linalg.norm(w, axis=1), 1e-20)
+        return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+    return np.minimum(np.minimum(ang(a, b, c), ang(b, c, a)), ang(c, a, b))
+
+
+def edge_use_counts(tris: np.ndarray) -> np.ndarray:
+    """How many triangles use each undirected edge (1 = boundary, 2 = interior)."""
+    e = np.sort(np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]]), axis=1)
+    _, counts = np.unique(e, axis=0, return_counts=True)
+    return counts
+
+
+def _segment_hits_triangle(p0, p1, a, b, c, eps: float = 1e-9) -> np.ndarray:
+    """Does segment p0-p1 cross triangle abc (strictly inside both)? Vectorised. [K]"""
+    d = p1 - p0
+    e1, e2 = b - a, c - a
+    h = np.cross(d, e2)
+    det = (e1 * h).sum(1)
+    ok = np.abs(det) > eps
+    inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
+    s = p0 - a
+    u = (s * h).sum(1) * inv
+    q = np.cross(s, e1)
+    v = (d * q).sum(1) * inv
+    t = (e2 * q).sum(1) * inv
+    tol = 1e-7
+    return ok & (u >= -tol) & (v >= -tol) & (u + v <= 1 + tol) & (t >= -tol) & (t <= 1 + tol)
+
+
+def candidate_pairs(V: np.ndarray, tris: np.ndarray, subset: np.ndarray | None = None) -> np.ndarray:
+    """Pairs (i, j) of triangles whose bounding spheres overlap and that share no vertex."""
+    T = V[tris]
+    cen = T.mean(1)
+    rad = np.linalg.norm(T - cen[:, None], axis=2).max(1)
+    tree = cKDTree(cen)
+    rmax = float(rad.max())
+    query = np.arange(len(tris)) if subset is None else np.asarray(subset)
+    lists = tree.query_ball_point(cen[query], rad[query] + rmax)
+    ii = np.repeat(query, [len(x) for x in lists])
+    jj = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists]) if len(lists) else ii
+    keep = ii != jj
+    if subset is None:
+        keep &= ii < jj
+    ii, jj = ii[keep], jj[keep]
+    keep = np.linalg.norm(cen[ii] - cen[jj], axis=1) <= rad[ii] + rad[jj]
+    ii, jj = ii[keep], jj[keep]
+    a, b = tris[ii], tris[jj]
+    shared = (a[:, :, None] == b[:, None, :]).any(axis=(1, 2))
+    pairs = np.stack([ii[~shared], jj[~shared]], 1)
+    if subset is not None:
+        pairs = np.unique(np.sort(pairs, axis=1), axis=0)
+    return pairs
+
+
+def self_intersections(
+    V: np.ndarray, tris: np.ndarray, subset: np.ndarray | None = None, chunk: int = 200_000
+) -> np.ndarray:
+    """Pairs of triangles [K, 2] that intersect (optionally only pairs involving `subset`)."""
+    V = np.asarray(V, np.float64)
+    pairs = candidate_pairs(V, tris, subset)
+    hits = []
+    for s in range(0, len(pairs), chunk):
+        p = pairs[s : s + chunk]
+        A, B = V[tris[p[:, 0]]], V[tris[p[:, 1]]]
+        hit = np.zeros(len(p), bool)
+        for X, Y in ((A, B), (B, A)):
+            for k in range(3):
+                hit |= _segment_hits_triangle(X[:, k], X[:, (k + 1) % 3], Y[:, 0], Y[:, 1], Y[:, 2])
+        hits.append(p[hit])
+    return np.concatenate(hits) if hits else np.zeros((0, 2), np.int64)
+
+
+def moved_triangles(tris: np.ndarray, displacement: np.ndarray, tol: float = 1e-6) -> np.ndarray:
+    """Triangles with at least one vertex that moves (to check deformations locally)."""
+    moved = np.linalg.norm(displacement, axis=1) > tol
+    return np.nonzero(moved[tris].any(axis=1))[0]
