@@ -120,3 +120,27 @@ ICT_MULTIPIE_LANDMARKS = (
     5517,
     5966,
 )
+
+
+# Head movements as (motion, sign): the whole neck turns, spread over the bones
+# in proportion to each bone's range of motion for that motion.
+HEAD_MOVEMENTS: dict[str, tuple[str, float]] = {
+    "turn_left": ("axial_rotation", 1.0),
+    "turn_right": ("axial_rotation", -1.0),
+    "look_down": ("flexion_extension", 1.0),
+    "look_up": ("flexion_extension", -1.0),
+    "tilt_right": ("lateral_bending", 1.0),
+    "tilt_left": ("lateral_bending", -1.0),
+}
+
+
+def head_movement_pose(range_of_motion: np.ndarray, movement: str, amount: float = 1.0) -> np.ndarray:
+    """Axis-angle [J, 3] for a head movement at `amount` (1 = every bone at its limit)."""
+    if movement not in HEAD_MOVEMENTS:
+        raise ValueError(f"unknown head movement {movement!r}; known: {', '.join(HEAD_MOVEMENTS)}")
+    motion, sign = HEAD_MOVEMENTS[movement]
+    limits = pose_limits_rad(range_of_motion)
+    pose = np.zeros_like(limits)
+    axis = MOTION_AXIS[motion]
+    pose[:, axis] = sign * amount * limits[:, axis]
+    return pose

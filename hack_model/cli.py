@@ -110,6 +110,50 @@ def cmd_build_default(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_render(args: argparse.Namespace) -> None:
+    import torch
+
+    from .images import save_png
+    from .model import HACK
+    from .params import forward_arguments, load_params
+    from .render import render_mesh
+
+    out = Path(args.output)
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"{out}: the output must be a .png file")
+    _refuse_overwrite(out, args.overwrite)
+    params = load_params(args.params) if args.params else {}
+    model = HACK(args.model)
+    with torch.no_grad():
+        vertices = model(**forward_arguments(params)).vertices.numpy()
+    if not 0 <= args.frame < len(vertices):
+        raise ValueError(f"--frame {args.frame} is out of range: the parameters have {len(vertices)} frames")
+    view = (args.yaw, args.pitch) if args.yaw is not None else args.view
+    image = render_mesh(
+        vertices[args.frame], model.data.triangles(), view=view, size=args.size, transparent=args.transparent
+    )
+    save_png(out, image)
+    print(f"wrote {out}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import animate, load_sequence, make_demo
+    from .model import HACK
+
+    start = time.perf_counter()
+    out = Path(args.out)
+    sequence = load_sequence(args.sequence) if args.sequence else None  # fail before rendering
+    model = HACK(args.model)
+    make_demo(model, out)
+    print(f"stills took {time.perf_counter() - start:.1f} s")
+    if sequence is not None:
+        target = out / "sequence.mp4"
+        _refuse_overwrite(target, True)
+        path = animate(model, sequence, target, fps=args.fps, max_frames=args.max_frames)
+        print(f"wrote {path}")
+    print(f"done in {time.perf_counter() - start:.1f} s")
+
+
 def _refuse_overwrite(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists (add --overwrite to replace it)")
@@ -138,6 +182,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output .obj or .ply (frames get _0000 suffixes)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(run=cmd_export)
+
+    p = sub.add_parser("render", help="render a model (with parameters) to a PNG")
+    p.add_argument("--model", help="model (default: embedded model)")
+    p.add_argument("--params", help="parameter .npz (API names or official symbols)")
+    p.add_argument("--frame", type=int, default=0, help="frame of a multi-frame parameter file")
+    p.add_argument("--view", default="three-quarter", choices=["front", "side", "three-quarter", "back"])
+    p.add_argument("--yaw", type=float, help="camera yaw in degrees (overrides --view)")
+    p.add_argument("--pitch", type=float, default=0.0, help="camera pitch in degrees, with --yaw")
+    p.add_argument("--size", type=int, default=512, help="image size in pixels")
+    p.add_argument("--transparent", action="store_true", help="transparent background")
+    p.add_argument("-o", "--output", required=True, help="output .png")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(run=cmd_render)
+
+    p = sub.add_parser("demo", help="picture tour: shapes, expressions, action units, neck, larynx")
+    p.add_argument("--model", help="model (default: embedded model)")
+    p.add_argument("--out", default="demo", help="output folder (default: demo)")
+    p.add_argument("--sequence", help="parameter sequence (.npz, or a folder of *_list.npy) to animate")
+    p.add_argument("--fps", type=float, default=30.0, help="animation frame rate")
+    p.add_argument("--max-frames", type=int, help="animate at most this many frames")
+    p.set_defaults(run=cmd_demo)
 
     p = sub.add_parser("build-default", help="regenerate the embedded default model")
     p.add_argument("-o", "--output", required=True, help="output .npz")
