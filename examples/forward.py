@@ -33,7 +33,10 @@ def main() -> None:
         out = model(
             shape=torch.randn(B, 10) * torch.tensor([[0.0], [1.0], [1.0], [1.0]]),  # frame 0: mean shape
             expression=torch.zeros(B, model.num_expression),
-            action_units={"AU12": torch.tensor([0.0, 1.0, 0.0, 0.5]), "AU27": torch.tensor([0.0, 0.0, 0.6, 0.0])},
+            action_units={
+                "AU12": torch.tensor([0.0, 1.0, 0.0, 0.5]),  # lip corner puller: a smile
+                "AU27": torch.tensor([0.0, 0.0, 0.6, 0.0]),  # mouth stretch: open jaw
+            },
             neck_pose=neck_pose,
             larynx_height=torch.tensor([[0.0], [0.0], [0.0], [0.03]]),
             larynx_scale=torch.tensor([[1.0], [1.0], [1.0], [1.8]]),
@@ -43,7 +46,9 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     d = model.data
     for i, vertices in enumerate(out.vertices.numpy()):
-        mesh = PolygonMesh(vertices, d.polygon_vertex_indices, d.polygon_sizes, d.uv_coords, d.polygon_uv_indices)
+        mesh = PolygonMesh(
+            vertices, d.polygon_vertex_indices, d.polygon_sizes, d.uv_coords, d.polygon_uv_indices
+        )
         print("wrote", write_mesh(out_dir / f"head_{i}.obj", mesh))
 
 
