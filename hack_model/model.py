@@ -78,7 +78,13 @@ class HACK(nn.Module):
     def _setup_larynx(self, data: ModelData) -> None:
         """Keep only vertices whose map columns are non-zero: nothing else can ever move."""
         if not data.has_larynx:
-            for name in ("larynx_map", "larynx_uvs", "larynx_direction", "larynx_index"):
+            for name in (
+                "larynx_map",
+                "larynx_uvs",
+                "larynx_direction",
+                "larynx_index",
+                "larynx_rest_offsets",
+            ):
                 self.register_buffer(name, None, persistent=False)
             return
         H, W = data.larynx_map.shape
@@ -98,8 +104,9 @@ class HACK(nn.Module):
         )
         self.register_buffer("larynx_index", torch.as_tensor(support, dtype=torch.long), persistent=False)
         # The rest mesh carries the larynx at height 0 and scale 1, as in the reference.
-        neutral = self._larynx_offsets(torch.zeros(1, 1), torch.ones(1, 1))[0]  # [V_larynx, 3]
-        planes = self.template.view(3, -1).index_add(1, self.larynx_index, neutral.T)
+        neutral = self._larynx_offsets(torch.zeros(1, 1), torch.ones(1, 1))  # [1, V_larynx, 3]
+        self.register_buffer("larynx_rest_offsets", neutral, persistent=False)
+        planes = self.template.view(3, -1).index_add(1, self.larynx_index, neutral[0].T)
         self.template = planes.reshape(-1)
 
     def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .double(): drop device-bound caches
@@ -263,8 +270,7 @@ class HACK(nn.Module):
         B = planes.shape[0]
         height = (height if height is not None else planes.new_zeros(1, 1)).expand(B, 1)
         scale = (scale if scale is not None else planes.new_ones(1, 1)).expand(B, 1)
-        neutral = self._larynx_offsets(height.new_zeros(1, 1), height.new_ones(1, 1))
-        delta = self._larynx_offsets(height, scale) - neutral  # [B, V_larynx, 3]
+        delta = self._larynx_offsets(height, scale) - self.larynx_rest_offsets  # [B, V_larynx, 3]
         return planes.index_add(2, self.larynx_index, delta.transpose(1, 2))
 
     def _rest_frames(
