@@ -1,0 +1,340 @@
+"""The rig's maths, with numpy alone, so that it can be tested without Blender.
+
+Everything the add-on turns into shape keys, drivers and constraints is computed
+here: action-unit sums, the head-movement spread over the vertebrae, the larynx
+keys and their driver weights, the pose-corrective driver expressions and the
+object placement. The tests compare these functions with `HACK.forward`.
+
+Conventions: model space is centimetres, +y up, +z forward. Quaternions are
+(w, x, y, z) as in Blender. Blender's XYZ Euler applies X first: R = Rz Ry Rx.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Larynx height range the rig covers (fraction of the larynx map's height).
+LARYNX_HEIGHT_LIMIT = 0.05
+LARYNX_SCALE_RANGE = (0.0, 2.0)
+# Bones counted from the top that extend (chin forward) while the lower ones flex.
+UPPER_NECK_BONES = 3
+
+
+# ---------------------------------------------------------------- rotations
+def axis_angle_to_matrix(axis_angle: np.ndarray) -> np.ndarray:
+    """Rodrigues' formula. [..., 3] -> [..., 3, 3]."""
+    aa = np.asarray(axis_angle, np.float64)
+    angle = np.linalg.norm(aa, axis=-1)[..., None, None]
+    safe = np.where(angle < 1e-12, 1.0, angle)
+    sinc = np.where(angle < 1e-12, 1.0, np.sin(safe) / safe)
+    cosc = np.where(angle < 1e-12, 0.5, (1.0 - np.cos(safe)) / safe**2)
+    x, y, z = aa[..., 0], aa[..., 1], aa[..., 2]
+    zero = np.zeros_like(x)
+    skew = np.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*x.shape, 3, 3)
+    return np.eye(3) + sinc * skew + cosc * (skew @ skew)
+
+
+def matrix_to_quaternion(matrix: np.ndarray) -> np.ndarray:
+    """[..., 3, 3] rotation -> [..., 4] unit quaternion (w, x, y, z) with w >= 0."""
+    m = np.asarray(matrix, np.float64)
+    flat = m.reshape(-1, 3, 3)
+    out = np.empty((len(flat), 4))
+    for n, r in enumerate(flat):
+        # Shepperd's method: pick the largest diagonal term for stability.
+        t = np.trace(r)
+        candidates = [t, r[0, 0], r[1, 1], r[2, 2]]
+        k = int(np.argmax(candidates))
+        if k == 0:
+            s = np.sqrt(1.0 + t) * 2
+            q = [0.25 * s, (r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s]
+        elif k == 1:
+            s = np.sqrt(1.0 + r[0, 0] - r[1, 1] - r[2, 2]) * 2
+            q = [(r[2, 1] - r[1, 2]) / s, 0.25 * s, (r[0, 1] + r[1, 0]) / s, (r[0, 2] + r[2, 0]) / s]
+        elif k == 2:
+            s = np.sqrt(1.0 + r[1, 1] - r[0, 0] - r[2, 2]) * 2
+            q = [(r[0, 2] - r[2, 0]) / s, (r[0, 1] + r[1, 0]) / s, 0.25 * s, (r[1, 2] + r[2, 1]) / s]
+        else:
+            s = np.sqrt(1.0 + r[2, 2] - r[0, 0] - r[1, 1]) * 2
+            q = [(r[1, 0] - r[0, 1]) / s, (r[0, 2] + r[2, 0]) / s, (r[1, 2] + r[2, 1]) / s, 0.25 * s]
+        q = np.asarray(q)
+        out[n] = q if q[0] >= 0 else -q
+    return out.reshape(*m.shape[:-2], 4)
+
+
+def quaternion_to_matrix(quaternion: np.ndarray) -> np.ndarray:
+    """[..., 4] (w, x, y, z), normalised first -> [..., 3, 3]."""
+    q = np.asarray(quaternion, np.float64)
+    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    w, x, y, z = np.moveaxis(q, -1, 0)
+    return np.stack(
+        [
+            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+        ],
+        -1,
+    ).reshape(*q.shape[:-1], 3, 3)  # fmt: skip
+
+
+def axis_angle_to_quaternion(axis_angle: np.ndarray) -> np.ndarray:
+    """[..., 3] -> [..., 4] (w, x, y, z); exact, no detour through matrices."""
+    aa = np.asarray(axis_angle, np.float64)
+    angle = np.linalg.norm(aa, axis=-1, keepdims=True)
+    half = angle / 2
+    # sin(a/2)/a with its limit 1/2 at zero.
+    factor = np.where(angle < 1e-12, 0.5, np.sin(half) / np.where(angle < 1e-12, 1.0, angle))
+    return np.concatenate([np.cos(half), aa * factor], -1)
+
+
+def matrix_to_axis_angle(matrix: np.ndarray) -> np.ndarray:
+    """[..., 3, 3] -> [..., 3] (angle below pi)."""
+    q = matrix_to_quaternion(matrix)
+    w = np.clip(q[..., :1], -1.0, 1.0)
+    vec = q[..., 1:]
+    sin_half = np.linalg.norm(vec, axis=-1, keepdims=True)
+    angle = 2 * np.arctan2(sin_half, w)
+    scale = np.where(sin_half < 1e-12, 2.0, angle / np.where(sin_half < 1e-12, 1.0, sin_half))
+    return vec * scale
+
+
+def euler_xyz_to_matrix(angles: np.ndarray) -> np.ndarray:
+    """Blender's XYZ Euler (X applied first): [..., 3] -> [..., 3, 3] = Rz @ Ry @ Rx."""
+    a = np.asarray(angles, np.float64)
+    eye = np.eye(3)
+    rx = axis_angle_to_matrix(a[..., 0:1] * eye[0])
+    ry = axis_angle_to_matrix(a[..., 1:2] * eye[1])
+    rz = axis_angle_to_matrix(a[..., 2:3] * eye[2])
+    return rz @ ry @ rx
+
+
+# ------------------------------------------------------------ pose correctives
+def pose_corrective_expressions() -> list[list[str]]:
+    """Driver expressions of (R - I)[i][j] in the quaternion variables w, x, y, z.
+
+    Blender's "simple expressions" evaluate these without Python, so the rig runs
+    without auto-run scripts. The quaternion is unit (the LOCAL_SPACE transform
+    channel is read from the bone's matrix), hence 1 - 2(y^2 + z^2) - 1 = -2(y^2 + z^2).
+    """
+    return [
+        ["-2*(y*y+z*z)", "2*(x*y-w*z)", "2*(x*z+w*y)"],
+        ["2*(x*y+w*z)", "-2*(x*x+z*z)", "2*(y*z-w*x)"],
+        ["2*(x*z-w*y)", "2*(y*z+w*x)", "-2*(x*x+y*y)"],
+    ]
+
+
+def pose_features(rotations: np.ndarray) -> np.ndarray:
+    """(R - I) per bone: [J, 3, 3] -> [J, 3, 3] (the pose-corrective key values)."""
+    return np.asarray(rotations, np.float64) - np.eye(3)
+
+
+# -------------------------------------------------------------- action units
+def action_unit_terms(
+    action_unit_matrix: np.ndarray, tolerance: float = 0.0
+) -> list[list[tuple[int, float]]]:
+    """For each expression e, the (action unit index, weight) pairs with M[a, e] != 0."""
+    m = np.asarray(action_unit_matrix, np.float64)
+    return [
+        [(int(a), float(m[a, e])) for a in np.nonzero(np.abs(m[:, e]) > tolerance)[0]]
+        for e in range(m.shape[1])
+    ]
+
+
+def expression_driver_expression(
+    terms: list[tuple[int, float]], raw_name: str = "e", prefix: str = "a"
+) -> str:
+    """'e + a3 + 0.5*a7': the expression key's value from its raw slider and the action units."""
+    parts = [raw_name]
+    for a, weight in terms:
+        parts.append(f"{prefix}{a}" if weight == 1.0 else f"{weight!r}*{prefix}{a}")
+    return " + ".join(parts)
+
+
+def expression_weights(
+    raw: np.ndarray, action_units: np.ndarray, action_unit_matrix: np.ndarray
+) -> np.ndarray:
+    """The expression key values: raw sliders plus the action units through the table. [E]."""
+    return np.asarray(raw, np.float64) + np.asarray(action_units, np.float64) @ np.asarray(
+        action_unit_matrix, np.float64
+    )
+
+
+# --------------------------------------------------------------- neck motion
+def head_motion_weights(limits: np.ndarray) -> np.ndarray:
+    """How each whole-head motion spreads over the bones: [4, J, 3] radians per unit slider.
+
+    Rows: turn (total angle, + to the subject's left, about each bone's +y), nod (total
+    angle, + chin down, about +x), tilt (total angle, + towards the subject's right,
+    about +z), forward (fraction in [-1, 1], + chin forward). The three rotations are
+    shared in proportion to the bones' ranges of motion (`limits` [J, 3] radians per
+    axis x, y, z), so every bone reaches its limit together. Forward flexes the lower
+    neck and extends the top `UPPER_NECK_BONES` by the same total angle, so the face
+    keeps its orientation while the head slides forward.
+    """
+    lim = np.asarray(limits, np.float64)
+    J = lim.shape[0]
+    w = np.zeros((4, J, 3))
+    for row, axis in ((0, 1), (1, 0), (2, 2)):
+        total = lim[:, axis].sum()
+        if total > 0:
+            w[row, :, axis] = lim[:, axis] / total
+    upper = np.arange(J) >= max(J - UPPER_NECK_BONES, 1)
+    low_sum, up_sum = lim[~upper, 0].sum(), lim[upper, 0].sum()
+    if low_sum > 0 and up_sum > 0:
+        low_gain = min(1.0, up_sum / low_sum)  # no bone passes its limit at forward = 1
+        up_gain = low_gain * low_sum / up_sum
+        w[3, ~upper, 0] = lim[~upper, 0] * low_gain
+        w[3, upper, 0] = -lim[upper, 0] * up_gain
+    return w
+
+
+def head_motion_ranges(limits: np.ndarray) -> np.ndarray:
+    """Largest useful slider values [turn, nod, tilt, forward]: the summed ranges."""
+    lim = np.asarray(limits, np.float64)
+    return np.array([lim[:, 1].sum(), lim[:, 0].sum(), lim[:, 2].sum(), 1.0])
+
+
+def head_motion_angles(sliders: np.ndarray, limits: np.ndarray) -> np.ndarray:
+    """Per-bone XYZ Euler angles [J, 3] for sliders [turn, nod, tilt, forward]."""
+    return np.einsum("k,kjc->jc", np.asarray(sliders, np.float64), head_motion_weights(limits))
+
+
+def combined_rotations(direct: np.ndarray, head_euler: np.ndarray) -> np.ndarray:
+    """Each bone's local rotation: the head-motion rotation applied before (as if on a
+    parent of) the bone's own pose, as the add-on's Transformation constraints do.
+    direct [J, 3, 3], head_euler [J, 3] -> [J, 3, 3]."""
+    return euler_xyz_to_matrix(head_euler) @ np.asarray(direct, np.float64)
+
+
+# ------------------------------------------------------------------ larynx
+def sample_larynx(larynx_map: np.ndarray, vertex_uvs: np.ndarray, height: float) -> np.ndarray:
+    """The map value per vertex at (u, 1 - v + height): bilinear, corner-aligned, border clamp. [V]."""
+    m = np.asarray(larynx_map, np.float64)
+    H, W = m.shape
+    uv = np.asarray(vertex_uvs, np.float64)
+    x = np.clip(uv[:, 0], 0.0, 1.0) * (W - 1)
+    y = np.clip(1.0 - uv[:, 1] + height, 0.0, 1.0) * (H - 1)
+    x0 = np.clip(np.floor(x).astype(np.int64), 0, max(W - 2, 0))
+    y0 = np.clip(np.floor(y).astype(np.int64), 0, max(H - 2, 0))
+    x1, y1 = np.minimum(x0 + 1, W - 1), np.minimum(y0 + 1, H - 1)
+    fx, fy = x - x0, y - y0
+    top = m[y0, x0] * (1 - fx) + m[y0, x1] * fx
+    bottom = m[y1, x0] * (1 - fx) + m[y1, x1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def larynx_offsets(
+    larynx_map: np.ndarray, vertex_uvs: np.ndarray, direction: np.ndarray, height: float, scale: float
+) -> np.ndarray:
+    """Exact larynx displacement [V, 3] (not relative to the rest larynx)."""
+    return scale * sample_larynx(larynx_map, vertex_uvs, height)[:, None] * np.asarray(direction, np.float64)
+
+
+def larynx_knots(map_height: int, limit: float = LARYNX_HEIGHT_LIMIT) -> np.ndarray:
+    """Heights of the larynx keys: the map's pixel rows (spacing 1/(H-1)) covering [-limit, limit].
+
+    At a knot the rig is exact for any scale; between knots each vertex's offset
+    is piecewise linear with a kink the knots miss, see `larynx_key_error`.
+    """
+    step = 1.0 / max(map_height - 1, 1)
+    n = int(np.ceil(limit / step - 1e-9))
+    return np.arange(-n, n + 1) * step
+
+
+def larynx_keys(
+    larynx_map: np.ndarray, vertex_uvs: np.ndarray, direction: np.ndarray, knots: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Shape-key offsets of the larynx rig.
+
+    Returns (rest [V, 3], height_keys [K, V, 3], key_knots [K]): the rest larynx
+    (height 0, scale 1, already in the basis) and, for every knot except 0,
+    offset(knot) - rest. With hat weights w_k(h) (summing to 1) and scale s the
+    rig adds  s * sum_k w_k(h) height_keys[k] + (s - 1) rest  =  s offset(h) - rest,
+    exactly the model's change from the rest larynx when h is a knot.
+    """
+    rest = larynx_offsets(larynx_map, vertex_uvs, direction, 0.0, 1.0)
+    keep = [k for k in knots if abs(k) > 1e-12]
+    keys = (
+        np.stack([larynx_offsets(larynx_map, vertex_uvs, direction, k, 1.0) - rest for k in keep])
+        if keep
+        else (np.zeros((0,) + rest.shape))
+    )
+    return rest, keys, np.asarray(keep, np.float64)
+
+
+def larynx_weights(height: float, scale: float, knots: np.ndarray, key_knots: np.ndarray) -> np.ndarray:
+    """Key values [K] of the height keys (the scale key's value is scale - 1)."""
+    step = float(np.min(np.diff(knots))) if len(knots) > 1 else 1.0
+    h = float(np.clip(height, knots[0], knots[-1]))
+    return scale * np.maximum(0.0, 1.0 - np.abs(h - np.asarray(key_knots)) / step)
+
+
+def larynx_driver_expression(knot: float, step: float, height: str = "h", scale: str = "s") -> str:
+    """Hat weight of one knot times the scale, as a simple driver expression."""
+    return f"{scale}*max(0.0, 1.0 - abs({height} - ({knot!r}))*{1.0 / step!r})"
+
+
+def larynx_rig_offsets(
+    rest: np.ndarray, keys: np.ndarray, knots: np.ndarray, key_knots: np.ndarray, height: float, scale: float
+) -> np.ndarray:
+    """What the rig's larynx keys add to the basis [V, 3] (for accuracy checks)."""
+    w = larynx_weights(height, scale, knots, key_knots)
+    return np.tensordot(w, keys, 1) + (scale - 1.0) * rest
+
+
+def larynx_key_error(
+    larynx_map: np.ndarray,
+    vertex_uvs: np.ndarray,
+    direction: np.ndarray,
+    knots: np.ndarray,
+    scale: float = LARYNX_SCALE_RANGE[1],
+    samples: int = 801,
+) -> float:
+    """Largest |rig - model| (cm) of the larynx keys over heights in the knots' range."""
+    rest, keys, key_knots = larynx_keys(larynx_map, vertex_uvs, direction, knots)
+    worst = 0.0
+    for h in np.linspace(knots[0], knots[-1], samples):
+        exact = larynx_offsets(larynx_map, vertex_uvs, direction, h, scale) - rest
+        rig = larynx_rig_offsets(rest, keys, knots, key_knots, h, scale)
+        worst = max(worst, float(np.abs(rig - exact).max()))
+    return worst
+
+
+# ------------------------------------------------------------------- shape
+def shaped_vertices(template: np.ndarray, shape_directions: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    """template [V, 3] + sum_i shape[i] directions[i] (any number of leading components)."""
+    shape = np.asarray(shape, np.float64).reshape(-1)
+    out = np.asarray(template, np.float64).copy()
+    n = min(len(shape), len(shape_directions))
+    if n:
+        out += np.tensordot(shape[:n], np.asarray(shape_directions[:n], np.float64), 1)
+    return out
+
+
+# --------------------------------------------------------------- placement
+def placement_matrix(unit_scale: float = 0.01) -> np.ndarray:
+    """Model space (cm, +y up, +z forward) -> Blender (m, +z up, -y forward): rotate +90
+    degrees about X and scale, as the head's object transform. [4, 4]."""
+    m = np.eye(4)
+    m[:3, :3] = axis_angle_to_matrix(np.array([np.pi / 2, 0.0, 0.0])) * unit_scale
+    return m
+
+
+def similarity_matrix(scale: float, rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
+    """[4, 4] of x -> scale * rotation @ x + translation (a fit's model -> scan map)."""
+    m = np.eye(4)
+    m[:3, :3] = float(np.asarray(scale).reshape(-1)[0]) * np.asarray(rotation, np.float64).reshape(3, 3)
+    m[:3, 3] = np.asarray(translation, np.float64).reshape(3)
+    return m
+
+
+def fit_object_matrix(
+    scale: float, rotation: np.ndarray, translation: np.ndarray, unit_scale: float = 0.01
+) -> np.ndarray:
+    """Object matrix that puts a fitted head on its scan, for a scan brought into Blender
+    with the head's own placement (Y up -> Z up, cm -> unit_scale)."""
+    return placement_matrix(unit_scale) @ similarity_matrix(scale, rotation, translation)
+
+
+def frame_numbers(count: int, source_fps: float, scene_fps: float, start: int = 1) -> np.ndarray:
+    """Scene frames (float) of `count` samples recorded at source_fps."""
+    return start + np.arange(count) * (float(scene_fps) / float(source_fps))

@@ -1,0 +1,78 @@
+"""Slider accuracy, keyframed action units and a bad model file.
+
+    python check_rig.py ZIP MODEL CASES.npz OUT.npz
+
+MODEL is a package .npz ('' for the bundled one); CASES holds the slider values
+of each case; OUT gets the evaluated vertices per case plus the keyframe checks.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import bpy
+import numpy as np
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from _common import clear_scene, evaluated, install_addon, set_case  # noqa: E402
+
+
+def main() -> None:
+    zip_path, model, cases_path, out_path = sys.argv[-4:]
+    install_addon(zip_path)
+    clear_scene()
+    cases = dict(np.load(cases_path))
+    results: dict[str, np.ndarray] = {}
+
+    # A bad model file: the operator reports an error and the scene stays as it was.
+    bad = cases_path + ".bad.npz"
+    with open(bad, "wb") as handle:
+        handle.write(b"not a zip file")
+    before = sorted(o.name for o in bpy.data.objects), len(bpy.data.meshes), len(bpy.data.armatures)
+    try:
+        bpy.ops.hack.add_head(use_bundled=False, filepath=bad)
+        bad_error = ""
+    except RuntimeError as err:
+        bad_error = str(err)
+    after = sorted(o.name for o in bpy.data.objects), len(bpy.data.meshes), len(bpy.data.armatures)
+    results["bad_file"] = np.array(json.dumps({"error": bad_error, "unchanged": before == after}))
+
+    start = time.perf_counter()
+    if model:
+        bpy.ops.hack.add_head(use_bundled=False, filepath=model)
+    else:
+        bpy.ops.hack.add_head(use_bundled=True)
+    results["add_seconds"] = np.array(time.perf_counter() - start)
+    arm = bpy.context.object
+    results["rest"] = evaluated(arm)
+    n = len(cases["expression"])
+    results["vertices"] = np.stack([(set_case(arm, cases, i), evaluated(arm))[1] for i in range(n)])
+    bones = [b.name for b in arm.data.bones if b.use_deform]
+    results["bone_names"] = np.array(bones)
+    results["bone_rest"] = np.stack([np.array(arm.data.bones[b].matrix_local) for b in bones])
+
+    # Keyframed action units: frame 1 neutral, frame 11 case 0's action units; the
+    # mesh must follow frame_set without any handler.
+    set_case(
+        arm, {k: np.zeros_like(v) if k != "larynx_scale" else np.ones_like(v) for k, v in cases.items()}, 0
+    )
+    s = arm.hack
+    for a, item in enumerate(s.action_units):
+        item.value = 0.0
+        arm.keyframe_insert(f"hack.action_units[{a}].value", frame=1)
+        item.value = float(cases["action_units"][0][a])
+        arm.keyframe_insert(f"hack.action_units[{a}].value", frame=11)
+    scene = bpy.context.scene
+    frames = {}
+    for frame in (11, 1, 6, 11):
+        scene.frame_set(frame)
+        frames[frame] = evaluated(arm)
+    results["keyed_frame_11"] = frames[11]
+    results["keyed_frame_1"] = frames[1]
+    results["keyed_frame_6"] = frames[6]
+    np.savez(out_path, **results)
+
+
+main()

@@ -1,0 +1,210 @@
+"""The Blender add-on, headless, against HACK.forward.
+
+Needs Blender's Python module (`bpy==5.0.1`, Python 3.11, numpy<2) in its own
+virtual environment: set HACK_BLENDER_PYTHON to its interpreter, e.g.
+
+    python3.11 -m venv .venv-blender && .venv-blender/bin/pip install bpy==5.0.1 pytest
+    HACK_BLENDER_PYTHON=$PWD/.venv-blender/bin/python python -m pytest tests/test_blender_addon.py
+
+The add-on zip is built with `build_blender_package`; scripts in tests/blender/
+run in the bpy interpreter (installing the zip as an extension into a temporary
+user folder) and write .npz results that are compared here with HACK.forward.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from hack_model import HACK  # noqa: E402
+from hack_model.anatomy import pose_limits_rad  # noqa: E402
+from hack_model.blender_package import DEFAULT_MODEL, build_blender_package  # noqa: E402
+from hack_model.io.npz import load_model_npz, save_model  # noqa: E402
+from hack_model.synthetic import random_model_data  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "tests" / "blender"
+TOLERANCE_CM = 1e-3
+pytestmark = pytest.mark.blender
+
+
+def load_rig_math():
+    spec = importlib.util.spec_from_file_location("hack_rig_math", REPO / "blender_addon" / "rig_math.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+rig_math = load_rig_math()
+
+
+def blender_python() -> str:
+    path = os.environ.get("HACK_BLENDER_PYTHON")
+    if not path:
+        pytest.skip(
+            "HACK_BLENDER_PYTHON is not set (a Python 3.11 venv with bpy==5.0.1, see this file's docstring)"
+        )
+    if not Path(path).is_file():
+        pytest.skip(f"HACK_BLENDER_PYTHON={path} does not exist")
+    return path
+
+
+def run_blender(script: str, *args: str, tmp: Path, timeout: float = 600) -> None:
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp / "blender_user"))
+    proc = subprocess.run(
+        [blender_python(), str(SCRIPTS / script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=tmp,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"{script} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    blender_python()
+    return tmp_path_factory.mktemp("blender")
+
+
+@pytest.fixture(scope="module")
+def addon_zip(workdir: Path) -> Path:
+    model = None if DEFAULT_MODEL.is_file() else _random_model_file(workdir, seed=7)
+    return build_blender_package(workdir, model_path=model)
+
+
+def _random_model_file(folder: Path, seed: int = 0, vertices: int = 300) -> Path:
+    path = folder / f"random_{seed}.npz"
+    if not path.exists():
+        save_model(random_model_data(num_vertices=vertices, num_shape=12, seed=seed), path)
+    return path
+
+
+def make_cases(data, count: int, seed: int) -> dict[str, np.ndarray]:
+    """Random sliders: case 0 expressions and action units only, case 1 neck only, then everything."""
+    rng = np.random.default_rng(seed)
+    limits = pose_limits_rad(data.range_of_motion)
+    ranges = rig_math.head_motion_ranges(limits)
+    S, E, A, J = min(data.num_shape, 10), data.num_expression, len(data.action_unit_names), data.num_bones
+    cases = {
+        "shape": rng.normal(0, 1, (count, S)),
+        "expression": rng.uniform(0, 0.5, (count, E)),
+        "action_units": rng.uniform(0, 0.6, (count, A)),
+        "direct_pose": rng.uniform(-0.3, 0.3, (count, J, 3)) * limits,
+        "head_motion": rng.uniform(-0.25, 0.25, (count, 4)) * ranges,
+    }
+    cases["direct_pose"][0] = cases["head_motion"][0] = 0.0
+    cases["shape"][:2] = cases["expression"][1] = cases["action_units"][1] = 0.0
+    if data.has_larynx:
+        knots = rig_math.larynx_knots(data.larynx_map.shape[0])
+        knots = knots[np.abs(knots) <= rig_math.LARYNX_HEIGHT_LIMIT + 1e-9]
+        cases["larynx_height"] = rng.choice(knots, count)
+        cases["larynx_scale"] = rng.uniform(0.0, 2.0, count)
+        cases["larynx_height"][:2], cases["larynx_scale"][:2] = 0.0, 1.0
+    return cases
+
+
+def expected_vertices(model: HACK, cases: dict[str, np.ndarray]) -> np.ndarray:
+    limits = pose_limits_rad(model.data.range_of_motion)
+    poses = []
+    for direct, sliders in zip(cases["direct_pose"], cases["head_motion"]):
+        rotations = rig_math.combined_rotations(
+            rig_math.axis_angle_to_matrix(direct), rig_math.head_motion_angles(sliders, limits)
+        )
+        poses.append(rig_math.matrix_to_axis_angle(rotations))
+    args = {
+        "shape": cases["shape"] if cases["shape"].shape[1] else None,
+        "expression": cases["expression"],
+        "action_units": cases["action_units"],
+        "neck_pose": np.stack(poses),
+    }
+    if "larynx_height" in cases:
+        args["larynx_height"] = cases["larynx_height"][:, None]
+        args["larynx_scale"] = cases["larynx_scale"][:, None]
+    with torch.no_grad():
+        return model.to(torch.float64)(**args).vertices.numpy()
+
+
+def run_rig_check(workdir: Path, addon_zip: Path, model_path: Path | None, name: str, count: int = 4):
+    data = load_model_npz(model_path if model_path is not None else DEFAULT_MODEL)
+    cases = make_cases(data, count, seed=len(name))
+    cases_file = workdir / f"{name}_cases.npz"
+    out = workdir / f"{name}_out.npz"
+    np.savez(cases_file, **cases)
+    run_blender("check_rig.py", addon_zip, model_path or "", cases_file, out, tmp=workdir)
+    return data, cases, dict(np.load(out))
+
+
+@pytest.fixture(scope="module")
+def random_rig(workdir, addon_zip):
+    return run_rig_check(workdir, addon_zip, _random_model_file(workdir, seed=3), "random")
+
+
+@pytest.fixture(scope="module")
+def default_rig(workdir, addon_zip):
+    if not DEFAULT_MODEL.is_file():
+        pytest.skip(f"{DEFAULT_MODEL} not built")
+    return run_rig_check(workdir, addon_zip, None, "default", count=3)
+
+
+def _report(name: str, errors) -> None:
+    print(f"{name}: max |Blender - HACK.forward| per case (cm): " + ", ".join(f"{e:.2e}" for e in errors))
+
+
+@pytest.mark.parametrize("which", ["random_rig", "default_rig"])
+def test_sliders_match_forward(which, request):
+    data, cases, out = request.getfixturevalue(which)
+    model = HACK(data)
+    expected = expected_vertices(model, cases)
+    errors = np.abs(out["vertices"] - expected).max(axis=(1, 2))
+    _report(which, errors)
+    assert errors.max() < TOLERANCE_CM, errors
+    # The rest mesh and the armature's rest frames are the model's.
+    assert np.abs(out["rest"] - model.neutral_vertices()).max() < TOLERANCE_CM
+    assert list(out["bone_names"]) == data.bone_names
+    assert np.abs(out["bone_rest"] - data.bone_rest_transforms).max() < 1e-4
+
+
+def test_keyframed_action_units_follow_frames(random_rig):
+    data, cases, out = random_rig
+    model = HACK(data)
+    with torch.no_grad():
+        keyed = model.to(torch.float64)(action_units=cases["action_units"][:1]).vertices[0].numpy()
+    neutral = model.neutral_vertices()
+    assert np.abs(out["keyed_frame_11"] - keyed).max() < TOLERANCE_CM
+    assert np.abs(out["keyed_frame_1"] - neutral).max() < TOLERANCE_CM
+    middle = out["keyed_frame_6"]
+    assert np.abs(middle - neutral).max() > 1e-3 and np.abs(middle - keyed).max() > 1e-3
+
+
+def test_bad_model_file_reports_and_keeps_scene(random_rig):
+    result = json.loads(str(random_rig[2]["bad_file"]))
+    assert "not a readable .npz model file" in result["error"]
+    assert result["unchanged"]
+
+
+def test_add_head_time(default_rig):
+    assert float(default_rig[2]["add_seconds"]) < 2.0
+
+
+def test_package_refuses_missing_or_bad_model(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such model file"):
+        build_blender_package(tmp_path, model_path=tmp_path / "missing.npz")
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"junk")
+    with pytest.raises(ValueError, match="not a readable"):
+        build_blender_package(tmp_path, model_path=bad)
+    with pytest.raises(FileNotFoundError, match="output folder"):
+        build_blender_package(tmp_path / "nowhere")
