@@ -308,6 +308,9 @@ class HACK_OT_import_animation(_HeadOperator, bpy.types.Operator, ImportHelper):
         source_fps = float(params["fps"]) if "fps" in params else self.fps
         if "shape" in params:
             apply_params(arm, {"shape": params["shape"]})
+        if "neck_pose" in params and rig.exceeds_limits(arm, params["neck_pose"]):
+            arm.hack.use_limits = False
+            self.report({"WARNING"}, "the sequence passes the range of motion: limits switched off")
         count = keyframe_params(
             arm, params, lambda n: rig_math.frame_numbers(n, source_fps, scene_fps, self.start_frame)
         )
@@ -363,6 +366,9 @@ class HACK_OT_import_fit(bpy.types.Operator, ImportHelper):
             self.report({"ERROR"}, f"HACK: {err}")
             return {"CANCELLED"}
         apply_params(arm, params)
+        if "neck_pose" in params and rig.exceeds_limits(arm, params["neck_pose"]):
+            arm.hack.use_limits = False
+            self.report({"WARNING"}, "the fitted pose passes the range of motion: limits switched off")
         arm.matrix_world = Matrix(placement.tolist())
         self.report({"INFO"}, f"fit {Path(self.filepath).name} applied to {arm.name}")
         return {"FINISHED"}

@@ -100,8 +100,9 @@ class HACK_PT_neck(_HeadSubPanel, bpy.types.Panel):
         col.prop(s, "head_nod", text="Nod (+ down)")
         col.prop(s, "head_tilt", text="Tilt (+ right)")
         col.prop(s, "head_forward", text="Forward (+)", slider=True)
+        layout.prop(s, "use_limits")
         box = layout.box()
-        box.label(text="Bones (quaternion, limited to the range of motion)")
+        box.label(text="Bones (quaternion rotation in the rest frame)")
         for pb in arm.pose.bones:
             if pb.name == rig.CONTROL_BONE:
                 continue

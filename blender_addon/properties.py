@@ -99,7 +99,11 @@ class HackHeadSettings(bpy.types.PropertyGroup):
         min=rig_math.LARYNX_SCALE_RANGE[0],
         max=rig_math.LARYNX_SCALE_RANGE[1],
     )
-    show_expressions: BoolProperty(name="Show expressions", default=False)
+    use_limits: BoolProperty(
+        name="Range-of-motion limits",
+        description="Clamp each bone to the model's range of motion (Limit Rotation constraints)",
+        default=True,
+    )
 
 
 CLASSES = (HackWeight, HackShapeValue, HackHeadSettings)

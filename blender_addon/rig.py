@@ -347,6 +347,9 @@ def _add_pose_rig(arm: bpy.types.Object, data: ModelData, limits: np.ndarray) ->
             setattr(limit, f"use_limit_{axis}", True)
             setattr(limit, f"min_{axis}", -float(limits[b, c]))
             setattr(limit, f"max_{axis}", float(limits[b, c]))
+        # Recorded motion often exceeds the table: `hack.use_limits` switches the limits off.
+        drv = _new_driver(limit, "influence", "u")
+        _prop_var(drv, "u", arm, "hack.use_limits")
 
 
 def _new_driver(owner, path: str, expression: str, index: int = -1):
@@ -489,6 +492,12 @@ def set_neck_pose(arm: bpy.types.Object, neck_pose: np.ndarray, bone_names: list
     quats = rig_math.axis_angle_to_quaternion(np.asarray(neck_pose, np.float64))
     for b, bone in enumerate(bone_names):
         arm.pose.bones[bone].rotation_quaternion = quats[b].tolist()
+
+
+def exceeds_limits(arm: bpy.types.Object, neck_pose: np.ndarray) -> bool:
+    """Whether axis-angle poses [..., J, 3] pass the range of motion (per axis, small margin)."""
+    limits = bone_limits(load_model(arm.hack.model_path))
+    return bool(np.any(np.abs(np.asarray(neck_pose)) > limits * 1.001))
 
 
 def reset_neck(arm: bpy.types.Object) -> None:

@@ -208,3 +208,126 @@ def test_package_refuses_missing_or_bad_model(tmp_path):
         build_blender_package(tmp_path, model_path=bad)
     with pytest.raises(FileNotFoundError, match="output folder"):
         build_blender_package(tmp_path / "nowhere")
+
+
+# ------------------------------------------------------------ files in and out
+def _snap_to_knots(heights: np.ndarray, map_height: int) -> np.ndarray:
+    step = 1.0 / (map_height - 1)
+    return np.clip(
+        np.round(heights / step) * step, -rig_math.LARYNX_HEIGHT_LIMIT, rig_math.LARYNX_HEIGHT_LIMIT
+    )
+
+
+def make_sequence(data, folder: Path, frames: int = 200) -> dict[str, np.ndarray]:
+    """The HACK release's recorded sequences (official symbols, cut to one length) when
+    the shared data is there, else a random sequence of the same form."""
+    recorded = (
+        Path(os.environ.get("HACK_SHARED_DATA", REPO.parent / "shared" / "data")) / "hack-release" / "data"
+    )
+    if (recorded / "theta_list.npy").is_file() and data.num_expression == 55 and data.num_bones == 8:
+        seq = {
+            name: np.load(recorded / f"{name}_list.npy")[:frames] for name in ("theta", "bsw", "tau", "alpha")
+        }
+    else:
+        rng = np.random.default_rng(5)
+        seq = {
+            "theta": rng.uniform(-0.2, 0.2, (frames, data.num_bones, 3)),
+            "bsw": rng.uniform(0, 1, (frames, data.num_expression)),
+            "tau": rng.uniform(-0.03, 0.03, (frames, 1)),
+            "alpha": rng.uniform(0.5, 1.5, (frames, 1)),
+        }
+    # Between the larynx keys' knots the rig is approximate (see rig_math.larynx_knots).
+    seq["tau"] = _snap_to_knots(seq["tau"], data.larynx_map.shape[0]) if data.has_larynx else seq["tau"]
+    seq = {f"{k}_list": v.astype(np.float32) for k, v in seq.items()}
+    if not data.has_larynx:
+        seq.pop("tau_list"), seq.pop("alpha_list")
+    return seq
+
+
+def make_fit(data) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(11)
+    limits = pose_limits_rad(data.range_of_motion)
+    fit = {
+        "expression": rng.uniform(0, 0.6, (1, data.num_expression)),
+        "neck_pose": rng.uniform(-0.5, 0.5, (1, data.num_bones, 3)) * limits,
+        "scale": np.array([1.07]),
+        "rotation": rig_math.axis_angle_to_matrix(np.array([0.1, -0.3, 0.05])),
+        "translation": np.array([1.5, -20.0, 3.0]),
+    }
+    if data.num_shape:
+        fit["shape"] = rng.normal(0, 1, (1, min(data.num_shape, 20)))
+    if data.has_larynx:
+        fit["larynx_height"] = _snap_to_knots(np.array([[0.021]]), data.larynx_map.shape[0])
+        fit["larynx_scale"] = np.array([[1.3]])
+    return {k: v.astype(np.float32) for k, v in fit.items()}
+
+
+@pytest.fixture(scope="module")
+def io_run(workdir, addon_zip):
+    model_path = None if DEFAULT_MODEL.is_file() else _random_model_file(workdir, seed=7)
+    data = load_model_npz(model_path or DEFAULT_MODEL)
+    folder = workdir / "io"
+    folder.mkdir(exist_ok=True)
+    sequence, fit = make_sequence(data, folder), make_fit(data)
+    np.savez(folder / "sequence.npz", **sequence)
+    np.savez(folder / "scan_params.npz", **fit)
+    frames = [0, 57, len(sequence["theta_list"]) - 1]
+    config = {
+        "model": str(model_path or ""),
+        "sequence": str(folder / "sequence.npz"),
+        "fit": str(folder / "scan_params.npz"),
+        "sequence_frames": frames,
+        "out": str(folder),
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    run_blender("check_io.py", addon_zip, folder / "config.json", tmp=workdir)
+    out = dict(np.load(folder / "io_results.npz"))
+    return data, sequence, fit, frames, out, json.loads(str(out["report"]))
+
+
+def test_recorded_sequence_keyframes(io_run):
+    data, seq, _, frames, out, report = io_run
+    args = {"expression": seq["bsw_list"][frames], "neck_pose": seq["theta_list"][frames]}
+    if data.has_larynx:
+        args["larynx_height"], args["larynx_scale"] = seq["tau_list"][frames], seq["alpha_list"][frames]
+    with torch.no_grad():
+        expected = HACK(data).to(torch.float64)(**args).vertices.numpy()
+    errors = np.abs(out["sequence_vertices"] - expected).max(axis=(1, 2))
+    _report("sequence", errors)
+    assert errors.max() < TOLERANCE_CM
+    assert report["frame_range"] == [1, len(seq["theta_list"])]
+    limits = pose_limits_rad(data.range_of_motion)
+    assert report["use_limits_after_sequence"] == (not np.any(np.abs(seq["theta_list"]) > limits * 1.001))
+
+
+def test_fit_import_on_new_and_selected_head(io_run):
+    data, _, fit, _, out, report = io_run
+    args = {k: v for k, v in fit.items() if k not in ("scale", "rotation", "translation")}
+    with torch.no_grad():
+        expected = HACK(data).to(torch.float64)(**args).vertices[0].numpy()
+    placement = rig_math.fit_object_matrix(fit["scale"], fit["rotation"], fit["translation"])
+    for which in ("new", "selected"):
+        error = np.abs(out[f"fit_{which}_vertices"] - expected).max()
+        _report(f"fit ({which} head)", [error])
+        assert error < TOLERANCE_CM
+        assert np.abs(out[f"fit_{which}_matrix"] - placement).max() < 1e-5
+    assert report["fit_new_head"]
+
+
+def test_bad_parameter_files_report_and_keep_scene(io_run):
+    report = io_run[-1]
+    assert "not a readable parameter .npz" in report["bad_sequence_error"]
+    assert report["bad_sequence_unchanged"]
+    assert "shape has 999 components" in report["bad_fit_error"]
+    assert report["bad_fit_unchanged"]
+
+
+@pytest.mark.parametrize("fmt", ["FBX", "GLB"])
+def test_export_reimport_keeps_shape_keys_and_bones(io_run, fmt):
+    data, *_, report = io_run
+    got = report["reimport"][fmt]
+    assert got["meshes"] == 1 and got["vertices"] >= data.num_vertices
+    assert set(report["exported_keys"][1:]) <= set(got["shape_keys"]), fmt
+    assert set(data.expression_names) <= set(got["shape_keys"])
+    assert set(report["exported_bones"]) == set(data.bone_names)
+    assert set(data.bone_names) <= set(got["bones"]), got["bones"]
