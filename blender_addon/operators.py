@@ -365,6 +365,10 @@ class HACK_OT_import_fit(bpy.types.Operator, ImportHelper):
         except (OSError, ValueError) as err:
             self.report({"ERROR"}, f"HACK: {err}")
             return {"CANCELLED"}
+        if arm.animation_data is not None and arm.animation_data.action is not None:
+            # Keys would overwrite the fitted values on the next frame change; the action stays in the file.
+            self.report({"INFO"}, f"unassigned the action {arm.animation_data.action.name} from {arm.name}")
+            arm.animation_data.action = None
         apply_params(arm, params)
         if "neck_pose" in params and rig.exceeds_limits(arm, params["neck_pose"]):
             arm.hack.use_limits = False

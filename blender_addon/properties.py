@@ -18,6 +18,14 @@ from bpy.props import (
 from . import rig, rig_math
 
 
+def _tag(self, context) -> None:
+    """Python-set values do not always reach the drivers (seen with bpy 5.0 as a module):
+    tag the head so that the depsgraph re-evaluates the drivers that read it."""
+    owner = self.id_data
+    if owner is not None:
+        owner.update_tag()
+
+
 def _shape_changed(self, context) -> None:
     if rig.shape_updates_suspended():
         return
@@ -35,7 +43,13 @@ class HackWeight(bpy.types.PropertyGroup):
     label: StringProperty(name="Label")
     region: StringProperty(name="Region")
     value: FloatProperty(
-        name="Weight", default=0.0, min=-rig.KEY_RANGE, max=rig.KEY_RANGE, soft_min=0.0, soft_max=1.0
+        name="Weight",
+        default=0.0,
+        min=-rig.KEY_RANGE,
+        max=rig.KEY_RANGE,
+        soft_min=0.0,
+        soft_max=1.0,
+        update=_tag,
     )
 
 
@@ -58,6 +72,7 @@ class HackHeadSettings(bpy.types.PropertyGroup):
     expressions: CollectionProperty(type=HackWeight)
     shape_sliders: IntProperty(name="Shape sliders", default=10, min=0, max=300)
     head_turn: FloatProperty(
+        update=_tag,
         name="Turn",
         description="Turn the head, + to the subject's left, spread over the vertebrae by their ranges",
         subtype="ANGLE",
@@ -65,6 +80,7 @@ class HackHeadSettings(bpy.types.PropertyGroup):
         max=_HEAD_LIMIT,
     )
     head_nod: FloatProperty(
+        update=_tag,
         name="Nod",
         description="Head down (+) or up (-), spread over the vertebrae by their ranges",
         subtype="ANGLE",
@@ -72,6 +88,7 @@ class HackHeadSettings(bpy.types.PropertyGroup):
         max=_HEAD_LIMIT,
     )
     head_tilt: FloatProperty(
+        update=_tag,
         name="Tilt",
         description="Tilt the head towards the subject's right (+) or left (-)",
         subtype="ANGLE",
@@ -79,12 +96,14 @@ class HackHeadSettings(bpy.types.PropertyGroup):
         max=_HEAD_LIMIT,
     )
     head_forward: FloatProperty(
+        update=_tag,
         name="Forward",
         description="Chin forward (+) or back (-): lower neck flexes, upper neck extends",
         min=-1.0,
         max=1.0,
     )
     larynx_height: FloatProperty(
+        update=_tag,
         name="Larynx height",
         description="Shift of the larynx map (fraction of its height), + is up",
         min=-rig_math.LARYNX_HEIGHT_LIMIT,
@@ -93,6 +112,7 @@ class HackHeadSettings(bpy.types.PropertyGroup):
         precision=4,
     )
     larynx_scale: FloatProperty(
+        update=_tag,
         name="Larynx scale",
         description="Prominence of the larynx",
         default=1.0,
@@ -100,6 +120,7 @@ class HackHeadSettings(bpy.types.PropertyGroup):
         max=rig_math.LARYNX_SCALE_RANGE[1],
     )
     use_limits: BoolProperty(
+        update=_tag,
         name="Range-of-motion limits",
         description="Clamp each bone to the model's range of motion (Limit Rotation constraints)",
         default=True,

@@ -427,7 +427,7 @@ def _add_drivers(
     for b, bone in enumerate(data.bone_names):
         constraint = arm.pose.bones[bone].constraints[MOTION_CONSTRAINT]
         for c, axis in enumerate("xyz"):
-            parts = [f"{weights[k, b, c]!r}*{names[k]}" for k in range(4) if weights[k, b, c] != 0.0]
+            parts = [f"{float(weights[k, b, c])!r}*{names[k]}" for k in range(4) if weights[k, b, c] != 0.0]
             if not parts:
                 continue
             for end in ("min", "max"):
@@ -492,6 +492,7 @@ def set_neck_pose(arm: bpy.types.Object, neck_pose: np.ndarray, bone_names: list
     quats = rig_math.axis_angle_to_quaternion(np.asarray(neck_pose, np.float64))
     for b, bone in enumerate(bone_names):
         arm.pose.bones[bone].rotation_quaternion = quats[b].tolist()
+    arm.update_tag()
 
 
 def exceeds_limits(arm: bpy.types.Object, neck_pose: np.ndarray) -> bool:
@@ -505,6 +506,7 @@ def reset_neck(arm: bpy.types.Object) -> None:
         setattr(arm.hack, prop, 0.0)
     for pb in arm.pose.bones:
         pb.rotation_quaternion = (1.0, 0.0, 0.0, 0.0)
+    arm.update_tag()
 
 
 def evaluated_vertices(context: bpy.types.Context, arm: bpy.types.Object) -> np.ndarray:

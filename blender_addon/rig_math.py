@@ -145,7 +145,7 @@ def expression_driver_expression(
     """'e + a3 + 0.5*a7': the expression key's value from its raw slider and the action units."""
     parts = [raw_name]
     for a, weight in terms:
-        parts.append(f"{prefix}{a}" if weight == 1.0 else f"{weight!r}*{prefix}{a}")
+        parts.append(f"{prefix}{a}" if weight == 1.0 else f"{float(weight)!r}*{prefix}{a}")
     return " + ".join(parts)
 
 
@@ -270,7 +270,7 @@ def larynx_weights(height: float, scale: float, knots: np.ndarray, key_knots: np
 
 def larynx_driver_expression(knot: float, step: float, height: str = "h", scale: str = "s") -> str:
     """Hat weight of one knot times the scale, as a simple driver expression."""
-    return f"{scale}*max(0.0, 1.0 - abs({height} - ({knot!r}))*{1.0 / step!r})"
+    return f"{scale}*max(0.0, 1.0 - abs({height} - ({float(knot)!r}))*{1.0 / float(step)!r})"
 
 
 def larynx_rig_offsets(

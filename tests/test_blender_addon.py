@@ -189,6 +189,18 @@ def test_keyframed_action_units_follow_frames(random_rig):
     assert np.abs(middle - neutral).max() > 1e-3 and np.abs(middle - keyed).max() > 1e-3
 
 
+def test_single_slider_updates_mesh_and_drivers_are_simple(random_rig):
+    data, _, out = random_rig
+    model = HACK(data)
+    weights = np.zeros((1, len(data.action_unit_names)))
+    weights[0, 0] = 0.7
+    with torch.no_grad():
+        expected = model.to(torch.float64)(action_units=weights).vertices[0].numpy()
+    assert np.abs(out["live_first_au"] - expected).max() < TOLERANCE_CM
+    drivers = json.loads(str(out["drivers"]))
+    assert drivers["count"] > 0 and not drivers["invalid"] and not drivers["not_simple"], drivers
+
+
 def test_bad_model_file_reports_and_keeps_scene(random_rig):
     result = json.loads(str(random_rig[2]["bad_file"]))
     assert "not a readable .npz model file" in result["error"]

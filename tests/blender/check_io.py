@@ -77,7 +77,7 @@ def main() -> None:
     report["fit_new_head"] = fitted.name != arm.name
     results["fit_new_vertices"] = evaluated(fitted)
     results["fit_new_matrix"] = np.array(fitted.matrix_world)
-    arm.animation_data_clear()
+    arm.animation_data.action = None  # keep the drivers, which live in animation_data too
     for obj in bpy.context.view_layer.objects:
         obj.select_set(False)
     bpy.context.view_layer.objects.active = arm

@@ -72,6 +72,27 @@ def main() -> None:
     results["keyed_frame_11"] = frames[11]
     results["keyed_frame_1"] = frames[1]
     results["keyed_frame_6"] = frames[6]
+
+    # A single slider set from Python reaches the mesh without frame changes or handlers.
+    arm.animation_data.action = None  # keep the drivers, which live in animation_data too
+    for item in s.action_units:
+        item.value = 0.0
+    evaluated(arm)
+    s.action_units[0].value = 0.7
+    results["live_first_au"] = evaluated(arm)
+
+    # Every driver is valid and a "simple expression" (no Python, no auto-run needed).
+    mesh = arm.hack.mesh
+    drivers = list(mesh.data.shape_keys.animation_data.drivers) + list(arm.animation_data.drivers)
+    results["drivers"] = np.array(
+        json.dumps(
+            {
+                "count": len(drivers),
+                "invalid": [d.data_path for d in drivers if not d.driver.is_valid],
+                "not_simple": [d.data_path for d in drivers if not d.driver.is_simple_expression],
+            }
+        )
+    )
     np.savez(out_path, **results)
 
 
