@@ -281,9 +281,14 @@ def _init_settings(
         item.label = expression
 
 
+def key_points(block: bpy.types.ShapeKey):
+    """`points` (Blender 4.1+) is the raw-array view of a key: foreach_set is ~100x faster than `data`."""
+    return getattr(block, "points", block.data)
+
+
 def _add_key(mesh_obj: bpy.types.Object, name: str, coords: np.ndarray) -> bpy.types.ShapeKey:
     key = mesh_obj.shape_key_add(name=name, from_mix=False)
-    key.data.foreach_set("co", coords.astype(np.float32).reshape(-1))
+    key_points(key).foreach_set("co", coords.astype(np.float32).reshape(-1))
     key.slider_min = -KEY_RANGE
     key.slider_max = KEY_RANGE
     return key
@@ -465,25 +470,76 @@ def apply_shape(arm: bpy.types.Object) -> None:
     if mesh_obj is None or mesh_obj.data.shape_keys is None:
         return
     data = load_model(arm.hack.model_path)
-    larynx = larynx_layout(data) if data.has_larynx else None
+    larynx, rest = _cached_layout(data)
     values = np.array([item.value for item in arm.hack.shape], np.float64)
-    target = rig_math.shaped_vertices(rest_vertices(data, larynx), data.shape_directions, values)
+    used = np.nonzero(values)[0]
+    target = rest.copy()
+    if len(used):
+        target += np.tensordot(values[used], data.shape_directions[used], 1)
+    target = target.astype(np.float32).reshape(-1)
     blocks = mesh_obj.data.shape_keys.key_blocks
     V = len(mesh_obj.data.vertices)
     current = np.empty(V * 3, np.float32)
-    blocks[0].data.foreach_get("co", current)
-    delta = (target.reshape(-1) - current).astype(np.float32)
+    key_points(blocks[0]).foreach_get("co", current)
+    delta = target - current
     if not np.any(delta):
         return
+    offsets = _key_offsets(data, larynx)
     buffer = np.empty(V * 3, np.float32)
     for block in blocks:
-        block.data.foreach_get("co", buffer)
-        buffer += delta
-        block.data.foreach_set("co", buffer)
-    mesh_obj.data.vertices.foreach_set("co", target.astype(np.float32).reshape(-1))
+        offset = offsets.get(block.name)
+        if offset is not None:  # one write: target + the key's own direction
+            key_points(block).foreach_set("co", target + offset)
+        else:  # the basis, or a key someone added by hand: move it with the basis
+            key_points(block).foreach_get("co", buffer)
+            buffer += delta
+            key_points(block).foreach_set("co", buffer)
+    mesh_obj.data.vertices.foreach_set("co", target)
     mesh_obj.data.update()
     # Models that move joints with shape (SMPL-style) would need the rest pose moved too;
     # HACK-layout models keep fixed bone rest frames.
+
+
+_LAYOUT_CACHE: dict[int, tuple] = {}
+
+
+def _cached_layout(data: ModelData) -> tuple[dict | None, np.ndarray]:
+    """Larynx layout and rest vertices of the loaded model (the larynx keys take ~30 ms)."""
+    key = id(data)
+    if key not in _LAYOUT_CACHE:
+        _LAYOUT_CACHE.clear()
+        larynx = larynx_layout(data)
+        _LAYOUT_CACHE[key] = (data, larynx, rest_vertices(data, larynx))
+    _, larynx, rest = _LAYOUT_CACHE[key]
+    return larynx, rest
+
+
+def _key_offsets(data: ModelData, larynx: dict | None) -> dict:
+    """Lazy name -> flat float32 offset of every key the rig creates."""
+
+    class Offsets(dict):
+        def get(self, name, default=None):
+            if name in data.expression_names:
+                return (
+                    data.expression_directions[data.expression_names.index(name)]
+                    .astype(np.float32)
+                    .reshape(-1)
+                )
+            if name.startswith("pose_"):
+                for b in _posed_bones(data):
+                    for i in range(3):
+                        for j in range(3):
+                            if name == pose_key_name(data.bone_names[b], i, j):
+                                return data.pose_directions[b, i, j].astype(np.float32).reshape(-1)
+            if larynx is not None:
+                if name == "larynx_scale":
+                    return larynx["rest"].astype(np.float32).reshape(-1)
+                for knot, offsets in zip(larynx["key_knots"], larynx["keys"]):
+                    if name == larynx_key_name(knot):
+                        return offsets.astype(np.float32).reshape(-1)
+            return default
+
+    return Offsets()
 
 
 # ------------------------------------------------------------- parameters
