@@ -72,7 +72,7 @@ def add_head():
         bpy.ops.extensions.package_install_files(
             filepath=str(Path(ARGS.addon_zip).resolve()), repo="user_default", enable_on_install=True
         )
-    if not hasattr(bpy.ops.hack, "add_head"):
+    if not hasattr(bpy.types, "HACK_OT_add_head"):
         raise SystemExit("the HACK add-on is not enabled (give --addon-zip or enable it in Preferences)")
     for obj in list(bpy.data.objects):  # start from an empty scene
         bpy.data.objects.remove(obj)

@@ -105,6 +105,8 @@ def make_cases(data, count: int, seed: int) -> dict[str, np.ndarray]:
         "direct_pose": rng.uniform(-0.3, 0.3, (count, J, 3)) * limits,
         "head_motion": rng.uniform(-0.25, 0.25, (count, 4)) * ranges,
     }
+    cases["clamp_pose"] = np.zeros((J, 3))
+    cases["clamp_pose"][-1, 0] = 2.0 * limits[-1, 0]  # twice the top joint's flexion limit
     cases["direct_pose"][0] = cases["head_motion"][0] = 0.0
     cases["shape"][:2] = cases["expression"][1] = cases["action_units"][1] = 0.0
     if data.has_larynx:
@@ -159,11 +161,24 @@ def default_rig(workdir, addon_zip):
     return run_rig_check(workdir, addon_zip, None, "default", count=3)
 
 
+@pytest.fixture(scope="module")
+def release_rig(workdir, addon_zip):
+    """The official release converted to the package format (14k vertices, 100 shape components)."""
+    release = Path(os.environ.get("HACK_SHARED_DATA", REPO.parent / "shared" / "data")) / "hack-release"
+    if not release.is_dir():
+        pytest.skip(f"reference data not found at {release} (set HACK_SHARED_DATA)")
+    from hack_model.loading import load_model
+
+    path = workdir / "release.npz"
+    save_model(load_model(release), path)
+    return run_rig_check(workdir, addon_zip, path, "release", count=3)
+
+
 def _report(name: str, errors) -> None:
     print(f"{name}: max |Blender - HACK.forward| per case (cm): " + ", ".join(f"{e:.2e}" for e in errors))
 
 
-@pytest.mark.parametrize("which", ["random_rig", "default_rig"])
+@pytest.mark.parametrize("which", ["random_rig", "default_rig", "release_rig"])
 def test_sliders_match_forward(which, request):
     data, cases, out = request.getfixturevalue(which)
     model = HACK(data)
@@ -199,6 +214,22 @@ def test_single_slider_updates_mesh_and_drivers_are_simple(random_rig):
     assert np.abs(out["live_first_au"] - expected).max() < TOLERANCE_CM
     drivers = json.loads(str(out["drivers"]))
     assert drivers["count"] > 0 and not drivers["invalid"] and not drivers["not_simple"], drivers
+
+
+@pytest.mark.parametrize("which", ["random_rig", "release_rig"])
+def test_range_of_motion_clamps_and_shape_operators(which, request):
+    data, cases, out = request.getfixturevalue(which)
+    model = HACK(data).to(torch.float64)
+    limits = pose_limits_rad(data.range_of_motion)
+    with torch.no_grad():
+        clamped = model(neck_pose=np.clip(cases["clamp_pose"], -limits, limits)[None]).vertices[0].numpy()
+        shape = out["randomized_shape"][None]
+        randomized = model(shape=shape).vertices[0].numpy() if shape.shape[1] else model.neutral_vertices()
+    assert np.abs(out["clamped"] - clamped).max() < TOLERANCE_CM
+    if shape.shape[1]:
+        assert np.count_nonzero(shape) == min(10, data.num_shape)  # the shown sliders only
+    assert np.abs(out["randomized"] - randomized).max() < TOLERANCE_CM
+    assert np.abs(out["after_reset"] - model.neutral_vertices()).max() < TOLERANCE_CM
 
 
 def test_bad_model_file_reports_and_keeps_scene(random_rig):
@@ -343,3 +374,7 @@ def test_export_reimport_keeps_shape_keys_and_bones(io_run, fmt):
     assert set(data.expression_names) <= set(got["shape_keys"])
     assert set(report["exported_bones"]) == set(data.bone_names)
     assert set(data.bone_names) <= set(got["bones"]), got["bones"]
+
+
+def test_disabling_the_extension_unregisters(io_run):
+    assert io_run[-1]["unregistered"]

@@ -15,7 +15,7 @@ def install_addon(zip_path: str) -> None:
     result = bpy.ops.extensions.package_install_files(
         filepath=zip_path, repo="user_default", enable_on_install=True
     )
-    if result != {"FINISHED"} or not hasattr(bpy.ops.hack, "add_head"):
+    if result != {"FINISHED"} or not hasattr(bpy.types, "HACK_OT_add_head"):
         raise SystemExit(f"installing {zip_path} failed: {result}")
 
 

@@ -116,6 +116,14 @@ def main() -> None:
             "vertices": len(meshes[0].data.vertices) if meshes else 0,
         }
     report["reimport"] = reimport
+
+    # Disabling the extension unregisters everything it added.
+    import addon_utils
+
+    addon_utils.disable("bl_ext.user_default.hack_head")
+    report["unregistered"] = not hasattr(bpy.types.Object, "hack") and not hasattr(
+        bpy.types, "HACK_OT_add_head"
+    )
     report["exported_keys"] = key_names
     report["exported_bones"] = bone_names
     results["report"] = np.array(json.dumps(report))

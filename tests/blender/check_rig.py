@@ -16,7 +16,7 @@ import bpy
 import numpy as np
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from _common import clear_scene, evaluated, install_addon, set_case  # noqa: E402
+from _common import addon_module, clear_scene, evaluated, install_addon, set_case  # noqa: E402
 
 
 def main() -> None:
@@ -80,6 +80,20 @@ def main() -> None:
     evaluated(arm)
     s.action_units[0].value = 0.7
     results["live_first_au"] = evaluated(arm)
+
+    # Past the range of motion the Limit Rotation constraints clamp (and the correctives follow).
+    s.action_units[0].value = 0.0
+    rig = addon_module("rig")
+    rig.set_neck_pose(arm, cases["clamp_pose"], bones)
+    results["clamped"] = evaluated(arm)
+    rig.reset_neck(arm)
+
+    # Shape operators: randomise, then reset to the mean.
+    bpy.ops.hack.shape_randomize(seed=3)
+    results["randomized_shape"] = np.array([item.value for item in s.shape], np.float64)
+    results["randomized"] = evaluated(arm)
+    bpy.ops.hack.shape_reset()
+    results["after_reset"] = evaluated(arm)
 
     # Every driver is valid and a "simple expression" (no Python, no auto-run needed).
     mesh = arm.hack.mesh
