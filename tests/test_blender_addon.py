@@ -378,3 +378,24 @@ def test_export_reimport_keeps_shape_keys_and_bones(io_run, fmt):
 
 def test_disabling_the_extension_unregisters(io_run):
     assert io_run[-1]["unregistered"]
+
+
+def test_manifest_passes_blenders_extension_validator(addon_zip):
+    """Blender's own `extension validate` (the checks the extensions platform runs)."""
+    bpy_dir = subprocess.run(
+        [
+            blender_python(),
+            "-c",
+            "import importlib.util; print(importlib.util.find_spec('bpy').submodule_search_locations[0])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    tools = sorted(Path(bpy_dir).glob("*/scripts/addons_core/bl_pkg/cli/blender_ext.py"))
+    if not tools:
+        pytest.skip(f"blender_ext.py not found under {bpy_dir}")
+    proc = subprocess.run(
+        [blender_python(), str(tools[-1]), "validate", str(addon_zip)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0 and "Success" in proc.stdout, proc.stdout + proc.stderr
