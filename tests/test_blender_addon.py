@@ -242,7 +242,13 @@ def test_add_head_time(default_rig):
     assert float(default_rig[2]["add_seconds"]) < 2.0
 
 
-def test_package_refuses_missing_or_bad_model(tmp_path):
+def test_package_refuses_missing_or_bad_model(tmp_path, monkeypatch):
+    import hack_model.blender_package as package
+
+    monkeypatch.setattr(package, "DEFAULT_MODEL", tmp_path / "default_model.npz")
+    with pytest.raises(FileNotFoundError, match="hack-model build-default .*--model PATH"):
+        package.build_blender_package(tmp_path)
+    monkeypatch.undo()
     with pytest.raises(FileNotFoundError, match="no such model file"):
         build_blender_package(tmp_path, model_path=tmp_path / "missing.npz")
     bad = tmp_path / "bad.npz"
