@@ -134,12 +134,15 @@ class HACK_OT_reset(_HeadOperator, bpy.types.Operator):
 
 # ----------------------------------------------------------------- animation
 def _channelbag(arm: bpy.types.Object):
-    """The F-curve container of the armature's action (Blender 4.4+ slotted actions)."""
+    """The F-curve container of the armature's action: a slot's channelbag on Blender 4.4+
+    (slotted actions; 5.0 has no Action.fcurves), the action itself before."""
     anim = arm.animation_data or arm.animation_data_create()
     action = anim.action
     if action is None:
         action = bpy.data.actions.new(f"{arm.name}_action")
         anim.action = action
+    if not hasattr(action, "slots"):  # Blender 4.2 / 4.3
+        return action
     if anim.action_slot is None:
         slot = action.slots.new(id_type="OBJECT", name=arm.name)
         anim.action_slot = slot
@@ -151,7 +154,10 @@ def _write_curve(bag, data_path: str, index: int, frames: np.ndarray, values: np
     old = bag.fcurves.find(data_path, index=index)
     if old is not None:
         bag.fcurves.remove(old)
-    curve = bag.fcurves.new(data_path, index=index, group_name=group)
+    try:
+        curve = bag.fcurves.new(data_path, index=index, group_name=group)
+    except TypeError:  # legacy Action.fcurves.new names the group `action_group`
+        curve = bag.fcurves.new(data_path, index=index, action_group=group)
     curve.keyframe_points.add(len(frames))
     co = np.stack([frames, values], 1).astype(np.float32).reshape(-1)
     curve.keyframe_points.foreach_set("co", co)
