@@ -166,24 +166,48 @@ def _build_head(context, data: ModelData, model_path: str, name: str, created: l
     return arm
 
 
+def rest_frames(data: ModelData, vertices: np.ndarray) -> np.ndarray:
+    """[J, 4, 4] bone rest frames; SMPL-style models regress the heads from the (shaped) mesh."""
+    frames = np.asarray(data.bone_rest_transforms, np.float64).copy()
+    if data.joint_regressor is not None:
+        frames[:, :3, 3] = np.asarray(data.joint_regressor, np.float64) @ np.asarray(vertices, np.float64)
+    return frames
+
+
+def _place_edit_bone(eb, frame: np.ndarray, length: float) -> None:
+    # head, tail along the frame's +y, then roll so that +z matches (setting
+    # `matrix` on a new zero-length bone loses the direction).
+    eb.head = frame[:3, 3].tolist()
+    eb.tail = (frame[:3, 3] + frame[:3, 1] * length).tolist()
+    eb.align_roll(frame[:3, 2].tolist())
+
+
+class _edit_mode:
+    """Edit mode on the armature for the duration, restoring the active object after."""
+
+    def __init__(self, context, arm: bpy.types.Object) -> None:
+        self.view_layer, self.arm = context.view_layer, arm
+
+    def __enter__(self):
+        self.previous = self.view_layer.objects.active
+        self.mode = self.arm.mode
+        self.view_layer.objects.active = self.arm
+        bpy.ops.object.mode_set(mode="EDIT")
+        return self.arm.data.edit_bones
+
+    def __exit__(self, *exc) -> None:
+        bpy.ops.object.mode_set(mode="POSE" if self.mode == "POSE" else "OBJECT")
+        self.view_layer.objects.active = self.previous
+
+
 def _build_bones(context, arm: bpy.types.Object, data: ModelData) -> None:
     """Edit bones at the model's rest frames (bone +y along the bone, Blender-style)."""
-    view_layer = context.view_layer
-    previous = view_layer.objects.active
-    view_layer.objects.active = arm
-    bpy.ops.object.mode_set(mode="EDIT")
-    try:
-        edit_bones = arm.data.edit_bones
+    frames = rest_frames(data, rest_vertices(data, larynx_layout(data)))
+    with _edit_mode(context, arm) as edit_bones:
         bones = []
         for b, bone_name in enumerate(data.bone_names):
             eb = edit_bones.new(bone_name)
-            # head, tail along the frame's +y, then roll so that +z matches (setting
-            # `matrix` on a new zero-length bone loses the direction).
-            frame = np.asarray(data.bone_rest_transforms[b], np.float64)
-            length = float(max(data.bone_lengths[b], 1e-3))
-            eb.head = frame[:3, 3].tolist()
-            eb.tail = (frame[:3, 3] + frame[:3, 1] * length).tolist()
-            eb.align_roll(frame[:3, 2].tolist())
+            _place_edit_bone(eb, frames[b], float(max(data.bone_lengths[b], 1e-3)))
             parent = int(data.bone_parents[b])
             if parent >= 0:
                 eb.parent = bones[parent]
@@ -195,9 +219,6 @@ def _build_bones(context, arm: bpy.types.Object, data: ModelData) -> None:
         ctrl.head = bones[0].head
         ctrl.tail = bones[0].head + (bones[0].tail - bones[0].head).normalized() * 2.0
         ctrl.use_deform = False
-    finally:
-        bpy.ops.object.mode_set(mode="OBJECT")
-        view_layer.objects.active = previous
     ctrl_bone = arm.data.bones[CONTROL_BONE]
     ctrl_bone.hide = True
     coll = arm.data.collections.new("HACK control")
@@ -496,8 +517,16 @@ def apply_shape(arm: bpy.types.Object) -> None:
             key_points(block).foreach_set("co", buffer)
     mesh_obj.data.vertices.foreach_set("co", target)
     mesh_obj.data.update()
-    # Models that move joints with shape (SMPL-style) would need the rest pose moved too;
-    # HACK-layout models keep fixed bone rest frames.
+    if data.joint_regressor is not None:
+        # SMPL-style models move their joints with shape: move the rest pose too. (They also
+        # regress joints from expressions, which a static rest pose cannot follow.)
+        if bpy.context.mode not in ("OBJECT", "POSE"):
+            print("HACK: leave edit mode to move the skeleton with the shape")
+            return
+        frames = rest_frames(data, target.reshape(-1, 3))
+        with _edit_mode(bpy.context, arm) as edit_bones:
+            for b, bone_name in enumerate(data.bone_names):
+                _place_edit_bone(edit_bones[bone_name], frames[b], float(max(data.bone_lengths[b], 1e-3)))
 
 
 _LAYOUT_CACHE: dict[int, tuple] = {}
