@@ -433,6 +433,10 @@ class HACK_OT_export(_HeadOperator, bpy.types.Operator, ExportHelper):
         arm.select_set(True)
         mesh_obj.select_set(True)
         context.view_layer.objects.active = arm
+        # Exporters skip the Geometry Nodes larynx: let the larynx keys carry it meanwhile.
+        exact = arm.hack.larynx_exact
+        arm.hack.larynx_exact = False
+        context.view_layer.update()
         try:
             if self.export_format == "FBX":
                 bpy.ops.export_scene.fbx(
@@ -459,6 +463,7 @@ class HACK_OT_export(_HeadOperator, bpy.types.Operator, ExportHelper):
             self.report({"ERROR"}, f"HACK: export failed: {err}")
             return {"CANCELLED"}
         finally:
+            arm.hack.larynx_exact = exact
             arm.select_set(False)
             mesh_obj.select_set(False)
             for obj in selection:

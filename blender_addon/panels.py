@@ -120,6 +120,7 @@ class HACK_PT_larynx(_HeadSubPanel, bpy.types.Panel):
         col = self.layout.column(align=True)
         col.prop(s, "larynx_height", slider=True)
         col.prop(s, "larynx_scale", slider=True)
+        self.layout.prop(s, "larynx_exact")
         _reset_button(self.layout, "LARYNX")
 
 

@@ -119,6 +119,15 @@ class HackHeadSettings(bpy.types.PropertyGroup):
         min=rig_math.LARYNX_SCALE_RANGE[0],
         max=rig_math.LARYNX_SCALE_RANGE[1],
     )
+    larynx_exact: BoolProperty(
+        name="Exact larynx",
+        description=(
+            "Sample the larynx map exactly (Geometry Nodes) in the viewport and renders; "
+            "off: the larynx shape keys alone, as exported (within about 0.01 cm between key heights)"
+        ),
+        default=True,
+        update=_tag,
+    )
     use_limits: BoolProperty(
         update=_tag,
         name="Range-of-motion limits",

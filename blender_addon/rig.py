@@ -28,6 +28,9 @@ BUNDLED_MODEL = ADDON_DIR / "models" / "default_model.npz"
 CONTROL_BONE = "HACK_control"
 MOTION_CONSTRAINT = "HACK head motion"
 LIMIT_CONSTRAINT = "HACK range of motion"
+LARYNX_MODIFIER = "HACK larynx"
+LARYNX_UV_ATTRIBUTE = "hack_larynx_uv"
+LARYNX_REST_ATTRIBUTE = "hack_larynx_rest"
 KEY_RANGE = 10.0  # shape-key slider range; drivers would otherwise be clamped to [0, 1]
 HEAD_MOTION_PROPS = ("head_turn", "head_nod", "head_tilt", "head_forward")
 REGION_ORDER = ("brows", "eyes", "cheeks", "mouth", "jaw", "gaze")
@@ -152,7 +155,7 @@ def _build_head(context, data: ModelData, model_path: str, name: str, created: l
     mesh_obj.parent = arm
     mesh_obj.matrix_parent_inverse = Matrix.Identity(4)
     mesh_obj.matrix_basis = Matrix.Identity(4)
-    _add_skinning(mesh_obj, arm, data)
+    _add_skinning(mesh_obj, arm, data, larynx)
     _init_settings(arm, mesh_obj, data, model_path)
     _add_shape_keys(mesh_obj, data, larynx)
     _add_pose_rig(arm, data, limits)
@@ -255,7 +258,11 @@ def _build_mesh(data: ModelData, name: str, larynx: dict | None) -> bpy.types.Me
     return mesh
 
 
-def _add_skinning(mesh_obj: bpy.types.Object, arm: bpy.types.Object, data: ModelData) -> None:
+def _add_skinning(
+    mesh_obj: bpy.types.Object, arm: bpy.types.Object, data: ModelData, larynx: dict | None = None
+) -> None:
+    if larynx is not None:  # before the Armature modifier: the larynx moves the rest shape
+        _add_exact_larynx(mesh_obj, data, larynx)
     weights = np.asarray(data.skinning_weights, np.float32)
     for b, bone_name in enumerate(data.bone_names):
         group = mesh_obj.vertex_groups.new(name=bone_name)
@@ -274,6 +281,97 @@ def _add_skinning(mesh_obj: bpy.types.Object, arm: bpy.types.Object, data: Model
     modifier.use_vertex_groups = True
     modifier.use_bone_envelopes = False
     modifier.use_deform_preserve_volume = False
+
+
+def _socket_identifier(tree: bpy.types.NodeTree, name: str) -> str:
+    for item in tree.interface.items_tree:
+        if getattr(item, "in_out", None) == "INPUT" and item.name == name:
+            return item.identifier
+    raise KeyError(name)
+
+
+def _add_exact_larynx(mesh_obj: bpy.types.Object, data: ModelData, larynx: dict) -> None:
+    """A Geometry Nodes modifier that samples the larynx map exactly, as the model does.
+
+    Shape keys cannot follow the map's bilinear sampling between their height knots
+    (each vertex has its kinks elsewhere), so the viewport and renders use this
+    modifier: value = bilinear(map, u, 1 - v + h) through Blender's image sampling
+    (pixel centres at (i + 0.5) / W, so corner-aligned x = u (W - 1) maps to
+    (x + 0.5) / W), offset = (s value - rest value) direction. Exporters do not apply
+    it; the export operator switches it off so that the larynx keys carry the larynx.
+    """
+    mesh = mesh_obj.data
+    H, W = data.larynx_map.shape
+    uv_attr = mesh.attributes.new(LARYNX_UV_ATTRIBUTE, "FLOAT2", "POINT")
+    uv_attr.data.foreach_set("vector", np.asarray(data.vertex_uvs, np.float32).reshape(-1))
+    rest_value = rig_math.sample_larynx(data.larynx_map, data.vertex_uvs, 0.0)
+    rest_attr = mesh.attributes.new(LARYNX_REST_ATTRIBUTE, "FLOAT", "POINT")
+    rest_attr.data.foreach_set("value", rest_value.astype(np.float32))
+
+    image = bpy.data.images.new(f"{mesh_obj.name} larynx map", W, H, alpha=False, float_buffer=True)
+    image.colorspace_settings.name = "Non-Color"
+    pixels = np.ones((H, W, 4), np.float32)
+    pixels[..., :3] = np.asarray(data.larynx_map, np.float32)[..., None]  # array row r = image row r
+    image.pixels.foreach_set(pixels.reshape(-1))
+    image.file_format = "OPEN_EXR"  # keep the float values when packed into the .blend
+    image.pack()
+
+    tree = bpy.data.node_groups.new(f"{mesh_obj.name} larynx", "GeometryNodeTree")
+    tree.interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
+    tree.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
+    for name, default in (("Height", 0.0), ("Scale", 1.0), ("Exact", 1.0)):
+        tree.interface.new_socket(name, in_out="INPUT", socket_type="NodeSocketFloat").default_value = default
+    nodes, links = tree.nodes, tree.links
+    group_in, group_out = nodes.new("NodeGroupInput"), nodes.new("NodeGroupOutput")
+
+    def math(op: str, a, b, clamp: bool = False, c=None):
+        node = nodes.new("ShaderNodeMath")
+        node.operation = op
+        node.use_clamp = clamp
+        for slot, value in enumerate((a, b, c)):
+            if value is None:
+                continue
+            if isinstance(value, (int, float)):
+                node.inputs[slot].default_value = float(value)
+            else:
+                links.new(value, node.inputs[slot])
+        return node.outputs[0]
+
+    uv = nodes.new("GeometryNodeInputNamedAttribute")
+    uv.data_type = "FLOAT_VECTOR"
+    uv.inputs["Name"].default_value = LARYNX_UV_ATTRIBUTE
+    split = nodes.new("ShaderNodeSeparateXYZ")
+    links.new(uv.outputs["Attribute"], split.inputs[0])
+    u = math("ADD", split.outputs["X"], 0.0, clamp=True)
+    x = math("DIVIDE", math("MULTIPLY_ADD", u, float(W - 1), c=0.5), float(W))
+    y_model = math("ADD", math("SUBTRACT", 1.0, split.outputs["Y"]), group_in.outputs["Height"], clamp=True)
+    y = math("DIVIDE", math("MULTIPLY_ADD", y_model, float(H - 1), c=0.5), float(H))
+    coords = nodes.new("ShaderNodeCombineXYZ")
+    links.new(x, coords.inputs["X"])
+    links.new(y, coords.inputs["Y"])
+    texture = nodes.new("GeometryNodeImageTexture")
+    texture.interpolation = "Linear"
+    texture.extension = "EXTEND"
+    texture.inputs["Image"].default_value = image
+    links.new(coords.outputs[0], texture.inputs["Vector"])
+    channels = nodes.new("FunctionNodeSeparateColor")
+    links.new(texture.outputs["Color"], channels.inputs[0])
+    rest = nodes.new("GeometryNodeInputNamedAttribute")
+    rest.data_type = "FLOAT"
+    rest.inputs["Name"].default_value = LARYNX_REST_ATTRIBUTE
+    value = math("MULTIPLY", channels.outputs["Red"], group_in.outputs["Scale"])
+    delta = math("MULTIPLY", math("SUBTRACT", value, rest.outputs["Attribute"]), group_in.outputs["Exact"])
+    offset = nodes.new("ShaderNodeVectorMath")
+    offset.operation = "SCALE"
+    offset.inputs[0].default_value = np.asarray(data.larynx_direction, np.float64).tolist()
+    links.new(delta, offset.inputs["Scale"])
+    move = nodes.new("GeometryNodeSetPosition")
+    links.new(group_in.outputs["Geometry"], move.inputs["Geometry"])
+    links.new(offset.outputs["Vector"], move.inputs["Offset"])
+    links.new(move.outputs["Geometry"], group_out.inputs["Geometry"])
+
+    modifier = mesh_obj.modifiers.new(LARYNX_MODIFIER, "NODES")
+    modifier.node_group = tree
 
 
 def _init_settings(
@@ -439,14 +537,25 @@ def _add_drivers(
     if larynx is not None:
         knots = larynx["knots"]
         step = float(knots[1] - knots[0]) if len(knots) > 1 else 1.0
+        # With the exact Geometry Nodes larynx on (x = 1) the keys rest at zero.
         for knot in larynx["key_knots"]:
-            drv = _new_driver(
-                blocks[larynx_key_name(knot)], "value", rig_math.larynx_driver_expression(knot, step)
-            )
+            expression = f"(1 - x)*{rig_math.larynx_driver_expression(knot, step)}"
+            drv = _new_driver(blocks[larynx_key_name(knot)], "value", expression)
             _prop_var(drv, "h", arm, "hack.larynx_height")
             _prop_var(drv, "s", arm, "hack.larynx_scale")
-        drv = _new_driver(blocks["larynx_scale"], "value", "s - 1.0")
+            _prop_var(drv, "x", arm, "hack.larynx_exact")
+        drv = _new_driver(blocks["larynx_scale"], "value", "(1 - x)*(s - 1.0)")
         _prop_var(drv, "s", arm, "hack.larynx_scale")
+        _prop_var(drv, "x", arm, "hack.larynx_exact")
+        modifier = mesh_obj.modifiers[LARYNX_MODIFIER]
+        for socket, prop in (
+            ("Height", "larynx_height"),
+            ("Scale", "larynx_scale"),
+            ("Exact", "larynx_exact"),
+        ):
+            identifier = _socket_identifier(modifier.node_group, socket)
+            drv = _new_driver(modifier, f'["{identifier}"]', "v")
+            _prop_var(drv, "v", arm, f"hack.{prop}")
     # Head motion: per-bone angles of the Transformation constraints.
     weights = rig_math.head_motion_weights(bone_limits(data))  # [4, J, 3]
     names = ("t", "n", "l", "f")

@@ -119,11 +119,17 @@ def make_cases(data, count: int, seed: int) -> dict[str, np.ndarray]:
     if data.joint_regressor is not None:
         cases["expression"][:] = cases["action_units"][:] = 0.0
     if data.has_larynx:
-        knots = rig_math.larynx_knots(data.larynx_map.shape[0])
-        knots = knots[np.abs(knots) <= rig_math.LARYNX_HEIGHT_LIMIT + 1e-9]
-        cases["larynx_height"] = rng.choice(knots, count)
+        # Any height with the exact (Geometry Nodes) larynx; the last case uses the larynx
+        # shape keys alone (as exported), which are exact at their knots.
+        cases["larynx_height"] = rng.uniform(
+            -rig_math.LARYNX_HEIGHT_LIMIT, rig_math.LARYNX_HEIGHT_LIMIT, count
+        )
         cases["larynx_scale"] = rng.uniform(0.0, 2.0, count)
         cases["larynx_height"][:2], cases["larynx_scale"][:2] = 0.0, 1.0
+        cases["larynx_exact"] = np.ones(count)
+        knots = rig_math.larynx_knots(data.larynx_map.shape[0])
+        cases["larynx_height"][-1] = rng.choice(knots[np.abs(knots) <= rig_math.LARYNX_HEIGHT_LIMIT + 1e-9])
+        cases["larynx_exact"][-1] = 0.0
     return cases
 
 
@@ -172,7 +178,7 @@ def regressor_rig(workdir, addon_zip):
 def default_rig(workdir, addon_zip):
     if not DEFAULT_MODEL.is_file():
         pytest.skip(f"{DEFAULT_MODEL} not built")
-    return run_rig_check(workdir, addon_zip, None, "default", count=3)
+    return run_rig_check(workdir, addon_zip, None, "default", count=4)
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +191,7 @@ def release_rig(workdir, addon_zip):
 
     path = workdir / "release.npz"
     save_model(load_model(release), path)
-    return run_rig_check(workdir, addon_zip, path, "release", count=3)
+    return run_rig_check(workdir, addon_zip, path, "release", count=4)
 
 
 def _report(name: str, errors) -> None:
@@ -300,8 +306,6 @@ def make_sequence(data, folder: Path, frames: int = 200) -> dict[str, np.ndarray
             "tau": rng.uniform(-0.03, 0.03, (frames, 1)),
             "alpha": rng.uniform(0.5, 1.5, (frames, 1)),
         }
-    # Between the larynx keys' knots the rig is approximate (see rig_math.larynx_knots).
-    seq["tau"] = _snap_to_knots(seq["tau"], data.larynx_map.shape[0]) if data.has_larynx else seq["tau"]
     seq = {f"{k}_list": v.astype(np.float32) for k, v in seq.items()}
     if not data.has_larynx:
         seq.pop("tau_list"), seq.pop("alpha_list")
@@ -321,7 +325,7 @@ def make_fit(data) -> dict[str, np.ndarray]:
     if data.num_shape:
         fit["shape"] = rng.normal(0, 1, (1, min(data.num_shape, 20)))
     if data.has_larynx:
-        fit["larynx_height"] = _snap_to_knots(np.array([[0.021]]), data.larynx_map.shape[0])
+        fit["larynx_height"] = np.array([[0.0213]])
         fit["larynx_scale"] = np.array([[1.3]])
     return {k: v.astype(np.float32) for k, v in fit.items()}
 

@@ -48,6 +48,7 @@ def set_case(arm, case: dict, index: int) -> None:
     if "larynx_height" in case:
         s.larynx_height = float(case["larynx_height"][index])
         s.larynx_scale = float(case["larynx_scale"][index])
+        s.larynx_exact = bool(case["larynx_exact"][index])
 
 
 def evaluated(arm) -> np.ndarray:
