@@ -60,7 +60,8 @@ def main() -> None:
     arm = bpy.context.object
     mesh = rig.head_mesh(arm)
     keys = len(mesh.data.shape_keys.key_blocks)
-    drivers = len(mesh.data.shape_keys.animation_data.drivers) + len(arm.animation_data.drivers)
+    owners = (mesh.data.shape_keys, mesh, arm)
+    drivers = sum(len(o.animation_data.drivers) for o in owners if o.animation_data is not None)
     print(
         f"blender {bpy.app.version_string}, model: {arm.hack.model_name}, {len(mesh.data.vertices)} vertices"
     )

@@ -374,11 +374,12 @@ def test_fit_import_on_new_and_selected_head(io_run):
     with torch.no_grad():
         expected = HACK(data).to(torch.float64)(**args).vertices[0].numpy()
     placement = rig_math.fit_object_matrix(fit["scale"], fit["rotation"], fit["translation"])
-    for which in ("new", "selected"):
+    for which in ("new", "selected", "reopened"):
         error = np.abs(out[f"fit_{which}_vertices"] - expected).max()
         _report(f"fit ({which} head)", [error])
         assert error < TOLERANCE_CM
-        assert np.abs(out[f"fit_{which}_matrix"] - placement).max() < 1e-5
+        if which != "reopened":
+            assert np.abs(out[f"fit_{which}_matrix"] - placement).max() < 1e-5
     assert report["fit_new_head"]
 
 

@@ -85,6 +85,14 @@ def main() -> None:
     results["fit_selected_vertices"] = evaluated(arm)
     results["fit_selected_matrix"] = np.array(arm.matrix_world)
 
+    # Saved and reopened, the rig needs nothing but the add-on (packed map, drivers, constraints).
+    blend = out / "fitted.blend"
+    fitted_name = fitted.name
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend))
+    bpy.ops.wm.open_mainfile(filepath=str(blend))
+    fitted = bpy.data.objects[fitted_name]
+    results["fit_reopened_vertices"] = evaluated(fitted)
+
     # Export both formats, then re-import each into an empty scene.
     rig = addon_module("rig")
     key_names = [kb.name for kb in rig.head_mesh(fitted).data.shape_keys.key_blocks]

@@ -97,7 +97,9 @@ def main() -> None:
 
     # Every driver is valid and a "simple expression" (no Python, no auto-run needed).
     mesh = arm.hack.mesh
-    drivers = list(mesh.data.shape_keys.animation_data.drivers) + list(arm.animation_data.drivers)
+    drivers = [
+        d for o in (mesh.data.shape_keys, mesh, arm) if o.animation_data for d in o.animation_data.drivers
+    ]
     results["drivers"] = np.array(
         json.dumps(
             {
