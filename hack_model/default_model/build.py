@@ -34,6 +34,33 @@ def build_mean_head(hp: HeadParams | None = None):
     return topo, hm.symmetrize(P, mirror), mirror
 
 
+def skull_mask(topo: hm.Topology) -> np.ndarray:
+    """1 for vertices carried rigidly by the skull: face, mandible, eyes, mouth. [V]"""
+    e = np.nan_to_num(hm.warped_elevations(topo), nan=90.0)
+    neck = (topo.row >= 0) & (topo.row < hm.NECK_ROWS)
+    e[neck] = -90.0
+    phi = np.abs(np.degrees(np.nan_to_num(topo.phi)))
+    # fades slowly round the side of the neck: a twisted head (38 degrees at C1-C2) then
+    # stretches the skin there instead of folding it
+    t = np.clip((phi - 60.0) / 120.0, 0.0, 1.0)
+    front = 1.0 - t * t * (3 - 2 * t)
+    face = np.clip((e + 54.0) / 8.0, 0.0, 1.0)
+    m = face * front
+    m[topo.part != hm.PART_SKIN] = 1.0
+    return m
+
+
+def soften_skull_mask(m: np.ndarray, P: np.ndarray, reach: float = 6.0) -> np.ndarray:
+    """Let the skin next to the jaw follow the skull partly, fading over `reach` cm,
+    so a twisted or nodded head shears the upper neck smoothly instead of folding it."""
+    from scipy.spatial import cKDTree
+
+    rigid = m >= 0.999
+    d, _ = cKDTree(P[rigid]).query(P)
+    t = np.clip(1.0 - d / reach, 0.0, 1.0)
+    return np.maximum(m, 0.85 * t * t * (3 - 2 * t))
+
+
 def build_default_model(seed: int = 0) -> ModelData:
     """Generate the whole default model (deterministic for a given seed)."""
     from ..action_units import default_action_unit_table
@@ -44,7 +71,7 @@ def build_default_model(seed: int = 0) -> ModelData:
     vuv, uv_coords, corner_uv = hm.build_uvs(topo, P)
     heads = skeleton.BONE_HEADS
     G, lengths = skeleton.rest_transforms(heads)
-    rigid = topo.part != hm.PART_SKIN
+    rigid = soften_skull_mask(skull_mask(topo), P)
     W = skeleton.skinning_weights(P, rigid, heads)
     front = topo.grid[:, hm.N_COLS // 2]
     lmap = larynx.larynx_map(vuv, P, front)

@@ -90,14 +90,19 @@ def vertex_levels(P: np.ndarray, heads: np.ndarray = BONE_HEADS) -> np.ndarray:
 def skinning_weights(
     P: np.ndarray, rigid_head: np.ndarray, heads: np.ndarray = BONE_HEADS
 ) -> np.ndarray:
-    """Smooth weights along the spine, the skull (and rigid_head [V] bool) on oc1. [V, J]"""
+    """Smooth weights along the spine; the skull (and rigid_head [V] in [0, 1]) on oc1. [V, J]
+
+    rigid_head marks the face and mandible (which must move with the skull even
+    where they hang below the C1 level, like the jaw angle and the chin)."""
     L = vertex_levels(P, heads)
     J = len(heads)
     centres = np.concatenate([(heads[:-1, 1] + heads[1:, 1]) / 2, [heads[-1, 1] + 0.4]])
     W = np.zeros((len(P), J))
-    # Average of piecewise-linear hat weights over a Gaussian window: smooth along the spine.
-    offsets = np.linspace(-1.6, 1.6, 17)
-    kern = np.exp(-0.5 * (offsets / 0.8) ** 2)
+    # Average of piecewise-linear hat weights over a Gaussian window: smooth along the spine,
+    # so that twisting one joint shears the skin over several centimetres, not one ring.
+    sigma = 2.2
+    offsets = np.linspace(-2.5 * sigma, 2.5 * sigma, 21)
+    kern = np.exp(-0.5 * (offsets / sigma) ** 2)
     kern /= kern.sum()
     eye = np.eye(J)
     for o, k in zip(offsets, kern):
@@ -107,8 +112,8 @@ def skinning_weights(
         hi = np.minimum(lo + 1, J - 1)
         t = f - lo
         W += k * ((1 - t)[:, None] * eye[lo] + t[:, None] * eye[hi])
-    m = np.clip((L - (heads[-1, 1] - 0.5)) / 1.0, 0.0, 1.0)  # above C1: the skull
+    m = np.clip((L - (heads[-1, 1] - 0.5)) / 1.5, 0.0, 1.0)  # above C1: the skull
     m = m * m * (3 - 2 * m)
-    m = np.maximum(m, rigid_head.astype(float))
+    m = np.maximum(m, np.clip(rigid_head, 0.0, 1.0))
     W = (1 - m)[:, None] * W + m[:, None] * eye[J - 1]
     return W / W.sum(axis=1, keepdims=True)

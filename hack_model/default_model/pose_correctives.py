@@ -1,0 +1,212 @@
+"""Pose-corrective blendshapes of the default model, learned against dual-quaternion skinning.
+
+Linear blend skinning (what the HACK forward pass does) loses volume where a
+vertex blends bones that twist or bend against each other. Dual-quaternion
+skinning (DQS) of the same weights keeps the cross-section; we use it as the
+reference deformation. For sampled poses within the ranges of motion, the rest
+space offset that makes LBS reproduce DQS exactly is `M_v^-1 (x_dqs - M_v T_v)`
+(M_v the vertex's blended LBS matrix); the correctives are the least-squares
+(ridge) fit of those offsets to the pose features `R_b - I` of the non-root
+bones, the same features the forward pass uses.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .skeleton import RANGE_OF_MOTION
+
+
+def rodrigues(aa: np.ndarray) -> np.ndarray:
+    """Axis-angle [..., 3] to rotation matrices [..., 3, 3]."""
+    aa = np.asarray(aa, float)
+    th = np.linalg.norm(aa, axis=-1, keepdims=True)
+    k = aa / np.maximum(th, 1e-12)
+    K = np.zeros(aa.shape[:-1] + (3, 3))
+    K[..., 0, 1], K[..., 0, 2] = -k[..., 2], k[..., 1]
+    K[..., 1, 0], K[..., 1, 2] = k[..., 2], -k[..., 0]
+    K[..., 2, 0], K[..., 2, 1] = -k[..., 1], k[..., 0]
+    s = np.sin(th)[..., None]
+    c = np.cos(th)[..., None]
+    return np.eye(3) + s * K + (1 - c) * K @ K
+
+
+def bone_matrices(theta: np.ndarray, G_rest: np.ndarray, parents: np.ndarray) -> np.ndarray:
+    """Skinning matrices [J, 4, 4] (posed world frame times inverse rest frame)."""
+    J = len(parents)
+    R = rodrigues(theta)
+    G = np.zeros((J, 4, 4))
+    for b in range(J):
+        Rb = np.eye(4)
+        Rb[:3, :3] = R[b]
+        if parents[b] < 0:
+            G[b] = G_rest[b] @ Rb
+        else:
+            Lb = np.linalg.inv(G_rest[parents[b]]) @ G_rest[b]
+            G[b] = G[parents[b]] @ Lb @ Rb
+    return G @ np.linalg.inv(G_rest)
+
+
+def lbs(T: np.ndarray, W: np.ndarray, A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Linear blend skinning of rest vertices T [V, 3]: (posed [V, 3], blended matrices [V, 4, 4])."""
+    M = np.einsum("vj,jab->vab", W, A)
+    x = np.einsum("vab,vb->va", M[:, :3, :3], T) + M[:, :3, 3]
+    return x, M
+
+
+def _mat_to_dq(A: np.ndarray) -> np.ndarray:
+    """Rigid 4x4 matrices [J, 4, 4] to unit dual quaternions [J, 8] (w, x, y, z | ...)."""
+    from scipy.spatial.transform import Rotation
+
+    q = Rotation.from_matrix(A[:, :3, :3]).as_quat()  # x, y, z, w
+    q = np.concatenate([q[:, 3:], q[:, :3]], 1)
+    t = A[:, :3, 3]
+    tq = np.concatenate([np.zeros((len(t), 1)), t], 1)
+    d = 0.5 * _qmul(tq, q)
+    return np.concatenate([q, d], 1)
+
+
+def _qmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    w1, x1, y1, z1 = a[..., 0], a[..., 1], a[..., 2], a[..., 3]
+    w2, x2, y2, z2 = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
+    return np.stack(
+        [
+            w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
+            w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+            w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+            w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
+        ],
+        -1,
+    )
+
+
+def dqs(T: np.ndarray, W: np.ndarray, A: np.ndarray) -> np.ndarray:
+    """Dual-quaternion skinning of T [V, 3] with weights W [V, J] and matrices A [J, 4, 4]."""
+    dq = _mat_to_dq(A)
+    # keep every bone's quaternion in the root's hemisphere (shortest blend)
+    sign = np.where(dq[:, :4] @ dq[0, :4] < 0, -1.0, 1.0)
+    dq = dq * sign[:, None]
+    b = W @ dq
+    n = np.linalg.norm(b[:, :4], axis=1, keepdims=True)
+    b = b / n
+    q0, qe = b[:, :4], b[:, 4:]
+    # rotate, then translate by 2 * qe * conj(q0)
+    conj = q0 * [1, -1, -1, -1]
+    tq = 2 * _qmul(qe, conj)
+    pq = np.concatenate([np.zeros((len(T), 1)), T], 1)
+    r = _qmul(_qmul(q0, pq), conj)[:, 1:]
+    return r + tq[:, 1:]
+
+
+def pose_features(theta: np.ndarray) -> np.ndarray:
+    """`R_b - I` of the non-root bones, flattened. theta [J, 3] -> [(J - 1) * 9]"""
+    R = rodrigues(theta)
+    return (R[1:] - np.eye(3)).reshape(-1)
+
+
+def sample_poses(n: int, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
+    """Poses [n, J, 3] within the ranges of motion (bone-local x, y, z = flexion,
+    axial rotation, lateral bending), some single-axis, some combined."""
+    lim = np.radians(RANGE_OF_MOTION)[:, [0, 2, 1]] * scale  # to x, y, z order
+    J = lim.shape[0]
+    u = rng.uniform(-1, 1, (n, J, 3))
+    # a third of the poses move one anatomical axis only, up to its limit
+    single = rng.integers(0, 3, n)
+    for k in range(n // 3):
+        mask = np.zeros(3)
+        mask[single[k]] = 1
+        u[k] = np.sign(u[k]) * np.abs(u[k]) ** 0.3 * mask
+    theta = u * lim[None]
+    theta[:, 0] *= 0.5  # the root (C7-T1) moves the whole neck: keep it modest
+    return theta
+
+
+def fit_pose_correctives(
+    T: np.ndarray,
+    W: np.ndarray,
+    G_rest: np.ndarray,
+    parents: np.ndarray,
+    n_poses: int = 240,
+    seed: int = 0,
+    ridge: float = 1e-3,
+) -> np.ndarray:
+    """pose_directions [J, 3, 3, V, 3] (root rows zero) fit to DQS on sampled poses."""
+    rng = np.random.default_rng(seed)
+    thetas = sample_poses(n_poses, rng)
+    J = len(parents)
+    V = len(T)
+    active = np.nonzero(W[:, -1] < 1 - 1e-6)[0]  # vertices that are not rigid skull
+    F = np.stack([pose_features(t) for t in thetas])  # [n, 63]
+    Y = np.zeros((n_poses, len(active) * 3))
+    Ta, Wa = T[active], W[active]
+    for k, th in enumerate(thetas):
+        A = bone_matrices(th, G_rest, parents)
+        x_l, M = lbs(Ta, Wa, A)
+        x_d = dqs(Ta, Wa, A)
+        # rest-space offset that moves the LBS result onto the DQS one
+        off = np.einsum("vab,vb->va", np.linalg.inv(M[:, :3, :3]), x_d - x_l)
+        Y[k] = off.reshape(-1)
+    lhs = F.T @ F + ridge * np.eye(F.shape[1])
+    coef = np.linalg.solve(lhs, F.T @ Y)  # [63, A*3]
+    out = np.zeros((J, 3, 3, V, 3))
+    out[1:, :, :, active, :] = coef.reshape(J - 1, 3, 3, len(active), 3)
+    return out
+
+
+def apply(T, W, G_rest, parents, theta, pose_dirs=None) -> np.ndarray:
+    """LBS of T with optional correctives for pose theta [J, 3]. [V, 3]"""
+    x = T
+    if pose_dirs is not None:
+        f = pose_features(theta)
+        x = T + np.tensordot(f, pose_dirs[1:].reshape(-1, *T.shape), axes=1)
+    return lbs(x, W, bone_matrices(theta, G_rest, parents))[0]
+
+
+def ring_area(X: np.ndarray, ring: np.ndarray) -> float:
+    """Area enclosed by a closed vertex loop (norm of the vector area), cm^2."""
+    p = X[ring]
+    c = p.mean(0)
+    return float(0.5 * np.linalg.norm(np.cross(p - c, np.roll(p, -1, 0) - c).sum(0)))
+
+
+def cross_section_area(
+    X: np.ndarray, tris: np.ndarray, point: np.ndarray, normal: np.ndarray, radius: float = 9.0
+) -> float:
+    """Area (cm^2) of the mesh's slice by the plane (point, normal), within `radius` of point.
+
+    Each triangle the plane cuts gives one segment, oriented by the triangle's
+    normal so that the segments run around the outline consistently."""
+    n = normal / np.linalg.norm(normal)
+    T = X[tris]
+    near = (np.linalg.norm(T - point, axis=2) < radius).all(axis=1)
+    T = T[near]
+    s = (T - point) @ n  # [F, 3] signed distances
+    pts, segs = [], []
+    for a, b in ((0, 1), (1, 2), (2, 0)):
+        cut = s[:, a] * s[:, b] < 0
+        t = s[:, a] / np.where(cut, s[:, a] - s[:, b], 1.0)
+        pts.append(np.where(cut[:, None], T[:, a] + t[:, None] * (T[:, b] - T[:, a]), np.nan))
+    P3 = np.stack(pts, 1)  # [F, 3 edges, 3]
+    ok = (~np.isnan(P3[..., 0])).sum(1) == 2
+    P3 = P3[ok]
+    Tn = np.cross(T[ok, 1] - T[ok, 0], T[ok, 2] - T[ok, 0])
+    seg = np.array([p[~np.isnan(p[:, 0])] for p in P3]).reshape(-1, 2, 3)
+    if len(seg) == 0:
+        return 0.0
+    d = seg[:, 1] - seg[:, 0]
+    flip = (np.cross(n, Tn) * d).sum(1) < 0
+    seg[flip] = seg[flip][:, ::-1]
+    c = seg.reshape(-1, 3).mean(0)
+    return float(abs(0.5 * (np.cross(seg[:, 0] - c, seg[:, 1] - c) @ n).sum()))
+
+
+MID_NECK_POINT = np.array([0.0, -13.5, -1.0])  # middle of the visible neck, on its axis
+
+
+def mid_neck_area(X: np.ndarray, tris: np.ndarray, A: np.ndarray, G_rest: np.ndarray) -> float:
+    """Cross-section of the neck at mid height, perpendicular to the root bone's axis and
+    carried by the root bone (A: posed skinning matrices [J, 4, 4], identity at rest)."""
+    axis = G_rest[0, :3, 1]
+    p = A[0, :3, :3] @ MID_NECK_POINT + A[0, :3, 3]
+    n = A[0, :3, :3] @ axis
+    return cross_section_area(X, tris, p, n, radius=8.0)
