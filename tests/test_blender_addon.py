@@ -253,6 +253,19 @@ def test_range_of_motion_clamps_and_shape_operators(which, request):
     assert np.abs(out["after_reset"] - model.neutral_vertices()).max() < TOLERANCE_CM
 
 
+def test_panels_show_grouped_action_units_and_sliders(default_rig):
+    data, _, out = default_rig
+    panels = json.loads(str(out["panels"]))
+    assert set(panels) >= {"HACK_PT_model", "HACK_PT_action_units", "HACK_PT_expressions", "HACK_PT_neck"}
+    aus = panels["HACK_PT_action_units"]
+    assert {"Brows", "Eyes", "Cheeks and nose", "Mouth", "Jaw", "Gaze"} <= set(aus)
+    assert "AU12 Lip Corner Puller" in aus and "AU27 Mouth Stretch" in aus
+    assert aus.index("Brows") < aus.index("AU1 Inner Brow Raiser") < aus.index("Eyes")
+    assert set(data.expression_names) <= set(panels["HACK_PT_expressions"])
+    assert "Turn (+ left)" in panels["HACK_PT_neck"] and data.bone_names[-1] in panels["HACK_PT_neck"]
+    assert "larynx_height" in panels["HACK_PT_larynx"] and "Add Head" in panels["HACK_PT_model"]
+
+
 def test_bad_model_file_reports_and_keeps_scene(random_rig):
     result = json.loads(str(random_rig[2]["bad_file"]))
     assert "not a readable .npz model file" in result["error"]

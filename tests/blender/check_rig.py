@@ -19,6 +19,38 @@ sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from _common import addon_module, clear_scene, evaluated, install_addon, set_case  # noqa: E402
 
 
+class Layout:
+    """Records the texts a panel would show; any layout call returns another recorder."""
+
+    def __init__(self, texts: list) -> None:
+        self.texts = texts
+
+    def __getattr__(self, name):
+        def call(*args, **kwargs):
+            if "text" in kwargs:
+                self.texts.append(kwargs["text"])
+            elif name == "prop" and len(args) >= 2:
+                self.texts.append(args[1])
+            return Layout(self.texts)
+
+        return call
+
+
+def draw_panels(arm) -> dict:
+    bpy.context.view_layer.objects.active = arm
+    shown = {}
+    for cls in bpy.types.Panel.__subclasses__():
+        if not cls.__name__.startswith("HACK_PT_"):
+            continue
+        texts: list = []
+        panel = type("Stub", (), {"layout": Layout(texts)})()
+        poll = getattr(cls, "poll", None)
+        if poll is None or poll(bpy.context):
+            cls.draw(panel, bpy.context)
+        shown[cls.__name__] = texts
+    return shown
+
+
 def main() -> None:
     zip_path, model, cases_path, out_path = sys.argv[-4:]
     install_addon(zip_path)
@@ -94,6 +126,9 @@ def main() -> None:
     results["randomized"] = evaluated(arm)
     bpy.ops.hack.shape_reset()
     results["after_reset"] = evaluated(arm)
+
+    # The sidebar's panels draw without errors (a recording stand-in for the UI layout).
+    results["panels"] = np.array(json.dumps(draw_panels(arm)))
 
     # Every driver is valid and a "simple expression" (no Python, no auto-run needed).
     mesh = arm.hack.mesh
