@@ -163,3 +163,18 @@ def test_shape_placement_and_frames():
     point = np.array([0.3, -4.0, 2.0])
     assert np.allclose(M[:3, :3] @ point + M[:3, 3], P[:3, :3] @ (1.5 * R @ point + [1, 2, 3]))
     assert np.allclose(rig_math.frame_numbers(3, 50, 25, start=1), [1, 1.5, 2])
+
+
+def test_head_sliders_agree_with_anatomy_head_movements():
+    """The add-on's sliders (total angles) reproduce hack_model.anatomy.head_movement_pose."""
+    from hack_model.anatomy import head_movement_pose
+
+    rom = hack_range_of_motion()
+    limits = pose_limits_rad(rom)
+    ranges = rig_math.head_motion_ranges(limits)
+    for slider, movement in ((0, "turn_left"), (1, "look_down"), (2, "tilt_right")):
+        for amount in (0.4, -0.7):
+            sliders = np.zeros(4)
+            sliders[slider] = amount * ranges[slider]
+            expected = head_movement_pose(rom, movement, amount)
+            assert np.allclose(rig_math.head_motion_angles(sliders, limits), expected)
