@@ -1,0 +1,249 @@
+"""Units and the initial similarity transform, without landmarks, from any orientation.
+
+The scan is brought to centimetres (units from its extent), then rotated onto the model by
+a multi-hypothesis search: the 24 proper rotations that map the scan's principal axes onto
+the model's (every axis permutation and sign), each refined by a few iterations of trimmed
+rigid ICP on subsampled points and scored by a trimmed Chamfer distance. Landmarks, when
+given, replace the search by a Umeyama fit to the model's landmark vertices.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+UNIT_TO_CM = {"mm": 0.1, "cm": 1.0, "m": 100.0}
+
+
+def detect_units(points: np.ndarray) -> str:
+    """'mm', 'cm' or 'm' from the robust extent of points [N, 3] (a head and neck spans
+    about 15-60 cm: 150-600 in mm, 0.15-0.6 in m)."""
+    lo, hi = np.percentile(points, [1, 99], axis=0)
+    extent = float(np.linalg.norm(hi - lo))
+    if not np.isfinite(extent) or extent <= 0:
+        raise ValueError("the scan has no extent; cannot detect its units")
+    if extent < 3.0:
+        return "m"
+    if extent < 150.0:
+        return "cm"
+    return "mm"
+
+
+@dataclass
+class Similarity:
+    """x_scan = scale * rotation @ x_model + translation; the inverse maps the scan to the model."""
+
+    scale: float
+    rotation: np.ndarray  # [3, 3]
+    translation: np.ndarray  # [3]
+
+    def apply(self, points: np.ndarray) -> np.ndarray:
+        """model space [N, 3] -> scan space."""
+        return self.scale * points @ self.rotation.T + self.translation
+
+    def inverse_apply(self, points: np.ndarray) -> np.ndarray:
+        """scan space [N, 3] -> model space."""
+        return ((points - self.translation) @ self.rotation) / self.scale
+
+
+def umeyama(source: np.ndarray, target: np.ndarray, with_scale: bool = True) -> Similarity:
+    """Least-squares similarity taking source [N, 3] onto target [N, 3] (Umeyama 1991)."""
+    mu_s, mu_t = source.mean(0), target.mean(0)
+    s, t = source - mu_s, target - mu_t
+    cov = t.T @ s / len(source)
+    U, D, Vt = np.linalg.svd(cov)
+    sign = np.ones(3)
+    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
+        sign[2] = -1.0
+    R = U @ np.diag(sign) @ Vt
+    var = (s**2).sum() / len(source)
+    scale = float((D * sign).sum() / var) if with_scale and var > 0 else 1.0
+    return Similarity(scale, R, mu_t - scale * R @ mu_s)
+
+
+def _principal_axes(points: np.ndarray) -> np.ndarray:
+    centred = points - points.mean(0)
+    _, vecs = np.linalg.eigh(centred.T @ centred)
+    return vecs[:, ::-1]  # columns: largest variance first
+
+
+def _axis_rotations() -> list[np.ndarray]:
+    """The 24 signed permutation matrices with determinant +1."""
+    out = []
+    for perm in itertools.permutations(range(3)):
+        for signs in itertools.product((1.0, -1.0), repeat=3):
+            P = np.zeros((3, 3))
+            P[range(3), perm] = signs
+            if np.linalg.det(P) > 0:
+                out.append(P)
+    return out
+
+
+def _trimmed_mean(d: np.ndarray, keep: float) -> float:
+    k = max(1, int(len(d) * keep))
+    return float(np.partition(d, k - 1)[:k].mean())
+
+
+@dataclass
+class Alignment:
+    transform: Similarity  # model -> scan (scan already in cm)
+    score: float  # trimmed scan-to-model distance, cm
+    hypotheses: int
+
+
+def rigid_icp(
+    scan: np.ndarray, tree: cKDTree, model_points: np.ndarray, start: Similarity, iterations: int, keep: float
+) -> tuple[Similarity, float]:
+    """Trimmed point-to-point ICP of scan points (cm) onto model points, rotation and translation
+    only (the units fix the scale). Returns the model->scan transform and its score."""
+    inv = start
+    for _ in range(iterations):
+        moved = inv.inverse_apply(scan)
+        d, j = tree.query(moved, k=1)
+        cut = np.quantile(d, keep)
+        sel = d <= cut
+        # Solve for the transform taking model points onto their scan partners.
+        inv = umeyama(model_points[j[sel]], scan[sel], with_scale=False)
+    d, _ = tree.query(inv.inverse_apply(scan), k=1)
+    return inv, _trimmed_mean(d, keep)
+
+
+def initial_alignment(
+    scan_cm: np.ndarray,
+    model_points: np.ndarray,
+    rng: np.random.Generator,
+    sample: int = 1500,
+    iterations: int = 12,
+    keep: float = 0.8,
+) -> Alignment:
+    """Model -> scan similarity (scale 1: the scan is in cm) from any starting orientation.
+
+    scan_cm [N, 3]; model_points [M, 3] samples of the neutral model surface.
+    """
+    pts = scan_cm[rng.choice(len(scan_cm), size=min(sample, len(scan_cm)), replace=False)]
+    tree = cKDTree(model_points)
+    E_scan, E_model = _principal_axes(pts), _principal_axes(model_points)
+    c_scan, c_model = pts.mean(0), model_points.mean(0)
+    results = []
+    for P in _axis_rotations():
+        R = E_scan @ P @ E_model.T  # model axes -> scan axes
+        start = Similarity(1.0, R, c_scan - R @ c_model)
+        results.append(rigid_icp(pts, tree, model_points, start, iterations, keep))
+    results.sort(key=lambda r: r[1])
+    # Refine the best few with more points and iterations; keep the best.
+    more = scan_cm[rng.choice(len(scan_cm), size=min(4 * sample, len(scan_cm)), replace=False)]
+    refined = [rigid_icp(more, tree, model_points, r[0], 2 * iterations, keep) for r in results[:3]]
+    best = min(refined, key=lambda r: r[1])
+    return Alignment(best[0], best[1], len(results))
+
+
+def landmark_alignment(scan_landmarks: np.ndarray, model_landmarks: np.ndarray) -> Similarity:
+    """Similarity (model -> scan) from corresponding landmarks [68, 3]; NaN rows are skipped."""
+    ok = np.isfinite(scan_landmarks).all(1) & np.isfinite(model_landmarks).all(1)
+    if ok.sum() < 4:
+        raise ValueError(f"only {int(ok.sum())} usable landmarks; need at least 4")
+    return umeyama(model_landmarks[ok], scan_landmarks[ok], with_scale=True)
+
+
+def head_vertices(ev, neutral: np.ndarray, sample: int, rng: np.random.Generator) -> np.ndarray:
+    """Up to `sample` neutral vertices [M, 3] that move with the head bone (not the neck)."""
+    weights = ev.weights_t[-1].numpy()
+    idx = np.nonzero(weights >= 0.5)[0]
+    if len(idx) > sample:
+        idx = rng.choice(idx, sample, replace=False)
+    return neutral[idx]
+
+
+def neck_search(
+    ev,
+    sim: Similarity,
+    scan_cm: np.ndarray,
+    rng: np.random.Generator,
+    steps: tuple[int, int, int] = (7, 9, 5),
+    samples: int = 1500,
+    scan_sample: int = 3000,
+    top: int = 1,
+) -> list[tuple[np.ndarray, Similarity, float]]:
+    """Grid search over the neck's total flexion, axial rotation and lateral bending, keeping
+    the head where `sim` put it: returns neck_pose [J, 3], the similarity that keeps the
+    head in place, and the score (cm, lower is better), for the `top` best hypotheses.
+
+    A rigid alignment of a neutral model to a posed scan follows the head (most of the
+    points), leaving the neck base twisted by up to the whole chain's range; closest-point
+    iterations cannot undo that twist on the nearly cylindrical neck, so it is searched
+    here: each total is shared among bones 1.. by their ranges, points on the neck are posed
+    and carried by the inverse head motion, and each hypothesis is scored by the trimmed
+    Chamfer distance between the scan and (head points + posed neck points).
+    """
+    import torch
+
+    from .evaluator import ModelParams
+    from .geometry import sample_surface
+
+    J = ev.J
+    head_w = ev.weights_t[-1].numpy()
+    tris = ev.triangles
+    neck_tris = tris[(head_w[tris] < 0.5).any(1)]
+    if len(neck_tris) == 0 or len(scan_cm) < 10:
+        return [(np.zeros((J, 3)), sim, 0.0)]
+    limits = ev.pose_limits[1:]  # [J-1, 3] per axis x, y, z
+    share = limits / np.maximum(limits.sum(0, keepdims=True), 1e-9)
+    totals = limits.sum(0)
+    grids = [np.linspace(-0.9 * totals[a], 0.9 * totals[a], steps[a]) for a in range(3)]
+    combos = np.stack(np.meshgrid(*grids, indexing="ij"), -1).reshape(-1, 3)  # [H, 3] x, y, z totals
+    H = len(combos)
+    poses = np.zeros((H, J, 3))
+    poses[:, 1:] = combos[:, None, :] * share[None]
+
+    neutral_p = ModelParams.neutral(ev.S, ev.E, ev.J)
+    rest = ev.vertices(neutral_p)
+    corners = np.unique(neck_tris)
+    sub = ev.subset(corners)
+    rest_c = sub._rest(neutral_p)  # [C, 3]
+    pose_t = torch.as_tensor(poses)
+    mats = ev.bone_matrices(pose_t)  # [H, J, 3, 4]
+    blended = torch.einsum("hjk,jv->hvk", mats.reshape(H, J, 12), sub.weights).reshape(H, -1, 3, 4)
+    posed_c = (blended[..., 3] + (blended[..., :3] @ rest_c[None, :, :, None])[..., 0]).numpy()  # [H, C, 3]
+    _, face, bary = sample_surface(rest, neck_tris, samples, rng)
+    local = np.searchsorted(corners, neck_tris[face])  # [S, 3] rows of posed_c
+    posed = np.einsum("sk,hskc->hsc", bary, posed_c[:, local])  # [H, S, 3]
+    head = mats[:, -1].numpy()  # [H, 3, 4]: rest -> posed for the head's vertices
+    R_h, t_h = head[:, :, :3], head[:, :, 3]
+    # Carry the posed neck back by the head's motion: x = sim(R_h^T (v - t_h)).
+    back = np.einsum("hdc,hvd->hvc", R_h, posed - t_h[:, None])
+    neck_pts = sim.apply(back.reshape(-1, 3)).reshape(H, -1, 3)
+
+    head_idx = np.nonzero(head_w >= 0.5)[0]
+    head_pts = sim.apply(rest[rng.choice(head_idx, min(3000, len(head_idx)), replace=False)])
+    scan = scan_cm[rng.choice(len(scan_cm), min(scan_sample, len(scan_cm)), replace=False)]
+    d_head = cKDTree(head_pts).query(scan, k=1)[0]
+    # Only the scan points the head does not explain tell the hypotheses apart.
+    rest_of_scan = scan[d_head > 0.8]
+    if len(rest_of_scan) < 50:
+        return [(np.zeros((J, 3)), sim, 0.0)]
+    scan_tree = cKDTree(scan)
+    cap = 3.0  # cm: missing parts cost the same for every hypothesis
+    # The totals of per-bone poses uniform within their ranges have these deviations; a mild
+    # prior on them breaks near-ties of the twist on a nearly round neck.
+    sigma = np.sqrt((limits**2).sum(0) / 3.0)
+    score = 0.01 * ((combos / sigma) ** 2).sum(1)
+    for h in range(H):
+        d_scan = cKDTree(neck_pts[h]).query(rest_of_scan, k=1)[0]
+        d_model = scan_tree.query(neck_pts[h], k=1)[0]
+        score[h] += _trimmed_mean(np.minimum(d_scan, cap), 0.9) + _trimmed_mean(np.minimum(d_model, cap), 0.8)
+    out = []
+    for best in np.argsort(score)[:top]:
+        R, t = R_h[best], t_h[best]
+        # New similarity: x = sim(R^T (v - t)) for every posed vertex v.
+        new = Similarity(sim.scale, sim.rotation @ R.T, sim.translation - sim.scale * sim.rotation @ R.T @ t)
+        out.append((poses[best], new, float(score[best])))
+    return out
+
+
+def _neutral_params(ev):
+    from .evaluator import ModelParams
+
+    return ModelParams.neutral(ev.S, ev.E, ev.J)

@@ -1,0 +1,273 @@
+"""A float64 evaluation of a HACK-layout model for fitting: vertices of any subset of the
+mesh and their derivatives with respect to every parameter.
+
+It mirrors `HACK.forward` (tests compare the two) but works on a vertex subset and returns
+Jacobians cheaply: vertices are linear in shape and expression given the pose, so those
+columns are the skinned blendshape directions; pose and larynx columns come from central
+differences in float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from hack_model import lbs
+from hack_model.anatomy import pose_limits_rad
+from hack_model.model import HACK
+
+FD_STEP = 1e-5
+
+
+@dataclass
+class ModelParams:
+    """One frame of model parameters (numpy float64): shape [S], expression [E],
+    neck_pose [J, 3], larynx_height and larynx_scale (floats)."""
+
+    shape: np.ndarray
+    expression: np.ndarray
+    neck_pose: np.ndarray
+    larynx_height: float = 0.0
+    larynx_scale: float = 1.0
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def neutral(cls, num_shape: int, num_expression: int, num_bones: int) -> ModelParams:
+        return cls(np.zeros(num_shape), np.zeros(num_expression), np.zeros((num_bones, 3)))
+
+    def copy(self) -> ModelParams:
+        return ModelParams(
+            self.shape.copy(), self.expression.copy(), self.neck_pose.copy(), self.larynx_height, self.larynx_scale
+        )
+
+    def forward_arguments(self) -> dict[str, np.ndarray]:
+        """Arrays with a batch axis, in the API's names, as `HACK.forward` takes them."""
+        args = {
+            "expression": self.expression[None].astype(np.float32),
+            "neck_pose": self.neck_pose[None].astype(np.float32),
+            "larynx_height": np.array([[self.larynx_height]], np.float32),
+            "larynx_scale": np.array([[self.larynx_scale]], np.float32),
+        }
+        if self.shape.size:
+            args["shape"] = self.shape[None].astype(np.float32)
+        return args
+
+
+class ModelEvaluator:
+    """Vertices and Jacobians of a HACK-layout model (bones fixed in the rest pose)."""
+
+    def __init__(self, model: HACK) -> None:
+        if model.joint_regressor is not None:
+            raise ValueError("fitting supports HACK-layout models (fixed bones); this model regresses joints")
+        d = model.data
+        f64 = torch.float64
+        V = d.num_vertices
+        self.model = model
+        self.num_vertices = V
+        self.S, self.E, self.J = d.num_shape, d.num_expression, d.num_bones
+        directions = model.directions.detach().to("cpu", f64).view(-1, 3, V)
+        # Shape then expression, contiguous: one product gives the linear part of every vertex.
+        self.linear_dirs = torch.cat([directions[model.num_dynamic :], directions[: self.E]]).contiguous()
+        self.linear_dirs_vm = self.linear_dirs.permute(2, 1, 0).contiguous()  # [V, 3, K]: fast row gathers
+        self.pose_dirs = directions[self.E : model.num_dynamic]  # [P9, 3, V]
+        self.template = model.template.detach().to("cpu", f64).view(3, V)
+        self.weights_t = model.skinning_weights_t.detach().to("cpu", f64)  # [J, V]
+        self.rest_frames = model.rest_frames.detach().to("cpu", f64)
+        self.relative_rest = model.relative_rest.detach().to("cpu", f64)
+        self.parents = model.parents
+        self.posed_bones = model.posed_bones
+        self.has_pose_correctives = bool(self.pose_dirs.abs().max() > 0) if self.pose_dirs.numel() else False
+        self.has_larynx = model.larynx_map is not None
+        if self.has_larynx:
+            self.larynx_map = model.larynx_map.detach().to("cpu", f64)
+            self.larynx_uvs = model.larynx_uvs.detach().to("cpu", f64)
+            self.larynx_direction = model.larynx_direction.detach().to("cpu", f64)
+            self.larynx_index = model.larynx_index.cpu().numpy()
+            self._larynx_pos = np.full(V, -1, np.int64)
+            self._larynx_pos[self.larynx_index] = np.arange(len(self.larynx_index))
+        rom = d.range_of_motion
+        self.pose_limits = pose_limits_rad(rom) if rom is not None else np.full((self.J, 3), np.deg2rad(30.0))
+        self.triangles = d.triangles()
+
+    # ------------------------------------------------------------------ evaluation
+    def _larynx_delta(self, idx: np.ndarray, height: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """[B, 3, Vs] larynx offsets (from the rest larynx) of the vertices idx."""
+        B = height.shape[0]
+        out = torch.zeros(B, 3, len(idx), dtype=torch.float64)
+        if not self.has_larynx:
+            return out
+        pos = self._larynx_pos[idx]
+        hit = np.nonzero(pos >= 0)[0]
+        if hit.size == 0:
+            return out
+        uvs = self.larynx_uvs[pos[hit]]
+        sample = lbs.sample_larynx_offsets(self.larynx_map, uvs, self.larynx_direction, height, scale)
+        neutral = lbs.sample_larynx_offsets(
+            self.larynx_map, uvs, self.larynx_direction, height.new_zeros(1, 1), height.new_ones(1, 1)
+        )
+        out[:, :, hit] = (sample - neutral).transpose(1, 2)
+        return out
+
+    def bone_matrices(self, neck_pose: torch.Tensor) -> torch.Tensor:
+        """[B, J, 3, 4] skinning matrices for neck_pose [B, J, 3]."""
+        rotations = lbs.axis_angle_to_matrix(neck_pose)
+        frames = lbs.forward_kinematics(rotations, self.relative_rest, self.parents)
+        return lbs.skinning_matrices(frames, self.rest_frames)
+
+    def unposed(self, p: ModelParams, idx: np.ndarray) -> torch.Tensor:
+        """[3, Vs] template + shape + expression + larynx (no pose correctives) at idx."""
+        t = torch.as_tensor
+        coef = t(np.concatenate([p.shape, p.expression]))
+        full = self.template + (coef @ self.linear_dirs.view(len(coef), -1)).view(3, -1)
+        base = full[:, idx]
+        base += self._larynx_delta(idx, t([[p.larynx_height]]), t([[p.larynx_scale]]))[0]
+        return base
+
+    def _pose(self, base: torch.Tensor, neck_pose: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+        """Pose correctives + skinning of base [3, Vs] or [B, 3, Vs] for neck_pose [B, J, 3] -> [B, Vs, 3]."""
+        B = neck_pose.shape[0]
+        planes = base.expand(B, 3, len(idx))
+        if self.has_pose_correctives:
+            feats = lbs.pose_features(lbs.axis_angle_to_matrix(neck_pose), self.posed_bones)
+            planes = planes + torch.einsum("bk,kcv->bcv", feats, self.pose_dirs[:, :, idx])
+        return lbs.skin_vertex_planes(planes.contiguous(), self.weights_t[:, idx], self.bone_matrices(neck_pose))
+
+    def vertices(self, p: ModelParams, idx: np.ndarray | None = None) -> np.ndarray:
+        """[Vs, 3] posed vertices (all when idx is None)."""
+        idx = np.arange(self.num_vertices) if idx is None else idx
+        base = self.unposed(p, idx)
+        return self._pose(base, torch.as_tensor(p.neck_pose)[None], idx)[0].numpy()
+
+    def subset(self, idx: np.ndarray) -> Subset:
+        """Precomputed gathers for repeated evaluations on the vertices idx."""
+        return Subset(self, idx)
+
+    def jacobian(
+        self,
+        p: ModelParams,
+        idx: np.ndarray,
+        use_shape: bool,
+        use_expression: bool,
+        pose_bones: list[int],
+        use_larynx: bool,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Vertices [Vs, 3] and d vertices / d (shape, expression, pose of pose_bones, larynx)
+        [Vs, 3, P] in that column order (only the blocks asked for)."""
+        return self.subset(idx).jacobian(p, use_shape, use_expression, pose_bones, use_larynx)
+
+
+class Subset:
+    """Evaluation restricted to vertices idx, with their blendshape rows gathered once."""
+
+    def __init__(self, ev: ModelEvaluator, idx: np.ndarray) -> None:
+        self.ev = ev
+        self.idx = np.asarray(idx)
+        ti = torch.as_tensor(self.idx)
+        self.template = ev.template[:, ti].T.contiguous()  # [Vs, 3]
+        self.dirs = ev.linear_dirs_vm[ti]  # [Vs, 3, K]
+        self.weights = ev.weights_t[:, ti]  # [J, Vs]
+        self.pose_dirs = ev.pose_dirs[:, :, ti] if ev.has_pose_correctives else None
+        self.larynx_hit = None
+        if ev.has_larynx:
+            pos = ev._larynx_pos[self.idx]
+            hit = np.nonzero(pos >= 0)[0]
+            if hit.size:
+                self.larynx_hit = torch.as_tensor(hit)
+                self.larynx_uvs = ev.larynx_uvs[torch.as_tensor(pos[hit])]
+
+    def larynx_delta(self, height: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """[B, Vs, 3] larynx offsets from the rest larynx for height, scale [B, 1]."""
+        out = torch.zeros(height.shape[0], len(self.idx), 3, dtype=torch.float64)
+        if self.larynx_hit is None:
+            return out
+        ev = self.ev
+        sample = lbs.sample_larynx_offsets(ev.larynx_map, self.larynx_uvs, ev.larynx_direction, height, scale)
+        neutral = lbs.sample_larynx_offsets(
+            ev.larynx_map, self.larynx_uvs, ev.larynx_direction, height.new_zeros(1, 1), height.new_ones(1, 1)
+        )
+        out[:, self.larynx_hit] = sample - neutral
+        return out
+
+    def _rest(self, p: ModelParams) -> torch.Tensor:
+        """[Vs, 3] unposed vertices without pose correctives."""
+        t = torch.as_tensor
+        coef = t(np.concatenate([p.shape, p.expression]))
+        base = self.template + self.dirs @ coef
+        if self.larynx_hit is not None:
+            base = base + self.larynx_delta(t([[p.larynx_height]]), t([[p.larynx_scale]]))[0]
+        return base
+
+    def _planes(self, rest: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
+        """[Vs, 3] rest + pose correctives for one pose [J, 3]."""
+        if self.pose_dirs is None:
+            return rest
+        feats = lbs.pose_features(lbs.axis_angle_to_matrix(pose[None]), self.ev.posed_bones)[0]
+        return rest + torch.einsum("k,kcv->vc", feats, self.pose_dirs)
+
+    def _blend(self, pose: torch.Tensor) -> torch.Tensor:
+        """[Vs, 3, 4] blended skinning matrices."""
+        A = self.ev.bone_matrices(pose[None])[0]  # [J, 3, 4]
+        return (A.reshape(-1, 12).T @ self.weights).T.reshape(-1, 3, 4)
+
+    def vertices(self, p: ModelParams) -> np.ndarray:
+        pose = torch.as_tensor(p.neck_pose)
+        planes = self._planes(self._rest(p), pose)
+        B = self._blend(pose)
+        return _apply(B, planes).numpy()
+
+    def jacobian(
+        self, p: ModelParams, use_shape: bool, use_expression: bool, pose_bones: list[int], use_larynx: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        ev = self.ev
+        t = torch.as_tensor
+        pose = t(p.neck_pose)
+        rest = self._rest(p)
+        planes = self._planes(rest, pose)
+        blended = self._blend(pose)
+        M = blended[:, :, :3]
+        verts = _apply(blended, planes)
+        blocks = []
+        lo = 0 if use_shape else ev.S
+        hi = ev.S + ev.E if use_expression else ev.S
+        if hi > lo:
+            blocks.append(_rotate_columns(M, self.dirs[:, :, lo:hi]))
+        if pose_bones:
+            steps = []
+            for b in pose_bones:
+                for axis in range(3):
+                    for sign in (1.0, -1.0):
+                        q = pose.clone()
+                        q[b, axis] += sign * FD_STEP
+                        steps.append(q)
+            steps = torch.stack(steps)
+            if self.pose_dirs is not None:  # correctives change the rest shape too: evaluate in full
+                posed = ev._pose(rest.T.contiguous(), steps, self.idx)  # [2P, Vs, 3]
+                blocks.append(((posed[0::2] - posed[1::2]) / (2 * FD_STEP)).permute(1, 2, 0))
+            else:  # LBS is linear in the bone matrices: differentiate those only
+                mats = ev.bone_matrices(steps)  # [2P, J, 3, 4]
+                dA = (mats[0::2] - mats[1::2]) / (2 * FD_STEP)  # [P, J, 3, 4]
+                P = len(dA)
+                per_vertex = (dA.reshape(P, -1, 12).permute(0, 2, 1) @ self.weights).view(P, 3, 4, -1)
+                d = per_vertex[:, :, 3] + sum(per_vertex[:, :, k] * planes[:, k] for k in range(3))  # [P, 3, Vs]
+                blocks.append(d.permute(2, 1, 0))
+        if use_larynx and ev.has_larynx:
+            h, s = p.larynx_height, p.larynx_scale
+            heights = t([[h + FD_STEP], [h - FD_STEP], [h], [h]])
+            scales = t([[s], [s], [s + FD_STEP], [s - FD_STEP]])
+            delta = self.larynx_delta(heights, scales)  # [4, Vs, 3]
+            d_rest = torch.stack([delta[0] - delta[1], delta[2] - delta[3]], -1) / (2 * FD_STEP)  # [Vs, 3, 2]
+            blocks.append(_rotate_columns(M, d_rest))
+        jac = torch.cat(blocks, -1) if blocks else torch.zeros(len(self.idx), 3, 0, dtype=torch.float64)
+        return verts.numpy(), jac.numpy()
+
+
+def _apply(blended: torch.Tensor, planes: torch.Tensor) -> torch.Tensor:
+    """Per-vertex affine maps [Vs, 3, 4] applied to points [Vs, 3] -> [Vs, 3] (no tiny bmm)."""
+    return blended[:, :, 3] + sum(blended[:, :, k] * planes[:, k : k + 1] for k in range(3))
+
+
+def _rotate_columns(M: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """M [Vs, 3, 3] @ cols [Vs, 3, K] -> [Vs, 3, K] as three broadcasts (bmm is slow for 3x3)."""
+    return sum(M[:, :, k : k + 1] * cols[:, k : k + 1, :] for k in range(3))

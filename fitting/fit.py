@@ -1,0 +1,346 @@
+"""`fit_scan` and `fit_registered`: the public entry points of the fitting package."""
+
+from __future__ import annotations
+
+import time
+import weakref
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+from hack_model.model import HACK
+
+from .alignment import (
+    UNIT_TO_CM,
+    Similarity,
+    detect_units,
+    initial_alignment,
+    landmark_alignment,
+    neck_search,
+    umeyama,
+)
+from .evaluator import ModelEvaluator, ModelParams
+from .geometry import MeshProximity, sample_surface
+from .optimize import DEFAULT_STAGES, PROBE_STAGE, Fitter, Problem, Rows, SolveLog, Stage, State, torch_threads
+from .regions import FACE, REGION_NAMES, vertex_regions
+
+_EVALUATORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+# A scan point within this distance of the fitted surface counts as explained by the fit.
+INLIER_CM = 0.3
+# A model vertex within this distance of a scan point counts as covered by the scan.
+COVERAGE_CM = 0.5
+
+
+def evaluator_for(model: HACK) -> ModelEvaluator:
+    """The (cached) float64 evaluator of a model."""
+    ev = _EVALUATORS.get(model)
+    if ev is None:
+        ev = ModelEvaluator(model)
+        _EVALUATORS[model] = ev
+    return ev
+
+
+@dataclass
+class ScanData:
+    """A scan: points [N, 3] in its own units, optional normals [N, 3] and triangles [F, 3]."""
+
+    points: np.ndarray
+    normals: np.ndarray | None = None
+    triangles: np.ndarray | None = None
+    name: str = "scan"
+
+
+@dataclass
+class FitOptions:
+    units: str = "auto"  # auto | mm | cm | m
+    max_points: int = 200_000  # scans are subsampled to this many points first
+    stages: tuple[Stage, ...] = DEFAULT_STAGES
+    sigma_cm: float = 0.1  # expected scan noise, sets the data weight against the priors
+    landmark_weight: float = 1.0  # each landmark counts like this many (noise-free) scan points
+    seed: int = 0
+    report_points: int = 50_000  # scan points used for the distances in the report
+    neck_hypotheses: int = 3  # neck twist/bend hypotheses tried after the rigid alignment (0: none)
+    threads: int | None = 1  # torch threads during the fit: its many small ops run fastest on one
+    min_confidence: float = 0.5  # below this the fit is flagged as failed
+
+
+@dataclass
+class FitResult:
+    """Model parameters (API names), the similarity model (cm) -> scan (scan units)
+    x_scan = scale * rotation @ x_model + translation, the fitted mesh and diagnostics."""
+
+    params: ModelParams
+    scale: float
+    rotation: np.ndarray  # [3, 3]
+    translation: np.ndarray  # [3]
+    vertices: np.ndarray  # [V, 3] fitted mesh in scan coordinates and units
+    model_vertices: np.ndarray  # [V, 3] fitted mesh in model space (cm)
+    scan_distances_mm: np.ndarray  # [N'] each (sub-sampled) scan point to the fitted surface
+    scan_regions: np.ndarray  # [N'] region of the closest model triangle
+    vertex_distances_mm: np.ndarray  # [V] each fitted vertex to the nearest scan point
+    units: str
+    converged: bool
+    confidence: float
+    iterations: int
+    timings: dict[str, float] = field(default_factory=dict)
+    stages: list = field(default_factory=list)
+    failed: bool = False
+    message: str = ""
+
+    def parameter_arrays(self) -> dict[str, np.ndarray]:
+        """What `hack_model.params.save_params` writes: forward() arguments with a batch axis
+        plus scale, rotation and translation (model -> scan)."""
+        out = self.params.forward_arguments()
+        out["scale"] = np.array(self.scale, np.float64)
+        out["rotation"] = self.rotation.astype(np.float64)
+        out["translation"] = self.translation.astype(np.float64)
+        return out
+
+
+def _clean_points(points: np.ndarray) -> np.ndarray:
+    pts = np.asarray(points, np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 3:
+        raise ValueError(f"scan points must have shape [N, 3], got {list(pts.shape)}")
+    return np.isfinite(pts).all(1)
+
+
+def fit_scan(
+    model: HACK,
+    scan: ScanData | np.ndarray,
+    landmarks: np.ndarray | None = None,
+    options: FitOptions | None = None,
+) -> FitResult:
+    """Fit the model to a scan (points [N, 3], or a ScanData with normals/triangles) in any
+    pose, scale (units) and orientation; landmarks [68, 3] (Multi-PIE order, NaN = missing)
+    in the scan's coordinates are optional. Raises ValueError for scans that cannot be fitted
+    at all (empty, NaN, no extent); a fit that does not explain the scan comes back with
+    failed=True and a low confidence."""
+    opts = options or FitOptions()
+    with torch_threads(opts.threads):
+        return _fit_scan(model, scan, landmarks, opts)
+
+
+def _fit_scan(
+    model: HACK,
+    scan: ScanData | np.ndarray,
+    landmarks: np.ndarray | None,
+    opts: FitOptions,
+) -> FitResult:
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    if not isinstance(scan, ScanData):
+        scan = ScanData(np.asarray(scan, np.float64))
+    ok = _clean_points(scan.points)
+    if ok.sum() < 100:
+        raise ValueError(f"the scan has {int(ok.sum())} finite points; at least 100 are needed")
+    rng = np.random.default_rng(opts.seed)
+    points = np.asarray(scan.points, np.float64)[ok]
+    normals = None if scan.normals is None else np.asarray(scan.normals, np.float64)[ok]
+    if len(points) > opts.max_points:  # bounded memory and time for huge scans
+        pick = rng.choice(len(points), opts.max_points, replace=False)
+        points = points[pick]
+        normals = None if normals is None else normals[pick]
+    if normals is not None:
+        length = np.linalg.norm(normals, axis=1, keepdims=True)
+        normals = np.where(length > 0, normals / np.maximum(length, 1e-12), 0.0)
+    units = detect_units(points) if opts.units == "auto" else opts.units
+    if units not in UNIT_TO_CM:
+        raise ValueError(f"unknown units {units!r} (use auto, mm, cm or m)")
+    to_cm = UNIT_TO_CM[units]
+    scan_cm = points * to_cm
+    if float(np.ptp(scan_cm, axis=0).max()) < 1.0:
+        raise ValueError("the scan is smaller than 1 cm across; not a head scan")
+    timings["load"] = time.perf_counter() - t_start
+
+    ev = evaluator_for(model)
+    data = model.data
+    neutral = ev.vertices(ModelParams.neutral(ev.S, ev.E, ev.J))
+    t0 = time.perf_counter()
+    lm_cm = None
+    if landmarks is not None:
+        lm = np.asarray(landmarks, np.float64).reshape(-1, 3)
+        if data.landmark_indices is None:
+            raise ValueError("this model has no landmark vertices; fit without --landmarks")
+        if len(lm) != len(data.landmark_indices):
+            raise ValueError(f"expected {len(data.landmark_indices)} landmarks, got {len(lm)}")
+        lm_cm = lm * to_cm
+        sim = landmark_alignment(lm_cm, neutral[data.landmark_indices])
+        sim = Similarity(1.0, sim.rotation, sim.translation + (sim.scale - 1.0) * 0)  # units fix the scale
+        sim = umeyama(neutral[data.landmark_indices][np.isfinite(lm_cm).all(1)],
+                      lm_cm[np.isfinite(lm_cm).all(1)], with_scale=False)
+        align_score = float("nan")
+    else:
+        model_samples, _, _ = sample_surface(neutral, ev.triangles, 5000, rng)
+        alignment = initial_alignment(scan_cm, model_samples, rng)
+        sim, align_score = alignment.transform, alignment.score
+    fitter = Fitter(ev, rng, sigma_cm=opts.sigma_cm)
+    start = ModelParams.neutral(ev.S, ev.E, ev.J)
+    state = State.from_similarity(start, sim)
+    if opts.neck_hypotheses and lm_cm is None:
+        # Neck twist/bend: the best few grid hypotheses each get a short similarity+neck
+        # solve; the one that explains the scan best goes on.
+        candidates = [(state, None)] if opts.neck_hypotheses > 1 else []
+        for pose, sim_h, _ in neck_search(ev, sim, scan_cm, rng, top=opts.neck_hypotheses):
+            p = start.copy()
+            p.neck_pose = pose
+            candidates.append((State.from_similarity(p, sim_h), None))
+        scored = []
+        for cand, _ in candidates:
+            cand, _, _ = fitter.run_stage(Problem(ev, PROBE_STAGE), cand, scan_cm, normals)
+            scored.append((fitter.score(cand, scan_cm), cand))
+        state = min(scored, key=lambda x: x[0])[1]
+    timings["align"] = time.perf_counter() - t0
+
+    extra = None
+    if lm_cm is not None:
+        extra = _landmark_rows(data.landmark_indices, lm_cm, opts.landmark_weight)
+    log = SolveLog()
+    t0 = time.perf_counter()
+    converged = False
+    for stage in opts.stages:
+        problem = Problem(ev, stage)
+        state, slog, converged = fitter.run_stage(problem, state, scan_cm, normals, extra)
+        log.stages.append(slog)
+        log.iterations += slog.iterations
+    timings["optimize"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    result = _finish(model, ev, state, scan_cm, units, rng, opts)
+    result.converged = bool(converged)
+    result.iterations = log.iterations
+    result.stages = log.stages
+    timings["report"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_start
+    result.timings = timings
+    if lm_cm is None and np.isfinite(align_score) and align_score > 2.0:
+        result.message = f"poor initial alignment (trimmed distance {align_score * 10:.1f} mm)"
+    return result
+
+
+def _landmark_rows(indices: np.ndarray, lm_cm: np.ndarray, weight: float):
+    """Point-to-point landmark rows (three axis-aligned point-to-plane rows each)."""
+    ok = np.isfinite(lm_cm).all(1)
+    idx = np.asarray(indices)[ok]
+    pts = lm_cm[ok]
+    n = len(idx)
+    corners = np.repeat(np.stack([idx, idx, idx], 1), 3, axis=0)
+    bary = np.tile([1.0, 0.0, 0.0], (3 * n, 1))
+    normals = np.tile(np.eye(3), (n, 1))
+    rows = Rows(corners, bary, normals, np.repeat(pts, 3, axis=0), np.full(3 * n, weight))
+    return lambda state: rows
+
+
+def _finish(
+    model: HACK, ev: ModelEvaluator, state: State, scan_cm: np.ndarray, units: str,
+    rng: np.random.Generator, opts: FitOptions,
+) -> FitResult:
+    """Final mesh through HACK.forward (what the saved parameters reproduce), distances, confidence."""
+    p = state.params
+    with torch.no_grad():
+        args = {k: torch.as_tensor(v, dtype=model.template.dtype, device=model.template.device)
+                for k, v in p.forward_arguments().items()}
+        verts_model = model(**args).vertices[0].double().cpu().numpy()
+    sim_cm = state.similarity()
+    to_units = 1.0 / UNIT_TO_CM[units]
+    scale = sim_cm.scale * to_units
+    translation = sim_cm.translation * to_units
+    vertices = scale * verts_model @ sim_cm.rotation.T + translation
+
+    pick = rng.choice(len(scan_cm), min(opts.report_points, len(scan_cm)), replace=False)
+    y = state.to_model(scan_cm[pick])
+    closest = MeshProximity(verts_model, ev.triangles).query(y)
+    regions = vertex_regions(model.data)
+    tri = ev.triangles[closest.triangle]
+    scan_regions = regions[tri[np.arange(len(tri)), closest.bary.argmax(1)]]
+    scan_mm = closest.distance * 10.0 / state.a  # model space -> scan cm -> mm
+    vert_mm = cKDTree(y).query(verts_model, k=1)[0] * 10.0 / state.a
+    confidence, message = _confidence(scan_mm, vert_mm, regions, p)
+    return FitResult(
+        params=p,
+        scale=float(scale),
+        rotation=sim_cm.rotation,
+        translation=translation,
+        vertices=vertices,
+        model_vertices=verts_model,
+        scan_distances_mm=scan_mm,
+        scan_regions=scan_regions,
+        vertex_distances_mm=vert_mm,
+        units=units,
+        converged=False,
+        confidence=confidence,
+        iterations=0,
+        failed=confidence < opts.min_confidence,
+        message=message,
+    )
+
+
+def _confidence(scan_mm: np.ndarray, vert_mm: np.ndarray, regions: np.ndarray, p: ModelParams) -> tuple[float, str]:
+    """0..1: how much of the scan the fit explains, how much of the face the scan covers, and
+    whether the shape stayed plausible. A sphere or a box fits badly on at least one count."""
+    inliers = float((scan_mm <= INLIER_CM * 10).mean())
+    face = regions == FACE
+    coverage = float((vert_mm[face] <= COVERAGE_CM * 10).mean()) if face.any() else 0.0
+    mahalanobis = float(np.sqrt(np.mean(p.shape**2))) if p.shape.size else 0.0
+    s_in = np.clip((inliers - 0.4) / 0.4, 0.0, 1.0)
+    s_cov = np.clip(coverage / 0.5, 0.0, 1.0)
+    s_shape = np.clip((4.0 - mahalanobis) / 2.0, 0.0, 1.0)
+    confidence = float(s_in * s_cov * s_shape)
+    reasons = []
+    if s_in < 1:
+        reasons.append(f"only {inliers:.0%} of the scan lies within {INLIER_CM * 10:.0f} mm of the fit")
+    if s_cov < 1:
+        reasons.append(f"the scan covers {coverage:.0%} of the face")
+    if s_shape < 1:
+        reasons.append(f"implausible shape (RMS coefficient {mahalanobis:.1f} SD)")
+    return confidence, "; ".join(reasons)
+
+
+def fit_registered(
+    model: HACK, vertices: np.ndarray, options: FitOptions | None = None, max_vertices: int = 5000
+) -> FitResult:
+    """Fast path for a mesh already in the model's topology: vertex-to-vertex.
+
+    vertices [V, 3] in any pose, scale (units) and orientation; NaN rows are ignored."""
+    opts = options or FitOptions()
+    t_start = time.perf_counter()
+    ev = evaluator_for(model)
+    verts = np.asarray(vertices, np.float64)
+    if verts.shape != (ev.num_vertices, 3):
+        raise ValueError(f"expected vertices [{ev.num_vertices}, 3] in the model's topology, got {list(verts.shape)}")
+    ok = np.isfinite(verts).all(1)
+    if ok.sum() < 10:
+        raise ValueError("fewer than 10 finite vertices")
+    units = detect_units(verts[ok]) if opts.units == "auto" else opts.units
+    cm = verts * UNIT_TO_CM[units]
+    neutral = ev.vertices(ModelParams.neutral(ev.S, ev.E, ev.J))
+    sim = umeyama(neutral[ok], cm[ok], with_scale=False)
+    rng = np.random.default_rng(opts.seed)
+    use = np.nonzero(ok)[0]
+    if len(use) > max_vertices:
+        use = np.sort(rng.choice(use, max_vertices, replace=False))
+    corners = np.repeat(np.stack([use, use, use], 1), 3, axis=0)
+    rows = Rows(corners, np.tile([1.0, 0.0, 0.0], (len(corners), 1)), np.tile(np.eye(3), (len(use), 1)),
+                np.repeat(cm[use], 3, axis=0), np.ones(len(corners)))
+    state = State.from_similarity(ModelParams.neutral(ev.S, ev.E, ev.J), sim)
+    fitter = Fitter(ev, rng, sigma_cm=opts.sigma_cm)
+    stages = (
+        Stage("similarity", 3),
+        Stage("shape+neck", 5, shape=True, pose=True),
+        Stage("all", 8, shape=True, expression=True, pose=True, larynx=True),
+    )
+    converged, iterations, logs = False, 0, []
+    for stage in stages:
+        state, slog, converged = fitter.run_stage(Problem(ev, stage), state, None, None, lambda s: rows)
+        logs.append(slog)
+        iterations += slog.iterations
+    pts = cm[ok]
+    result = _finish(model, ev, state, pts, units, rng, opts)
+    result.converged, result.iterations, result.stages = bool(converged), iterations, logs
+    result.timings = {"total": time.perf_counter() - t_start}
+    return result
+
+
+__all__ = ["FitOptions", "FitResult", "ScanData", "fit_registered", "fit_scan", "evaluator_for", "REGION_NAMES"]

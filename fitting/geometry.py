@@ -1,0 +1,143 @@
+"""Mesh geometry in numpy: exact closest points on triangles, normals, surface sampling.
+
+Shapes: V vertices, F triangles, N query points.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+
+def face_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Unit normals [F, 3] of triangles [F, 3] over vertices [V, 3] (zero for degenerate ones)."""
+    v = vertices[triangles]
+    n = np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
+    length = np.linalg.norm(n, axis=1, keepdims=True)
+    return n / np.maximum(length, 1e-12)
+
+
+def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Area-weighted unit vertex normals [V, 3]."""
+    v = vertices[triangles]
+    n = np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
+    out = np.zeros_like(vertices, dtype=np.float64)
+    for k in range(3):
+        np.add.at(out, triangles[:, k], n)
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+def triangle_areas(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    v = vertices[triangles]
+    return 0.5 * np.linalg.norm(np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0]), axis=1)
+
+
+def sample_surface(
+    vertices: np.ndarray, triangles: np.ndarray, count: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Area-uniform random points on a mesh: points [N, 3], triangle index [N], barycentrics [N, 3]."""
+    areas = triangle_areas(vertices, triangles)
+    if not np.isfinite(areas).all() or areas.sum() <= 0:
+        raise ValueError("the mesh has no area to sample")
+    face = rng.choice(len(triangles), size=count, p=areas / areas.sum())
+    r1, r2 = rng.random(count), rng.random(count)
+    s = np.sqrt(r1)
+    bary = np.stack([1.0 - s, s * (1.0 - r2), s * r2], 1)
+    points = np.einsum("nk,nkd->nd", bary, vertices[triangles[face]])
+    return points, face, bary
+
+
+def closest_point_on_triangles(
+    p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Closest point to each p [N, 3] on triangle (a, b, c) [N, 3] each (Ericson, Real-Time
+    Collision Detection 5.1.5), vectorised. Returns points [N, 3] and barycentrics [N, 3]."""
+    ab, ac, ap = b - a, c - a, p - a
+    d1 = np.einsum("ij,ij->i", ab, ap)
+    d2 = np.einsum("ij,ij->i", ac, ap)
+    bp = p - b
+    d3 = np.einsum("ij,ij->i", ab, bp)
+    d4 = np.einsum("ij,ij->i", ac, bp)
+    cp = p - c
+    d5 = np.einsum("ij,ij->i", ab, cp)
+    d6 = np.einsum("ij,ij->i", ac, cp)
+    va = d3 * d6 - d5 * d4
+    vb = d5 * d2 - d1 * d6
+    vc = d1 * d4 - d3 * d2
+    n = len(p)
+    bary = np.zeros((n, 3))
+    done = np.zeros(n, bool)
+
+    def put(mask: np.ndarray, u: np.ndarray, v: np.ndarray, w: np.ndarray) -> None:
+        m = mask & ~done
+        bary[m, 0], bary[m, 1], bary[m, 2] = u[m], v[m], w[m]
+        done[m] = True
+
+    one, zero = np.ones(n), np.zeros(n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        put((d1 <= 0) & (d2 <= 0), one, zero, zero)  # vertex a
+        put((d3 >= 0) & (d4 <= d3), zero, one, zero)  # vertex b
+        put((d6 >= 0) & (d5 <= d6), zero, zero, one)  # vertex c
+        t = d1 / (d1 - d3)
+        put((vc <= 0) & (d1 >= 0) & (d3 <= 0), 1 - t, t, zero)  # edge ab
+        t = d2 / (d2 - d6)
+        put((vb <= 0) & (d2 >= 0) & (d6 <= 0), 1 - t, zero, t)  # edge ac
+        t = (d4 - d3) / ((d4 - d3) + (d5 - d6))
+        put((va <= 0) & ((d4 - d3) >= 0) & ((d5 - d6) >= 0), zero, 1 - t, t)  # edge bc
+        denom = 1.0 / (va + vb + vc)
+        v, w = vb * denom, vc * denom
+        put(np.ones(n, bool), 1 - v - w, v, w)  # inside
+    bary = np.nan_to_num(bary, nan=1.0 / 3.0)
+    points = bary[:, :1] * a + bary[:, 1:2] * b + bary[:, 2:] * c
+    return points, bary
+
+
+@dataclass
+class Closest:
+    """Closest points on a mesh: point [N, 3], triangle [N], barycentrics [N, 3], distance [N]."""
+
+    point: np.ndarray
+    triangle: np.ndarray
+    bary: np.ndarray
+    distance: np.ndarray
+
+
+class MeshProximity:
+    """Closest-point queries on one mesh: a k-d tree over triangle centroids proposes
+    `candidates` triangles per query, the exact point-triangle test picks the best."""
+
+    def __init__(self, vertices: np.ndarray, triangles: np.ndarray, candidates: int = 8) -> None:
+        self.vertices = np.asarray(vertices, np.float64)
+        self.triangles = np.asarray(triangles, np.int64)
+        self.centroids = self.vertices[self.triangles].mean(1)
+        self.tree = cKDTree(self.centroids)
+        self.candidates = min(candidates, len(self.triangles))
+
+    def query(self, points: np.ndarray, chunk: int = 50_000) -> Closest:
+        points = np.asarray(points, np.float64)
+        out = [self._query(points[i : i + chunk]) for i in range(0, len(points), chunk)] or [
+            self._query(points)
+        ]
+        return Closest(*(np.concatenate([getattr(o, f) for o in out]) for f in Closest.__dataclass_fields__))
+
+    def _query(self, points: np.ndarray) -> Closest:
+        k = self.candidates
+        _, cand = self.tree.query(points, k=k)
+        cand = cand.reshape(len(points), k)
+        tri = self.triangles[cand]  # [N, k, 3]
+        p = np.repeat(points, k, axis=0)
+        v = self.vertices
+        flat = tri.reshape(-1, 3)
+        q, bary = closest_point_on_triangles(p, v[flat[:, 0]], v[flat[:, 1]], v[flat[:, 2]])
+        d = np.linalg.norm(q - p, axis=1).reshape(len(points), k)
+        best = np.argmin(d, axis=1)
+        rows = np.arange(len(points))
+        sel = rows * k + best
+        return Closest(q[sel], cand[rows, best], bary[sel], d[rows, best])
+
+
+def nearest_distance(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Distance [N] from each point to the nearest reference point [M, 3]."""
+    return cKDTree(reference).query(points, k=1)[0]
