@@ -154,6 +154,15 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"done in {time.perf_counter() - start:.1f} s")
 
 
+def cmd_blender_package(args: argparse.Namespace) -> None:
+    from .blender_package import build_blender_package
+
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = build_blender_package(out_dir, args.model)
+    print(f"wrote {path} (Blender: Preferences > Get Extensions > Install from Disk)")
+
+
 def _refuse_overwrite(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists (add --overwrite to replace it)")
@@ -203,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=30.0, help="animation frame rate")
     p.add_argument("--max-frames", type=int, help="animate at most this many frames")
     p.set_defaults(run=cmd_demo)
+
+    p = sub.add_parser("blender-package", help="build the installable Blender extension zip")
+    p.add_argument("-o", "--output", required=True, help="output folder for the zip")
+    p.add_argument("--model", help="package .npz to bundle (default: the embedded model)")
+    p.set_defaults(run=cmd_blender_package)
 
     p = sub.add_parser("build-default", help="regenerate the embedded default model")
     p.add_argument("-o", "--output", required=True, help="output .npz")

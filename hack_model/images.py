@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -305,22 +304,14 @@ def compose_sheet(
 
 
 def save_png(path: str | os.PathLike, image: np.ndarray) -> Path:
-    """Write `image` [H, W, 3|4] as PNG atomically (temp file in the same folder, then
-    os.replace), creating the folder if needed. Returns the path."""
+    """Write `image` [H, W, 3|4] as PNG atomically, creating the folder if needed. Returns the path."""
+    from .io.atomic import atomic_output
+
     path = Path(path)
     array = as_uint8(image)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            Image.fromarray(array, "RGBA" if array.shape[2] == 4 else "RGB").save(handle, format="PNG")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_output(path) as tmp:
+        Image.fromarray(array, "RGBA" if array.shape[2] == 4 else "RGB").save(tmp, format="PNG")
     return path
 
 

@@ -23,6 +23,7 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = True) -> Iterato
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix + ".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
     try:
         yield tmp_path
         if not overwrite and path.exists():
@@ -31,3 +32,9 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = True) -> Iterato
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
