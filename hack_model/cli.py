@@ -64,20 +64,27 @@ def cmd_convert(args: argparse.Namespace) -> None:
     )
 
 
-def cmd_export(args: argparse.Namespace) -> None:
+def _evaluate(model_path: str | None, params_path: str | None):
+    """The model and its vertices [B, V, 3] (numpy) for a parameter file (neutral without one)."""
     import torch
 
-    from .io.mesh import MESH_WRITERS, PolygonMesh, write_mesh
     from .model import HACK
     from .params import forward_arguments, load_params
+
+    params = load_params(params_path) if params_path else {}
+    model = HACK(model_path)
+    with torch.no_grad():
+        return model, model(**forward_arguments(params)).vertices.numpy()
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+
+    from .io.mesh import MESH_WRITERS, PolygonMesh, write_mesh
 
     out = Path(args.output)
     if out.suffix.lower() not in MESH_WRITERS:
         raise ValueError(f"{out}: unsupported mesh format '{out.suffix}' (use .obj or .ply)")
-    params = load_params(args.params) if args.params else {}
-    model = HACK(args.model)
-    with torch.no_grad():
-        vertices = model(**forward_arguments(params)).vertices.numpy()
+    model, vertices = _evaluate(args.model, args.params)
     frames = range(len(vertices)) if args.frame is None else [args.frame]
     if args.frame is not None and not 0 <= args.frame < len(vertices):
         raise ValueError(f"--frame {args.frame} is out of range: the parameters have {len(vertices)} frames")
@@ -111,21 +118,15 @@ def cmd_build_default(args: argparse.Namespace) -> None:
 
 
 def cmd_render(args: argparse.Namespace) -> None:
-    import torch
 
     from .images import save_png
-    from .model import HACK
-    from .params import forward_arguments, load_params
     from .render import render_mesh
 
     out = Path(args.output)
     if out.suffix.lower() != ".png":
         raise ValueError(f"{out}: the output must be a .png file")
     _refuse_overwrite(out, args.overwrite)
-    params = load_params(args.params) if args.params else {}
-    model = HACK(args.model)
-    with torch.no_grad():
-        vertices = model(**forward_arguments(params)).vertices.numpy()
+    model, vertices = _evaluate(args.model, args.params)
     if not 0 <= args.frame < len(vertices):
         raise ValueError(f"--frame {args.frame} is out of range: the parameters have {len(vertices)} frames")
     view = (args.yaw, args.pitch) if args.yaw is not None else args.view
