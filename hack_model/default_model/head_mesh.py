@@ -24,7 +24,6 @@ from scipy.spatial import cKDTree
 from .sdf import (
     EYE_RADIUS,
     HEAD_CENTER,
-    LID_RADIUS,
     HeadParams,
     eye_center,
     neck_axis_z,
