@@ -234,8 +234,16 @@ def neck_search(
         d_scan = cKDTree(neck_pts[h]).query(rest_of_scan, k=1)[0]
         d_model = scan_tree.query(neck_pts[h], k=1)[0]
         score[h] += _trimmed_mean(np.minimum(d_scan, cap), 0.9) + _trimmed_mean(np.minimum(d_model, cap), 0.8)
-    out = []
-    for best in np.argsort(score)[:top]:
+    out: list[tuple[np.ndarray, Similarity, float]] = []
+    chosen: list[np.ndarray] = []
+    step = np.array([g[1] - g[0] if len(g) > 1 else 1.0 for g in grids])
+    for best in np.argsort(score):
+        if len(out) == top:
+            break
+        # Keep the hypotheses apart: nothing within one grid step of one already taken.
+        if any((np.abs(combos[best] - c) <= step * 1.01).all() for c in chosen):
+            continue
+        chosen.append(combos[best])
         R, t = R_h[best], t_h[best]
         # New similarity: x = sim(R^T (v - t)) for every posed vertex v.
         new = Similarity(sim.scale, sim.rotation @ R.T, sim.translation - sim.scale * sim.rotation @ R.T @ t)

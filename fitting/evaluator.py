@@ -56,9 +56,20 @@ class ModelParams:
 
 
 class ModelEvaluator:
-    """Vertices and Jacobians of a HACK-layout model (bones fixed in the rest pose)."""
+    """Vertices and Jacobians of a HACK-layout model (bones fixed in the rest pose).
 
-    def __init__(self, model: HACK) -> None:
+    anchor="head" poses the neck from the head down: every bone matrix is premultiplied by
+    the inverse of the head bone's (oc1's), so the head stays put and the neck pose moves
+    only the neck. Fitting uses it because the head carries most of a scan's points and
+    features: the similarity then follows the head and the neck pose the neck, instead of a
+    twist of the whole chain having to be undone by a counter-rotation of the similarity.
+    `head_transform(pose)` converts back to the model's own (root-anchored) frame.
+    """
+
+    def __init__(self, model: HACK, anchor: str = "root") -> None:
+        if anchor not in ("root", "head"):
+            raise ValueError(f"anchor must be 'root' or 'head', got {anchor!r}")
+        self.anchor = anchor
         if model.joint_regressor is not None:
             raise ValueError("fitting supports HACK-layout models (fixed bones); this model regresses joints")
         d = model.data
@@ -110,11 +121,30 @@ class ModelEvaluator:
         out[:, :, hit] = (sample - neutral).transpose(1, 2)
         return out
 
-    def bone_matrices(self, neck_pose: torch.Tensor) -> torch.Tensor:
-        """[B, J, 3, 4] skinning matrices for neck_pose [B, J, 3]."""
+    def root_bone_matrices(self, neck_pose: torch.Tensor) -> torch.Tensor:
+        """[B, J, 3, 4] the model's own skinning matrices for neck_pose [B, J, 3]."""
         rotations = lbs.axis_angle_to_matrix(neck_pose)
         frames = lbs.forward_kinematics(rotations, self.relative_rest, self.parents)
         return lbs.skinning_matrices(frames, self.rest_frames)
+
+    def bone_matrices(self, neck_pose: torch.Tensor) -> torch.Tensor:
+        """[B, J, 3, 4] skinning matrices in this evaluator's anchoring."""
+        mats = self.root_bone_matrices(neck_pose)
+        if self.anchor == "root":
+            return mats
+        head = mats[:, -1:]  # [B, 1, 3, 4]
+        R_inv = head[..., :3].transpose(-1, -2)
+        rot = R_inv @ mats[..., :3]
+        trans = R_inv @ (mats[..., 3:] - head[..., 3:])
+        return torch.cat([rot, trans], -1)
+
+    def head_transform(self, neck_pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rotation [3, 3] and translation [3] of the head bone (rest -> posed) in the model's frame:
+        a head-anchored mesh v' maps to the model's own mesh as R v' + t."""
+        A = self.root_bone_matrices(torch.as_tensor(np.asarray(neck_pose, np.float64))[None])[0, -1].numpy()
+        if self.anchor == "root":
+            return np.eye(3), np.zeros(3)
+        return A[:, :3], A[:, 3]
 
     def unposed(self, p: ModelParams, idx: np.ndarray) -> torch.Tensor:
         """[3, Vs] template + shape + expression + larynx (no pose correctives) at idx."""

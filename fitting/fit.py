@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ def evaluator_for(model: HACK) -> ModelEvaluator:
     """The (cached) float64 evaluator of a model."""
     ev = _EVALUATORS.get(model)
     if ev is None:
-        ev = ModelEvaluator(model)
+        ev = ModelEvaluator(model, anchor="head")
         _EVALUATORS[model] = ev
     return ev
 
@@ -62,7 +63,7 @@ class FitOptions:
     landmark_weight: float = 1.0  # each landmark counts like this many (noise-free) scan points
     seed: int = 0
     report_points: int = 50_000  # scan points used for the distances in the report
-    neck_hypotheses: int = 3  # neck twist/bend hypotheses tried after the rigid alignment (0: none)
+    neck_hypotheses: int = 4  # neck twist/bend hypotheses tried after the rigid alignment (0: none)
     threads: int | None = 1  # torch threads during the fit: its many small ops run fastest on one
     min_confidence: float = 0.5  # below this the fit is flagged as failed
 
@@ -191,6 +192,8 @@ def _fit_scan(
         for cand, _ in candidates:
             cand, _, _ = fitter.run_stage(Problem(ev, PROBE_STAGE), cand, scan_cm, normals)
             scored.append((fitter.score(cand, scan_cm), cand))
+            if os.environ.get("NECK_DEBUG"):
+                print("PROBE", np.rad2deg(cand.params.neck_pose.sum(0)).round(0), scored[-1][0])
         state = min(scored, key=lambda x: x[0])[1]
     timings["align"] = time.perf_counter() - t0
 
@@ -243,20 +246,23 @@ def _finish(
         args = {k: torch.as_tensor(v, dtype=model.template.dtype, device=model.template.device)
                 for k, v in p.forward_arguments().items()}
         verts_model = model(**args).vertices[0].double().cpu().numpy()
-    sim_cm = state.similarity()
+    sim_cm = state.similarity()  # head-anchored model -> scan (cm)
+    # The model's own mesh is R_h v' + t_h of the head-anchored one: undo that.
+    R_h, t_h = ev.head_transform(p.neck_pose)
+    sim_cm = Similarity(sim_cm.scale, sim_cm.rotation @ R_h.T, sim_cm.translation - sim_cm.scale * sim_cm.rotation @ R_h.T @ t_h)
     to_units = 1.0 / UNIT_TO_CM[units]
     scale = sim_cm.scale * to_units
     translation = sim_cm.translation * to_units
     vertices = scale * verts_model @ sim_cm.rotation.T + translation
 
     pick = rng.choice(len(scan_cm), min(opts.report_points, len(scan_cm)), replace=False)
-    y = state.to_model(scan_cm[pick])
+    y = sim_cm.inverse_apply(scan_cm[pick])  # into the model's own frame
     closest = MeshProximity(verts_model, ev.triangles).query(y)
     regions = vertex_regions(model.data)
     tri = ev.triangles[closest.triangle]
     scan_regions = regions[tri[np.arange(len(tri)), closest.bary.argmax(1)]]
-    scan_mm = closest.distance * 10.0 / state.a  # model space -> scan cm -> mm
-    vert_mm = cKDTree(y).query(verts_model, k=1)[0] * 10.0 / state.a
+    scan_mm = closest.distance * 10.0 * sim_cm.scale  # model space -> scan cm -> mm
+    vert_mm = cKDTree(y).query(verts_model, k=1)[0] * 10.0 * sim_cm.scale
     confidence, message = _confidence(scan_mm, vert_mm, regions, p)
     return FitResult(
         params=p,

@@ -57,7 +57,7 @@ DEFAULT_STAGES = (
 )
 
 # Short similarity+neck solve used to compare starting hypotheses.
-PROBE_STAGE = Stage("probe", 4, pose=True, points=1500, trim_floor_cm=1.0)
+PROBE_STAGE = Stage("probe", 4, shape=True, pose=True, points=1200, trim_floor_cm=1.0)
 
 
 @dataclass

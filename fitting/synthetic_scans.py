@@ -60,6 +60,15 @@ def cut_holes(
     return keep
 
 
+def _model_vertices(model, params: ModelParams) -> np.ndarray:
+    """[V, 3] the model's own mesh (HACK.forward, root-anchored) in float64."""
+    import torch
+
+    with torch.no_grad():
+        args = {k: torch.as_tensor(v) for k, v in params.forward_arguments().items()}
+        return model(**args).vertices[0].double().numpy()
+
+
 def make_scan(
     ev: ModelEvaluator,
     rng: np.random.Generator,
@@ -73,7 +82,7 @@ def make_scan(
 ) -> SyntheticScan:
     """A random scan of the model (see the module docstring)."""
     params = random_params(ev, rng) if params is None else params
-    verts = ev.vertices(params)
+    verts = _model_vertices(ev.model, params)
     tris = ev.triangles
     keep = cut_holes(verts, tris, hole_fraction, int(rng.integers(1, 4)), rng)
     n_out = int(round(points * outliers))
