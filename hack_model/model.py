@@ -44,6 +44,11 @@ class HACK(nn.Module):
         f32 = torch.float32
 
         def buffer(name: str, value: Any, dtype: torch.dtype = f32) -> None:
+            if isinstance(value, torch.Tensor):
+                value = value.numpy()
+            if value is not None and dtype.is_floating_point:
+                # Subnormal floats make CPU arithmetic many times slower; they are zero here.
+                value = np.where(np.abs(value) < np.finfo(np.float32).tiny, 0.0, value)
             tensor = None if value is None else torch.as_tensor(np.ascontiguousarray(value), dtype=dtype)
             self.register_buffer(name, tensor, persistent=False)
 
@@ -77,31 +82,20 @@ class HACK(nn.Module):
 
     def _setup_larynx(self, data: ModelData) -> None:
         """Keep only vertices whose map columns are non-zero: nothing else can ever move."""
+        names = ("larynx_map", "larynx_uvs", "larynx_direction", "larynx_index", "larynx_rest_offsets")
         if not data.has_larynx:
-            for name in (
-                "larynx_map",
-                "larynx_uvs",
-                "larynx_direction",
-                "larynx_index",
-                "larynx_rest_offsets",
-            ):
+            for name in names:
                 self.register_buffer(name, None, persistent=False)
             return
-        H, W = data.larynx_map.shape
+        W = data.larynx_map.shape[1]
         u = np.clip(data.vertex_uvs[:, 0], 0.0, 1.0) * (W - 1)
         column_used = np.abs(data.larynx_map).max(axis=0) > 0
         left = np.floor(u).astype(np.int64)
         right = np.minimum(left + 1, W - 1)
         support = np.nonzero(column_used[left] | column_used[right])[0]
-        self.register_buffer(
-            "larynx_map", torch.as_tensor(data.larynx_map, dtype=torch.float32), persistent=False
-        )
-        self.register_buffer(
-            "larynx_uvs", torch.as_tensor(data.vertex_uvs[support], dtype=torch.float32), persistent=False
-        )
-        self.register_buffer(
-            "larynx_direction", torch.as_tensor(data.larynx_direction, dtype=torch.float32), persistent=False
-        )
+        values = (data.larynx_map, data.vertex_uvs[support], data.larynx_direction)
+        for name, value in zip(names, values):
+            self.register_buffer(name, torch.as_tensor(value, dtype=torch.float32), persistent=False)
         self.register_buffer("larynx_index", torch.as_tensor(support, dtype=torch.long), persistent=False)
         # The rest mesh carries the larynx at height 0 and scale 1, as in the reference.
         neutral = self._larynx_offsets(torch.zeros(1, 1), torch.ones(1, 1))  # [1, V_larynx, 3]
@@ -271,7 +265,8 @@ class HACK(nn.Module):
         height = (height if height is not None else planes.new_zeros(1, 1)).expand(B, 1)
         scale = (scale if scale is not None else planes.new_ones(1, 1)).expand(B, 1)
         delta = self._larynx_offsets(height, scale) - self.larynx_rest_offsets  # [B, V_larynx, 3]
-        return planes.index_add(2, self.larynx_index, delta.transpose(1, 2))
+        # planes is a fresh result of blend_shapes, so adding in place is safe for autograd.
+        return planes.index_add_(2, self.larynx_index, delta.transpose(1, 2))
 
     def _rest_frames(
         self, shape: torch.Tensor | None, expression: torch.Tensor, B: int

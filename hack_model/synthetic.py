@@ -64,6 +64,8 @@ def random_model_data(
     # Weights fall off with the height difference to each bone's middle; head above C1 rigid.
     mids = HACK_BONE_HEADS[:, 1] + lengths.clip(max=1.7) / 2
     weights = np.exp(-(((heights[:, None] - mids[None]) / 1.2) ** 2))
+    weights /= weights.sum(1, keepdims=True)
+    weights[weights < 1e-6] = 0.0  # real weight maps are exactly zero far from a bone
     weights[heights > -1.0] = np.eye(8)[7]
     weights /= weights.sum(1, keepdims=True)
     if expression_names is None:
@@ -77,6 +79,7 @@ def random_model_data(
     if larynx:
         yy, xx = np.mgrid[0:64, 0:64] / 63.0
         larynx_map = np.exp(-(((xx - 0.25) / 0.08) ** 2 + ((yy - 0.7) / 0.08) ** 2)).astype(np.float32)
+        larynx_map[larynx_map < 1e-3] = 0.0  # a bump on the throat, zero elsewhere
         larynx_direction = np.array([0.0, -0.45, 0.89], np.float32)
     pose_dirs = rng.normal(0, 0.05, (8, 3, 3, V, 3)).astype(np.float32)
     pose_dirs[0] = 0.0
