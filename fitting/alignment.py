@@ -82,6 +82,19 @@ def _axis_rotations() -> list[np.ndarray]:
     return out
 
 
+def _rotation_angle(R1: np.ndarray, R2: np.ndarray) -> float:
+    return float(np.arccos(np.clip((np.trace(R1.T @ R2) - 1.0) / 2.0, -1.0, 1.0)))
+
+
+def _rodrigues(omega: np.ndarray) -> np.ndarray:
+    theta = float(np.linalg.norm(omega))
+    if theta < 1e-12:
+        return np.eye(3)
+    k = omega / theta
+    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(theta) * K + (1 - np.cos(theta)) * K @ K
+
+
 def _trimmed_mean(d: np.ndarray, keep: float) -> float:
     k = max(1, int(len(d) * keep))
     return float(np.partition(d, k - 1)[:k].mean())
@@ -92,6 +105,7 @@ class Alignment:
     transform: Similarity  # model -> scan (scan already in cm)
     score: float  # trimmed scan-to-model distance, cm
     hypotheses: int
+    candidates: list  # distinct plausible transforms, best first
 
 
 def rigid_icp(
@@ -118,10 +132,13 @@ def initial_alignment(
     sample: int = 1500,
     iterations: int = 12,
     keep: float = 0.8,
+    head: np.ndarray | None = None,
 ) -> Alignment:
     """Model -> scan similarity (scale 1: the scan is in cm) from any starting orientation.
 
-    scan_cm [N, 3]; model_points [M, 3] samples of the neutral model surface.
+    scan_cm [N, 3]; model_points [M, 3] samples of the neutral model surface; head [M] bool
+    marks the samples on the head: the best hypothesis is refined on those alone, because a
+    bent neck makes the whole-model fit a compromise that tilts the head.
     """
     pts = scan_cm[rng.choice(len(scan_cm), size=min(sample, len(scan_cm)), replace=False)]
     tree = cKDTree(model_points)
@@ -133,11 +150,16 @@ def initial_alignment(
         start = Similarity(1.0, R, c_scan - R @ c_model)
         results.append(rigid_icp(pts, tree, model_points, start, iterations, keep))
     results.sort(key=lambda r: r[1])
-    # Refine the best few with more points and iterations; keep the best.
-    more = scan_cm[rng.choice(len(scan_cm), size=min(4 * sample, len(scan_cm)), replace=False)]
+    more = scan_cm[rng.choice(len(scan_cm), size=min(3 * sample, len(scan_cm)), replace=False)]
     refined = [rigid_icp(more, tree, model_points, r[0], 2 * iterations, keep) for r in results[:3]]
     best = min(refined, key=lambda r: r[1])
-    return Alignment(best[0], best[1], len(results))
+    if head is not None and head.sum() >= 100:
+        # A bent neck makes the whole-model fit a compromise that tilts the head: finish on
+        # the head alone (the trimming drops the neck and the clutter).
+        head_points = model_points[head]
+        sim, _ = rigid_icp(more, cKDTree(head_points), head_points, best[0], 2 * iterations, 0.6)
+        best = (sim, best[1])
+    return Alignment(best[0], best[1], len(results), [best[0]])
 
 
 def landmark_alignment(scan_landmarks: np.ndarray, model_landmarks: np.ndarray) -> Similarity:

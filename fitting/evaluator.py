@@ -19,6 +19,7 @@ from hack_model.anatomy import pose_limits_rad
 from hack_model.model import HACK
 
 FD_STEP = 1e-5
+LARYNX_FD_STEP = 1e-3
 
 
 @dataclass
@@ -90,35 +91,40 @@ class ModelEvaluator:
         self.parents = model.parents
         self.posed_bones = model.posed_bones
         self.has_pose_correctives = bool(self.pose_dirs.abs().max() > 0) if self.pose_dirs.numel() else False
-        self.has_larynx = model.larynx_map is not None
+        # The larynx goes through the model's own sampling (float32; its offsets are piecewise
+        # linear in the height, so a coarser central difference is exact within each piece).
+        self.has_larynx = getattr(model, "larynx_index", None) is not None
         if self.has_larynx:
-            self.larynx_map = model.larynx_map.detach().to("cpu", f64)
-            self.larynx_uvs = model.larynx_uvs.detach().to("cpu", f64)
-            self.larynx_direction = model.larynx_direction.detach().to("cpu", f64)
             self.larynx_index = model.larynx_index.cpu().numpy()
             self._larynx_pos = np.full(V, -1, np.int64)
             self._larynx_pos[self.larynx_index] = np.arange(len(self.larynx_index))
+            self._larynx_rest = self.larynx_offsets_raw(torch.zeros(1, 1), torch.ones(1, 1))
         rom = d.range_of_motion
         self.pose_limits = pose_limits_rad(rom) if rom is not None else np.full((self.J, 3), np.deg2rad(30.0))
         self.triangles = d.triangles()
 
     # ------------------------------------------------------------------ evaluation
+    def larynx_offsets_raw(self, height: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """[B, V_larynx, 3] float64 larynx offsets of the support vertices (model.larynx_index)."""
+        m = self.model
+        dev, dt = m.template.device, m.template.dtype
+        with torch.no_grad():
+            out = m._larynx_offsets(height.to(dev, dt), scale.to(dev, dt))
+        return out.to("cpu", torch.float64)
+
+    def larynx_offsets(self, height: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """[B, V_larynx, 3] change from the rest larynx for height, scale [B, 1]."""
+        return self.larynx_offsets_raw(height, scale) - self._larynx_rest
+
     def _larynx_delta(self, idx: np.ndarray, height: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """[B, 3, Vs] larynx offsets (from the rest larynx) of the vertices idx."""
-        B = height.shape[0]
-        out = torch.zeros(B, 3, len(idx), dtype=torch.float64)
+        out = torch.zeros(height.shape[0], 3, len(idx), dtype=torch.float64)
         if not self.has_larynx:
             return out
         pos = self._larynx_pos[idx]
         hit = np.nonzero(pos >= 0)[0]
-        if hit.size == 0:
-            return out
-        uvs = self.larynx_uvs[pos[hit]]
-        sample = lbs.sample_larynx_offsets(self.larynx_map, uvs, self.larynx_direction, height, scale)
-        neutral = lbs.sample_larynx_offsets(
-            self.larynx_map, uvs, self.larynx_direction, height.new_zeros(1, 1), height.new_ones(1, 1)
-        )
-        out[:, :, hit] = (sample - neutral).transpose(1, 2)
+        if hit.size:
+            out[:, :, hit] = self.larynx_offsets(height, scale)[:, pos[hit]].transpose(1, 2)
         return out
 
     def root_bone_matrices(self, neck_pose: torch.Tensor) -> torch.Tensor:
@@ -205,19 +211,13 @@ class Subset:
             hit = np.nonzero(pos >= 0)[0]
             if hit.size:
                 self.larynx_hit = torch.as_tensor(hit)
-                self.larynx_uvs = ev.larynx_uvs[torch.as_tensor(pos[hit])]
+                self.larynx_pos = torch.as_tensor(pos[hit])
 
     def larynx_delta(self, height: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """[B, Vs, 3] larynx offsets from the rest larynx for height, scale [B, 1]."""
         out = torch.zeros(height.shape[0], len(self.idx), 3, dtype=torch.float64)
-        if self.larynx_hit is None:
-            return out
-        ev = self.ev
-        sample = lbs.sample_larynx_offsets(ev.larynx_map, self.larynx_uvs, ev.larynx_direction, height, scale)
-        neutral = lbs.sample_larynx_offsets(
-            ev.larynx_map, self.larynx_uvs, ev.larynx_direction, height.new_zeros(1, 1), height.new_ones(1, 1)
-        )
-        out[:, self.larynx_hit] = sample - neutral
+        if self.larynx_hit is not None:
+            out[:, self.larynx_hit] = self.ev.larynx_offsets(height, scale)[:, self.larynx_pos]
         return out
 
     def _rest(self, p: ModelParams) -> torch.Tensor:
@@ -284,10 +284,11 @@ class Subset:
                 blocks.append(d.permute(2, 1, 0))
         if use_larynx and ev.has_larynx:
             h, s = p.larynx_height, p.larynx_scale
-            heights = t([[h + FD_STEP], [h - FD_STEP], [h], [h]])
-            scales = t([[s], [s], [s + FD_STEP], [s - FD_STEP]])
+            step = LARYNX_FD_STEP
+            heights = t([[h + step], [h - step], [h], [h]])
+            scales = t([[s], [s], [s + step], [s - step]])
             delta = self.larynx_delta(heights, scales)  # [4, Vs, 3]
-            d_rest = torch.stack([delta[0] - delta[1], delta[2] - delta[3]], -1) / (2 * FD_STEP)  # [Vs, 3, 2]
+            d_rest = torch.stack([delta[0] - delta[1], delta[2] - delta[3]], -1) / (2 * step)  # [Vs, 3, 2]
             blocks.append(_rotate_columns(M, d_rest))
         jac = torch.cat(blocks, -1) if blocks else torch.zeros(len(self.idx), 3, 0, dtype=torch.float64)
         return verts.numpy(), jac.numpy()

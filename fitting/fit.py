@@ -174,27 +174,24 @@ def _fit_scan(
                       lm_cm[np.isfinite(lm_cm).all(1)], with_scale=False)
         align_score = float("nan")
     else:
-        model_samples, _, _ = sample_surface(neutral, ev.triangles, 5000, rng)
-        alignment = initial_alignment(scan_cm, model_samples, rng)
-        sim, align_score = alignment.transform, alignment.score
+        model_samples, face, _ = sample_surface(neutral, ev.triangles, 5000, rng)
+        head_weight = ev.weights_t[-1].numpy()[ev.triangles[face]].mean(1)
+        alignment = initial_alignment(scan_cm, model_samples, rng, head=head_weight >= 0.5)
+        sim, align_score, candidates = alignment.transform, alignment.score, alignment.candidates
     fitter = Fitter(ev, rng, sigma_cm=opts.sigma_cm)
     start = ModelParams.neutral(ev.S, ev.E, ev.J)
     state = State.from_similarity(start, sim)
-    if opts.neck_hypotheses and lm_cm is None:
-        # Neck twist/bend: the best few grid hypotheses each get a short similarity+neck
-        # solve; the one that explains the scan best goes on.
-        candidates = [(state, None)] if opts.neck_hypotheses > 1 else []
-        for pose, sim_h, _ in neck_search(ev, sim, scan_cm, rng, top=opts.neck_hypotheses):
-            p = start.copy()
-            p.neck_pose = pose
-            candidates.append((State.from_similarity(p, sim_h), None))
-        scored = []
-        for cand, _ in candidates:
-            cand, _, _ = fitter.run_stage(Problem(ev, PROBE_STAGE), cand, scan_cm, normals)
-            scored.append((fitter.score(cand, scan_cm), cand))
-            if os.environ.get("NECK_DEBUG"):
-                print("PROBE", np.rad2deg(cand.params.neck_pose.sum(0)).round(0), scored[-1][0])
-        state = min(scored, key=lambda x: x[0])[1]
+    if lm_cm is None:
+        # Rigid candidates, then neck twist/bend hypotheses for the best: each gets a short
+        # similarity+shape+neck solve, which tells them apart far better than rigid scores.
+        state = _best_probe(fitter, ev, [State.from_similarity(start, s) for s in candidates], scan_cm, normals)
+        if opts.neck_hypotheses:
+            states = [state]
+            for pose, sim_h, _ in neck_search(ev, state.similarity(), scan_cm, rng, top=opts.neck_hypotheses):
+                p = state.params.copy()
+                p.neck_pose = pose
+                states.append(State.from_similarity(p, sim_h))
+            state = _best_probe(fitter, ev, states, scan_cm, normals, skip_first=True)
     timings["align"] = time.perf_counter() - t0
 
     extra = None
@@ -221,6 +218,21 @@ def _fit_scan(
     if lm_cm is None and np.isfinite(align_score) and align_score > 2.0:
         result.message = f"poor initial alignment (trimmed distance {align_score * 10:.1f} mm)"
     return result
+
+
+def _best_probe(
+    fitter: Fitter, ev: ModelEvaluator, states: list[State], scan_cm: np.ndarray, normals, skip_first=False
+) -> State:
+    """Run the probe stage from each state (the first as it is when skip_first: it was probed);
+    return the one whose trimmed scan distance is lowest."""
+    scored = []
+    for i, cand in enumerate(states):
+        if not (skip_first and i == 0):
+            cand, _, _ = fitter.run_stage(Problem(ev, PROBE_STAGE), cand, scan_cm, normals)
+        scored.append((fitter.score(cand, scan_cm), i, cand))
+        if os.environ.get("HACK_FIT_DEBUG"):
+            print("probe", i, np.rad2deg(cand.params.neck_pose.sum(0)).round(0), round(scored[-1][0], 4))
+    return min(scored, key=lambda x: (x[0], x[1]))[2]
 
 
 def _landmark_rows(indices: np.ndarray, lm_cm: np.ndarray, weight: float):

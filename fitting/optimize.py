@@ -262,13 +262,15 @@ class Fitter:
         rows = Rows(self.triangles[c.triangle], c.bary, normals, points_cm, w)
         return rows, dist
 
-    def score(self, state: State, points_cm: np.ndarray, sample: int = 3000, keep: float = 0.8) -> float:
-        """Trimmed mean distance (cm) from scan points to the current mesh."""
-        pick = self.rng.choice(len(points_cm), min(sample, len(points_cm)), replace=False)
+    def score(self, state: State, points_cm: np.ndarray, sample: int = 3000, cap_cm: float = 1.0) -> float:
+        """Mean distance (cm) from scan points to the current mesh, each capped at cap_cm: outliers
+        cost the same for every hypothesis, while parts of the scan left unexplained (a
+        wrongly twisted neck) still count, unlike in a trimmed mean."""
+        rng = np.random.default_rng(0)  # the same points for every hypothesis
+        pick = rng.choice(len(points_cm), min(sample, len(points_cm)), replace=False)
         verts = self.ev.vertices(state.params)
         d = MeshProximity(verts, self.triangles).query(state.to_model(points_cm[pick])).distance
-        k = max(1, int(keep * len(d)))
-        return float(np.partition(d, k - 1)[:k].mean())
+        return float(np.minimum(d, cap_cm).mean())
 
     # --------------------------------------------------------------------- solve
     def energy(self, problem: Problem, state: State, rows: Rows, scale: float, subset: Subset, pos) -> float:

@@ -1,0 +1,160 @@
+"""Reading scans and landmark files.
+
+Meshes: PLY, OBJ, STL, OFF, GLB/GLTF (through trimesh); point clouds: PLY without faces,
+XYZ/TXT/PTS (x y z per line, extra columns ignored), NPY ([N, 3] or [N, 6] with normals).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .fit import ScanData
+
+MESH_SUFFIXES = {".ply", ".obj", ".stl", ".off", ".glb", ".gltf"}
+CLOUD_SUFFIXES = {".xyz", ".npy", ".pts"}
+SCAN_SUFFIXES = MESH_SUFFIXES | CLOUD_SUFFIXES
+
+
+class ScanError(ValueError):
+    """A scan or landmark file that cannot be read; the message names the file."""
+
+
+def find_scans(paths: list[str | os.PathLike]) -> list[Path]:
+    """Expand folders (their scan files, sorted, not recursive) and check that files exist."""
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SCAN_SUFFIXES)
+            if not found:
+                raise ScanError(f"{path}: no scan files ({', '.join(sorted(SCAN_SUFFIXES))}) in this folder")
+            out.extend(found)
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise ScanError(f"{path}: no such file or folder")
+    return out
+
+
+def load_scan(path: str | os.PathLike) -> ScanData:
+    """Points [N, 3] (and normals, triangles for meshes) of a scan file, in its own units."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise ScanError(f"{path}: no such file")
+    if suffix not in SCAN_SUFFIXES:
+        raise ScanError(f"{path}: unsupported scan format '{suffix}' (use {', '.join(sorted(SCAN_SUFFIXES))})")
+    try:
+        if suffix == ".npy":
+            array = np.load(path, allow_pickle=False)
+            if array.ndim != 2 or array.shape[1] not in (3, 6) or array.dtype.kind not in "fiu":
+                raise ScanError(f"{path}: expected a numeric [N, 3] or [N, 6] array, got {array.dtype} {list(array.shape)}")
+            array = array.astype(np.float64)
+            normals = array[:, 3:6] if array.shape[1] == 6 else None
+            return _checked(ScanData(array[:, :3], normals, None, path.stem), path)
+        if suffix in (".xyz", ".pts"):
+            return _checked(ScanData(_read_xyz(path), None, None, path.stem), path)
+        return _checked(_read_trimesh(path), path)
+    except ScanError:
+        raise
+    except (ValueError, OSError, KeyError, IndexError, TypeError, AttributeError) as err:
+        raise ScanError(f"{path}: not a readable {suffix[1:].upper()} scan ({err})") from None
+
+
+def _read_xyz(path: Path) -> np.ndarray:
+    rows = []
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line_no, line in enumerate(handle, 1):
+            parts = line.replace(",", " ").split()
+            if not parts or parts[0].startswith("#"):
+                continue
+            try:
+                rows.append([float(x) for x in parts[:3]])
+            except ValueError:
+                raise ScanError(f"{path}:{line_no}: expected 'x y z' numbers") from None
+            if len(rows[-1]) < 3:
+                raise ScanError(f"{path}:{line_no}: expected 'x y z' numbers")
+    return np.asarray(rows, np.float64).reshape(-1, 3)
+
+
+def _read_trimesh(path: Path) -> ScanData:
+    import trimesh
+
+    loaded = trimesh.load(str(path), process=False)
+    if isinstance(loaded, trimesh.Scene):
+        geoms = [g for g in loaded.dump() if hasattr(g, "vertices")] if loaded.geometry else []
+        if not geoms:
+            raise ScanError(f"{path}: the file holds no mesh or points")
+        loaded = trimesh.util.concatenate(geoms) if len(geoms) > 1 else geoms[0]
+    if isinstance(loaded, trimesh.Trimesh):
+        vertices = np.asarray(loaded.vertices, np.float64)
+        faces = np.asarray(loaded.faces, np.int64)
+        if len(faces) == 0:
+            return ScanData(vertices, None, None, path.stem)
+        return ScanData(vertices, None, faces, path.stem)
+    if isinstance(loaded, trimesh.PointCloud):
+        return ScanData(np.asarray(loaded.vertices, np.float64), None, None, path.stem)
+    raise ScanError(f"{path}: not a mesh or point cloud ({type(loaded).__name__})")
+
+
+def _checked(scan: ScanData, path: Path) -> ScanData:
+    pts = np.asarray(scan.points)
+    if pts.ndim != 2 or pts.shape[1] != 3 or len(pts) == 0:
+        raise ScanError(f"{path}: the scan has no points")
+    if not np.isfinite(pts).any():
+        raise ScanError(f"{path}: every coordinate is NaN or infinite")
+    return scan
+
+
+def scan_points(scan: ScanData, count: int, rng: np.random.Generator) -> ScanData:
+    """A mesh scan as `count` area-uniform surface samples with face normals (vertex density of
+    a scanner mesh is uneven); point clouds unchanged."""
+    if scan.triangles is None or len(scan.triangles) == 0:
+        return scan
+    from .geometry import face_normals, sample_surface
+
+    v = np.asarray(scan.points, np.float64)
+    tris = scan.triangles
+    ok = np.isfinite(v[tris]).all((1, 2))
+    tris = tris[ok]
+    if len(tris) == 0:
+        return ScanData(v, None, None, scan.name)
+    try:
+        points, face, _ = sample_surface(v, tris, count, rng)
+    except ValueError:  # no area: treat the vertices as points
+        return ScanData(v, None, None, scan.name)
+    return ScanData(points, face_normals(v, tris)[face], None, scan.name)
+
+
+def load_landmarks(path: str | os.PathLike, count: int = 68) -> np.ndarray:
+    """Landmarks [count, 3] (Multi-PIE order) from TXT (x y z per line; 'nan' for missing),
+    NPY or JSON (a list of [x, y, z] or null, or {"landmarks": [...]})."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScanError(f"{path}: no such landmark file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            array = np.load(path, allow_pickle=False).astype(np.float64)
+        elif suffix == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(data, dict):
+                data = data.get("landmarks")
+            if not isinstance(data, list):
+                raise ScanError(f"{path}: expected a list of [x, y, z] (or null) or {{\"landmarks\": [...]}}")
+            array = np.array([[np.nan] * 3 if p is None else p for p in data], np.float64)
+        else:
+            array = np.loadtxt(path, dtype=np.float64, ndmin=2, delimiter=None)
+    except ScanError:
+        raise
+    except (ValueError, OSError, TypeError) as err:
+        raise ScanError(f"{path}: not a readable landmark file ({err})") from None
+    if array.ndim != 2 or array.shape != (count, 3):
+        raise ScanError(f"{path}: expected {count} landmarks as [{count}, 3], got {list(array.shape)}")
+    if np.isfinite(array).all(1).sum() < 4:
+        raise ScanError(f"{path}: fewer than 4 landmarks are given (the rest are NaN)")
+    return array
