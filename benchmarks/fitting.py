@@ -63,7 +63,10 @@ def bench_model(name: str, model: HACK, scans: int, seed: int, points: int) -> d
     ev = evaluator_for(model)
     rows = []
     print(f"\n== {name}: {model.num_vertices} vertices, {model.num_shape} shape components; {scans} scans")
-    print(f"{'scan':>4} {'units':>8} {'time s':>7} {'mean mm':>8} {'v2v mm':>7} {'conf':>5} {'conv':>5} {'ok':>3}")
+    print(
+        f"{'scan':>4} {'units':>8} {'time s':>7} {'mean mm':>8} {'v2v mm':>7} "
+        f"{'conf':>5} {'conv':>5} {'ok':>3}"
+    )
     for i in range(scans):
         rng = np.random.default_rng(seed * 1000 + i)
         scan = make_scan(ev, rng, points=points)
@@ -146,7 +149,9 @@ def _stat(d: np.ndarray) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", action="append", help="model path or 'default' (repeatable)")
     parser.add_argument("--scans", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)

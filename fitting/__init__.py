@@ -1,9 +1,9 @@
 """Fitting HACK to 3D head scans: `fit_scan`, `fit_registered` and the `hack-fit` command.
 
-    from hack_model import HACK
-    from fitting import fit_scan, load_scan
-    result = fit_scan(HACK(), load_scan("head.ply"))
-    result.params, result.scale, result.rotation, result.translation, result.vertices
+from hack_model import HACK
+from fitting import fit_scan, load_scan
+result = fit_scan(HACK(), load_scan("head.ply"))
+result.params, result.scale, result.rotation, result.translation, result.vertices
 """
 
 from __future__ import annotations

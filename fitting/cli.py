@@ -31,7 +31,7 @@ class Outcome:
     ok: bool
     message: str
     seconds: float = 0.0
-    mean_mm: float | None = None
+    median_mm: float | None = None
     p95_mm: float | None = None
     confidence: float | None = None
     units: str = "-"
@@ -39,15 +39,29 @@ class Outcome:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Fit the HACK head-and-neck model to 3D scans.")
-    p.add_argument("scans", nargs="+", metavar="SCAN", help="scan files (PLY, OBJ, STL, OFF, GLB, XYZ, NPY) or folders")
+    p.add_argument(
+        "scans", nargs="+", metavar="SCAN", help="scan files (PLY, OBJ, STL, OFF, GLB, XYZ, NPY) or folders"
+    )
     p.add_argument("--model", default=None, help="model (.npz, release folder); default: the embedded model")
-    p.add_argument("--landmarks", default=None, help="68 Multi-PIE landmarks (TXT, NPY, JSON; NaN = missing); one scan only")
+    p.add_argument(
+        "--landmarks",
+        default=None,
+        help="68 Multi-PIE landmarks (TXT, NPY, JSON; NaN = missing); one scan only",
+    )
     p.add_argument("--out", default=".", help="output folder (created if missing; default: .)")
-    p.add_argument("--units", default="auto", choices=("auto", "mm", "cm", "m"), help="scan units (default: detect)")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
-                   help="device of the model's final evaluation; the solver itself runs on the CPU")
+    p.add_argument(
+        "--units", default="auto", choices=("auto", "mm", "cm", "m"), help="scan units (default: detect)"
+    )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        choices=("cpu", "cuda"),
+        help="device of the model's final evaluation; the solver itself runs on the CPU",
+    )
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument("--render", action="store_true", help="also write NAME_fit.png: scan, fit and distance map")
+    p.add_argument(
+        "--render", action="store_true", help="also write NAME_fit.png: scan, fit and distance map"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     return p
 
@@ -105,14 +119,20 @@ def _fit_one(scan_path: str, name: str, a: dict, t0: float) -> Outcome:
     params_path, obj_path, report_path = targets[:3]
     save_params(params_path, result.parameter_arrays(), overwrite=a["overwrite"])
     d = model.data
-    mesh = PolygonMesh(result.vertices, d.polygon_vertex_indices, d.polygon_sizes, d.uv_coords, d.polygon_uv_indices)
+    mesh = PolygonMesh(
+        result.vertices, d.polygon_vertex_indices, d.polygon_sizes, d.uv_coords, d.polygon_uv_indices
+    )
     write_obj(obj_path, mesh, overwrite=a["overwrite"])
     if a["render"]:
         try:
             from hack_model.images import save_png
 
-            image = render_fit(result, d, raw.points[np.isfinite(raw.points).all(1)] if raw.triangles is None
-                               else raw.points, raw.triangles)
+            image = render_fit(
+                result,
+                d,
+                raw.points[np.isfinite(raw.points).all(1)] if raw.triangles is None else raw.points,
+                raw.triangles,
+            )
             if targets[3].exists() and not a["overwrite"]:
                 raise FileExistsError(f"{targets[3]} already exists (use --overwrite to replace it)")
             save_png(targets[3], image)
@@ -123,8 +143,16 @@ def _fit_one(scan_path: str, name: str, a: dict, t0: float) -> Outcome:
     write_report(report_path, report, overwrite=a["overwrite"])
     s2m = report["scan_to_model_mm"]
     message = "ok" if not result.failed else f"failed fit: {result.message or 'low confidence'}"
-    return Outcome(name, not result.failed, message, time.perf_counter() - t0, s2m["mean"], s2m["p95"],
-                   result.confidence, result.units)
+    return Outcome(
+        name,
+        not result.failed,
+        message,
+        time.perf_counter() - t0,
+        s2m["median"],
+        s2m["p95"],
+        result.confidence,
+        result.units,
+    )
 
 
 def _one_line(err: BaseException) -> str:
@@ -150,7 +178,10 @@ class _Progress:
             self.bar.set_postfix_str(f"{outcome.scan}: {status}")
             self.bar.update(1)
         else:
-            print(f"[{self.done}/{self.total}] {outcome.scan}: {status} ({outcome.seconds:.1f} s)", file=sys.stderr)
+            print(
+                f"[{self.done}/{self.total}] {outcome.scan}: {status} ({outcome.seconds:.1f} s)",
+                file=sys.stderr,
+            )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -169,15 +200,21 @@ def _names(paths: list[Path]) -> list[str]:
 
 
 def summary_table(outcomes: list[Outcome]) -> str:
-    lines = [f"{'scan':<28} {'status':<7} {'units':<5} {'time s':>7} {'mean mm':>8} {'p95 mm':>7} {'conf':>5}  message"]
+    lines = [
+        f"{'scan':<28} {'status':<7} {'units':<5} {'time s':>7} {'median mm':>9} {'p95 mm':>7} "
+        f"{'conf':>5}  message"
+    ]
     for o in outcomes:
         fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
         lines.append(
             f"{o.scan[:28]:<28} {'ok' if o.ok else 'FAILED':<7} {o.units:<5} {o.seconds:>7.1f} "
-            f"{fmt(o.mean_mm, '.3f'):>8} {fmt(o.p95_mm, '.2f'):>7} {fmt(o.confidence, '.2f'):>5}  {o.message}"
+            f"{fmt(o.median_mm, '.3f'):>9} {fmt(o.p95_mm, '.2f'):>7} "
+            f"{fmt(o.confidence, '.2f'):>5}  {o.message}"
         )
     failed = sum(not o.ok for o in outcomes)
-    lines.append(f"{len(outcomes) - failed} of {len(outcomes)} scans fitted" + (f", {failed} failed" if failed else ""))
+    lines.append(
+        f"{len(outcomes) - failed} of {len(outcomes)} scans fitted" + (f", {failed} failed" if failed else "")
+    )
     return "\n".join(lines)
 
 
@@ -198,8 +235,13 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--device cuda: CUDA is not available on this machine")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    a = {"out": str(out), "render": args.render, "overwrite": args.overwrite, "units": args.units,
-         "landmarks": args.landmarks}
+    a = {
+        "out": str(out),
+        "render": args.render,
+        "overwrite": args.overwrite,
+        "units": args.units,
+        "landmarks": args.landmarks,
+    }
     names = _names(paths)
     jobs = min(args.jobs, len(paths))
     progress = _Progress(len(paths))
@@ -215,8 +257,9 @@ def run(args: argparse.Namespace) -> int:
 
         threads = max(1, (os.cpu_count() or 1) // jobs)
         ctx = multiprocessing.get_context("spawn")  # no forked OpenMP state
-        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(args.model, args.device, threads)) as pool:
+        with ProcessPoolExecutor(
+            jobs, mp_context=ctx, initializer=_init_worker, initargs=(args.model, args.device, threads)
+        ) as pool:
             futures = {pool.submit(fit_one, str(p), n, a): n for p, n in zip(paths, names)}
             for future in as_completed(futures):
                 name = futures[future]

@@ -40,7 +40,11 @@ class ModelParams:
 
     def copy(self) -> ModelParams:
         return ModelParams(
-            self.shape.copy(), self.expression.copy(), self.neck_pose.copy(), self.larynx_height, self.larynx_scale
+            self.shape.copy(),
+            self.expression.copy(),
+            self.neck_pose.copy(),
+            self.larynx_height,
+            self.larynx_scale,
         )
 
     def forward_arguments(self) -> dict[str, np.ndarray]:
@@ -168,7 +172,9 @@ class ModelEvaluator:
         if self.has_pose_correctives:
             feats = lbs.pose_features(lbs.axis_angle_to_matrix(neck_pose), self.posed_bones)
             planes = planes + torch.einsum("bk,kcv->bcv", feats, self.pose_dirs[:, :, idx])
-        return lbs.skin_vertex_planes(planes.contiguous(), self.weights_t[:, idx], self.bone_matrices(neck_pose))
+        return lbs.skin_vertex_planes(
+            planes.contiguous(), self.weights_t[:, idx], self.bone_matrices(neck_pose)
+        )
 
     def vertices(self, p: ModelParams, idx: np.ndarray | None = None) -> np.ndarray:
         """[Vs, 3] posed vertices (all when idx is None)."""
@@ -280,7 +286,9 @@ class Subset:
                 dA = (mats[0::2] - mats[1::2]) / (2 * FD_STEP)  # [P, J, 3, 4]
                 P = len(dA)
                 per_vertex = (dA.reshape(P, -1, 12).permute(0, 2, 1) @ self.weights).view(P, 3, 4, -1)
-                d = per_vertex[:, :, 3] + sum(per_vertex[:, :, k] * planes[:, k] for k in range(3))  # [P, 3, Vs]
+                d = per_vertex[:, :, 3] + sum(
+                    per_vertex[:, :, k] * planes[:, k] for k in range(3)
+                )  # [P, 3, Vs]
                 blocks.append(d.permute(2, 1, 0))
         if use_larynx and ev.has_larynx:
             h, s = p.larynx_height, p.larynx_scale

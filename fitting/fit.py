@@ -24,7 +24,17 @@ from .alignment import (
 )
 from .evaluator import ModelEvaluator, ModelParams
 from .geometry import MeshProximity, sample_surface
-from .optimize import DEFAULT_STAGES, PROBE_STAGE, Fitter, Problem, Rows, SolveLog, Stage, State, torch_threads
+from .optimize import (
+    DEFAULT_STAGES,
+    PROBE_STAGE,
+    Fitter,
+    Problem,
+    Rows,
+    SolveLog,
+    Stage,
+    State,
+    torch_threads,
+)
 from .regions import FACE, REGION_NAMES, vertex_regions
 
 _EVALUATORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -170,8 +180,11 @@ def _fit_scan(
         lm_cm = lm * to_cm
         sim = landmark_alignment(lm_cm, neutral[data.landmark_indices])
         sim = Similarity(1.0, sim.rotation, sim.translation + (sim.scale - 1.0) * 0)  # units fix the scale
-        sim = umeyama(neutral[data.landmark_indices][np.isfinite(lm_cm).all(1)],
-                      lm_cm[np.isfinite(lm_cm).all(1)], with_scale=False)
+        sim = umeyama(
+            neutral[data.landmark_indices][np.isfinite(lm_cm).all(1)],
+            lm_cm[np.isfinite(lm_cm).all(1)],
+            with_scale=False,
+        )
         align_score = float("nan")
     else:
         model_samples, face, _ = sample_surface(neutral, ev.triangles, 5000, rng)
@@ -184,7 +197,9 @@ def _fit_scan(
     if lm_cm is None:
         # Rigid candidates, then neck twist/bend hypotheses for the best: each gets a short
         # similarity+shape+neck solve, which tells them apart far better than rigid scores.
-        state = _best_probe(fitter, ev, [State.from_similarity(start, s) for s in candidates], scan_cm, normals)
+        state = _best_probe(
+            fitter, ev, [State.from_similarity(start, s) for s in candidates], scan_cm, normals
+        )
         if opts.neck_hypotheses:
             states = [state]
             for pose, sim_h, _ in neck_search(ev, state.similarity(), scan_cm, rng, top=opts.neck_hypotheses):
@@ -249,19 +264,30 @@ def _landmark_rows(indices: np.ndarray, lm_cm: np.ndarray, weight: float):
 
 
 def _finish(
-    model: HACK, ev: ModelEvaluator, state: State, scan_cm: np.ndarray, units: str,
-    rng: np.random.Generator, opts: FitOptions,
+    model: HACK,
+    ev: ModelEvaluator,
+    state: State,
+    scan_cm: np.ndarray,
+    units: str,
+    rng: np.random.Generator,
+    opts: FitOptions,
 ) -> FitResult:
     """Final mesh through HACK.forward (what the saved parameters reproduce), distances, confidence."""
     p = state.params
     with torch.no_grad():
-        args = {k: torch.as_tensor(v, dtype=model.template.dtype, device=model.template.device)
-                for k, v in p.forward_arguments().items()}
+        args = {
+            k: torch.as_tensor(v, dtype=model.template.dtype, device=model.template.device)
+            for k, v in p.forward_arguments().items()
+        }
         verts_model = model(**args).vertices[0].double().cpu().numpy()
     sim_cm = state.similarity()  # head-anchored model -> scan (cm)
     # The model's own mesh is R_h v' + t_h of the head-anchored one: undo that.
     R_h, t_h = ev.head_transform(p.neck_pose)
-    sim_cm = Similarity(sim_cm.scale, sim_cm.rotation @ R_h.T, sim_cm.translation - sim_cm.scale * sim_cm.rotation @ R_h.T @ t_h)
+    sim_cm = Similarity(
+        sim_cm.scale,
+        sim_cm.rotation @ R_h.T,
+        sim_cm.translation - sim_cm.scale * sim_cm.rotation @ R_h.T @ t_h,
+    )
     to_units = 1.0 / UNIT_TO_CM[units]
     scale = sim_cm.scale * to_units
     translation = sim_cm.translation * to_units
@@ -295,7 +321,9 @@ def _finish(
     )
 
 
-def _confidence(scan_mm: np.ndarray, vert_mm: np.ndarray, regions: np.ndarray, p: ModelParams) -> tuple[float, str]:
+def _confidence(
+    scan_mm: np.ndarray, vert_mm: np.ndarray, regions: np.ndarray, p: ModelParams
+) -> tuple[float, str]:
     """0..1: how much of the scan the fit explains, how much of the face the scan covers, and
     whether the shape stayed plausible. A sphere or a box fits badly on at least one count."""
     inliers = float((scan_mm <= INLIER_CM * 10).mean())
@@ -327,7 +355,9 @@ def fit_registered(
     ev = evaluator_for(model)
     verts = np.asarray(vertices, np.float64)
     if verts.shape != (ev.num_vertices, 3):
-        raise ValueError(f"expected vertices [{ev.num_vertices}, 3] in the model's topology, got {list(verts.shape)}")
+        raise ValueError(
+            f"expected vertices [{ev.num_vertices}, 3] in the model's topology, got {list(verts.shape)}"
+        )
     ok = np.isfinite(verts).all(1)
     if ok.sum() < 10:
         raise ValueError("fewer than 10 finite vertices")
@@ -340,8 +370,13 @@ def fit_registered(
     if len(use) > max_vertices:
         use = np.sort(rng.choice(use, max_vertices, replace=False))
     corners = np.repeat(np.stack([use, use, use], 1), 3, axis=0)
-    rows = Rows(corners, np.tile([1.0, 0.0, 0.0], (len(corners), 1)), np.tile(np.eye(3), (len(use), 1)),
-                np.repeat(cm[use], 3, axis=0), np.ones(len(corners)))
+    rows = Rows(
+        corners,
+        np.tile([1.0, 0.0, 0.0], (len(corners), 1)),
+        np.tile(np.eye(3), (len(use), 1)),
+        np.repeat(cm[use], 3, axis=0),
+        np.ones(len(corners)),
+    )
     state = State.from_similarity(ModelParams.neutral(ev.S, ev.E, ev.J), sim)
     fitter = Fitter(ev, rng, sigma_cm=opts.sigma_cm)
     stages = (
@@ -361,4 +396,12 @@ def fit_registered(
     return result
 
 
-__all__ = ["FitOptions", "FitResult", "ScanData", "fit_registered", "fit_scan", "evaluator_for", "REGION_NAMES"]
+__all__ = [
+    "FitOptions",
+    "FitResult",
+    "ScanData",
+    "fit_registered",
+    "fit_scan",
+    "evaluator_for",
+    "REGION_NAMES",
+]

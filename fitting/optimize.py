@@ -51,8 +51,16 @@ class Stage:
 DEFAULT_STAGES = (
     Stage("similarity", 5, points=2000, trim_floor_cm=1.5),
     Stage("shape+neck", 8, shape=True, pose=True, points=3000, trim_floor_cm=0.8),
-    Stage("+expression+larynx", 8, shape=True, expression=True, pose=True, larynx=True, points=4000,
-          trim_floor_cm=0.5),
+    Stage(
+        "+expression+larynx",
+        8,
+        shape=True,
+        expression=True,
+        pose=True,
+        larynx=True,
+        points=4000,
+        trim_floor_cm=0.5,
+    ),
     Stage("all", 6, shape=True, expression=True, pose=True, larynx=True, points=8000, trim_floor_cm=0.3),
 )
 
@@ -184,7 +192,9 @@ class Problem:
         if self.pose_bones:
             pose = p.neck_pose.copy()
             lim = self.ev.pose_limits[self.pose_bones]
-            pose[self.pose_bones] = np.clip(pose[self.pose_bones] + delta[o[3] : o[4]].reshape(-1, 3), -lim, lim)
+            pose[self.pose_bones] = np.clip(
+                pose[self.pose_bones] + delta[o[3] : o[4]].reshape(-1, 3), -lim, lim
+            )
             p.neck_pose = pose
         if o[5] > o[4]:
             p.larynx_height = float(np.clip(p.larynx_height + delta[o[4]], *LARYNX_HEIGHT_RANGE))
@@ -199,7 +209,9 @@ class Problem:
         q = np.einsum("nk,nkc->nc", rows.bary, verts[pos[rows.corners]])
         return np.einsum("nc,nc->n", rows.normals, q - z - state.b), z
 
-    def linearize(self, state: State, rows: Rows, subset: Subset, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def linearize(
+        self, state: State, rows: Rows, subset: Subset, pos: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Residuals r [N] and Jacobian [N, P]; subset holds the rows' unique corner vertices,
         pos maps a vertex to its place in the subset."""
         ev, st = self.ev, self.stage
@@ -230,8 +242,9 @@ class Problem:
 class Fitter:
     """Holds the model evaluator and runs the stages on one scan."""
 
-    def __init__(self, ev: ModelEvaluator, rng: np.random.Generator, sigma_cm: float = 0.1,
-                 reference_rows: int = 2000) -> None:
+    def __init__(
+        self, ev: ModelEvaluator, rng: np.random.Generator, sigma_cm: float = 0.1, reference_rows: int = 2000
+    ) -> None:
         self.ev = ev
         self.rng = rng
         self.sigma = sigma_cm

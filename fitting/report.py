@@ -61,8 +61,12 @@ def build_report(result: FitResult, model_data, scan_name: str = "scan") -> dict
             "note": "x_scan = scale * rotation @ x_model + translation (model in cm, scan in its units)",
         },
         "stages": [
-            {"name": s.name, "iterations": s.iterations, "median_distance_mm": round(10.0 * s.median_cm, 4),
-             "inlier_fraction": round(s.inliers, 4)}
+            {
+                "name": s.name,
+                "iterations": s.iterations,
+                "median_distance_mm": round(10.0 * s.median_cm, 4),
+                "inlier_fraction": round(s.inliers, 4),
+            }
             for s in result.stages
             if np.isfinite(s.median_cm)
         ],
@@ -86,8 +90,12 @@ def _point_glyphs(points: np.ndarray, size: float) -> tuple[np.ndarray, np.ndarr
 
 
 def render_fit(
-    result: FitResult, model_data, scan_points: np.ndarray, scan_triangles: np.ndarray | None = None,
-    size: int = 512, max_mm: float = 5.0,
+    result: FitResult,
+    model_data,
+    scan_points: np.ndarray,
+    scan_triangles: np.ndarray | None = None,
+    size: int = 512,
+    max_mm: float = 5.0,
 ) -> np.ndarray:
     """Scan | fit | heat map of the fit's distance to the scan (mm), side by side, in the
     model's frame (the face towards the camera). scan_points [N, 3] in the scan's units."""
@@ -110,7 +118,13 @@ def render_fit(
         scan_img = render_mesh(gv, gt, size=size, frame=frame)
     fit_img = render_mesh(fit_v, model_tris, size=size, frame=frame)
     heat = render_heatmap(
-        fit_v, model_tris, np.minimum(result.vertex_distances_mm, max_mm), vmin=0.0, vmax=max_mm,
-        unit="mm", size=size, frame=frame,
+        fit_v,
+        model_tris,
+        np.minimum(result.vertex_distances_mm, max_mm),
+        vmin=0.0,
+        vmax=max_mm,
+        unit="mm",
+        size=size,
+        frame=frame,
     )
     return compose_sheet([scan_img, fit_img, heat], ["scan", "fit", "fit to scan distance"], columns=3)

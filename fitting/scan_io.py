@@ -47,12 +47,17 @@ def load_scan(path: str | os.PathLike) -> ScanData:
     if not path.is_file():
         raise ScanError(f"{path}: no such file")
     if suffix not in SCAN_SUFFIXES:
-        raise ScanError(f"{path}: unsupported scan format '{suffix}' (use {', '.join(sorted(SCAN_SUFFIXES))})")
+        raise ScanError(
+            f"{path}: unsupported scan format '{suffix}' (use {', '.join(sorted(SCAN_SUFFIXES))})"
+        )
     try:
         if suffix == ".npy":
             array = np.load(path, allow_pickle=False)
             if array.ndim != 2 or array.shape[1] not in (3, 6) or array.dtype.kind not in "fiu":
-                raise ScanError(f"{path}: expected a numeric [N, 3] or [N, 6] array, got {array.dtype} {list(array.shape)}")
+                raise ScanError(
+                    f"{path}: expected a numeric [N, 3] or [N, 6] array, "
+                    f"got {array.dtype} {list(array.shape)}"
+                )
             array = array.astype(np.float64)
             normals = array[:, 3:6] if array.shape[1] == 6 else None
             return _checked(ScanData(array[:, :3], normals, None, path.stem), path)
@@ -145,7 +150,7 @@ def load_landmarks(path: str | os.PathLike, count: int = 68) -> np.ndarray:
             if isinstance(data, dict):
                 data = data.get("landmarks")
             if not isinstance(data, list):
-                raise ScanError(f"{path}: expected a list of [x, y, z] (or null) or {{\"landmarks\": [...]}}")
+                raise ScanError(f'{path}: expected a list of [x, y, z] (or null) or {{"landmarks": [...]}}')
             array = np.array([[np.nan] * 3 if p is None else p for p in data], np.float64)
         else:
             array = np.loadtxt(path, dtype=np.float64, ndmin=2, delimiter=None)

@@ -28,7 +28,9 @@ class SyntheticScan:
     outlier: np.ndarray  # [N] bool
 
 
-def random_params(ev: ModelEvaluator, rng: np.random.Generator, expressions: int | None = None) -> ModelParams:
+def random_params(
+    ev: ModelEvaluator, rng: np.random.Generator, expressions: int | None = None
+) -> ModelParams:
     """Shape ~ N(0, 1) clipped to +-2, 2-5 random expressions at 0.2-1, neck pose uniform
     within the ranges of motion, larynx height +-0.05 and scale 0.7-1.3."""
     shape = np.clip(rng.normal(size=ev.S), -2.0, 2.0)

@@ -1,0 +1,218 @@
+"""Tests of the fitting package: geometry, the evaluator's derivatives, alignment, fits.
+
+Fits run on the embedded default model (always present) with small scans; the 20-scan
+accuracy benchmark is benchmarks/fitting.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
+
+from fitting import FitOptions, fit_registered, fit_scan
+from fitting.alignment import Similarity, detect_units, umeyama
+from fitting.evaluator import ModelEvaluator, ModelParams
+from fitting.fit import evaluator_for
+from fitting.geometry import MeshProximity, closest_point_on_triangles, sample_surface
+from fitting.regions import BACK_OF_HEAD, FACE, NECK, vertex_regions
+from fitting.report import build_report, distance_stats
+from fitting.synthetic_scans import make_scan, random_params
+from hack_model import HACK
+
+
+@pytest.fixture(scope="module")
+def model() -> HACK:
+    return HACK()
+
+
+@pytest.fixture(scope="module")
+def ev(model) -> ModelEvaluator:
+    return evaluator_for(model)
+
+
+def _surface_error_mm(scan, result, ev) -> float:
+    """Mean distance (mm) from the fitted vertices the scan covers to the true surface."""
+    mm = {"mm": 1.0, "cm": 10.0, "m": 1000.0}[scan.units]
+    covered = np.unique(ev.triangles[scan.kept_triangles])
+    truth = MeshProximity(scan.true_vertices, ev.triangles)
+    return float(truth.query(result.vertices[covered]).distance.mean() * mm)
+
+
+# ------------------------------------------------------------------ geometry
+def test_closest_point_matches_dense_sampling():
+    rng = np.random.default_rng(0)
+    a, b, c = rng.normal(size=(3, 1, 3))
+    p = rng.normal(size=(400, 3)) * 2
+    q, bary = closest_point_on_triangles(p, *(np.repeat(x, len(p), 0) for x in (a, b, c)))
+    # Independent reference: the nearest of many points on the triangle (never closer than exact).
+    s = rng.random((300_000, 2))
+    s = s[s.sum(1) <= 1]
+    dense = a + s[:, :1] * (b - a) + s[:, 1:] * (c - a)
+    ref = cKDTree(dense).query(p)[0]
+    exact = np.linalg.norm(q - p, axis=1)
+    assert np.all(exact <= ref + 1e-9)
+    assert np.max(ref - exact) < 0.01
+    assert np.allclose(bary.sum(1), 1.0) and (bary >= -1e-12).all()
+    assert np.allclose(bary[:, :1] * a + bary[:, 1:2] * b + bary[:, 2:] * c, q)
+
+
+def test_mesh_proximity_matches_brute_force():
+    import trimesh
+
+    mesh = trimesh.creation.icosphere(2)
+    rng = np.random.default_rng(1)
+    p = rng.normal(size=(200, 3))
+    got = MeshProximity(mesh.vertices, mesh.faces, candidates=16).query(p)
+    V = mesh.vertices[mesh.faces]
+    F = len(V)
+    q, _ = closest_point_on_triangles(np.repeat(p, F, 0), *(np.tile(V[:, k], (len(p), 1)) for k in range(3)))
+    brute = np.linalg.norm(q - np.repeat(p, F, 0), axis=1).reshape(len(p), F).min(1)
+    assert np.allclose(got.distance, brute, atol=1e-12)
+
+
+# ----------------------------------------------------------------- evaluator
+def test_evaluator_matches_forward_and_derivatives(model):
+    ev = ModelEvaluator(model)
+    rng = np.random.default_rng(2)
+    p = random_params(ev, rng)
+    with torch.no_grad():
+        ref = model(**{k: torch.as_tensor(v) for k, v in p.forward_arguments().items()}).vertices[0].numpy()
+    assert np.abs(ev.vertices(p) - ref).max() < 1e-4
+    idx = np.sort(rng.choice(ev.num_vertices, 300, replace=False))
+    verts, jac = ev.jacobian(p, idx, True, True, [3, 7], False)
+    assert np.allclose(verts, ev.vertices(p)[idx])
+
+    def numeric(change, step):
+        q = p.copy()
+        change(q, step)
+        plus = ev.vertices(q, idx)
+        q = p.copy()
+        change(q, -step)
+        return (plus - ev.vertices(q, idx)) / (2 * step)
+
+    S, E = ev.S, ev.E
+    cols = {
+        0: lambda q, h: q.shape.__setitem__(0, q.shape[0] + h),
+        S + 5: lambda q, h: q.expression.__setitem__(5, q.expression[5] + h),
+        S + E + 1: lambda q, h: q.neck_pose.__setitem__((3, 1), q.neck_pose[3, 1] + h),
+        S + E + 5: lambda q, h: q.neck_pose.__setitem__((7, 2), q.neck_pose[7, 2] + h),
+    }
+    for col, change in cols.items():
+        assert np.abs(jac[:, :, col] - numeric(change, 1e-6)).max() < 1e-5, col
+
+
+def test_head_anchor_is_the_same_mesh_moved_rigidly(model):
+    root, head = ModelEvaluator(model), ModelEvaluator(model, anchor="head")
+    p = random_params(root, np.random.default_rng(3))
+    R, t = head.head_transform(p.neck_pose)
+    assert np.allclose(head.vertices(p) @ R.T + t, root.vertices(p), atol=1e-5)
+    # The head itself does not move with the neck pose in the head-anchored frame (up to
+    # the pose correctives' small offsets).
+    head_only = root.weights_t[-1].numpy() > 0.999
+    still = ModelParams(p.shape, p.expression, 0 * p.neck_pose, p.larynx_height, p.larynx_scale)
+    assert np.abs(head.vertices(p)[head_only] - head.vertices(still)[head_only]).max() < 0.05
+    moved = root.vertices(p)[head_only] - root.vertices(still)[head_only]
+    assert np.abs(moved).max() > 0.5  # while in the model's own frame it does
+
+
+# ----------------------------------------------------------------- alignment
+@pytest.mark.parametrize("units, factor", [("mm", 10.0), ("cm", 1.0), ("m", 0.01)])
+def test_detect_units(model, units, factor):
+    assert detect_units(model.neutral_vertices() * factor) == units
+    face_only = model.neutral_vertices()[vertex_regions(model.data) == FACE]
+    assert detect_units(face_only * factor) == units
+
+
+def test_umeyama_recovers_similarity():
+    rng = np.random.default_rng(4)
+    src = rng.normal(size=(50, 3))
+    R = Rotation.random(random_state=5).as_matrix()
+    true = Similarity(2.5, R, np.array([1.0, -2.0, 3.0]))
+    got = umeyama(src, true.apply(src))
+    assert got.scale == pytest.approx(2.5)
+    assert np.allclose(got.rotation, R) and np.allclose(got.translation, true.translation)
+    assert np.allclose(got.inverse_apply(true.apply(src)), src)
+
+
+def test_regions_partition_the_head(model):
+    v = model.neutral_vertices()
+    r = vertex_regions(model.data)
+    assert set(np.unique(r)) == {FACE, NECK, BACK_OF_HEAD}
+    nose_tip = model.data.landmark_indices[30]
+    assert r[nose_tip] == FACE
+    assert r[np.argmin(v[:, 1])] == NECK  # the lowest point is on the neck
+    head = r != NECK
+    assert r[np.nonzero(head)[0][np.argmin(v[head, 2])]] == BACK_OF_HEAD
+
+
+# ---------------------------------------------------------------------- fits
+def test_fit_registered_recovers_parameters(model, ev):
+    rng = np.random.default_rng(5)
+    p = random_params(ev, rng)
+    scan = make_scan(ev, rng, points=1000, params=p, units="mm")
+    result = fit_registered(model, scan.true_vertices)
+    err = np.linalg.norm(result.vertices - scan.true_vertices, axis=1)  # mm
+    assert result.units == "mm"
+    assert np.median(err) < 0.3 and err.max() < 3.0
+    # The similarity maps the fitted model mesh onto the result (scan coordinates, mm).
+    sim = Similarity(result.scale, result.rotation, result.translation)
+    assert np.allclose(sim.apply(result.model_vertices), result.vertices, atol=1e-6)
+    assert result.scale == pytest.approx(10.0, rel=0.03)
+
+
+def test_fit_scan_with_landmarks(model, ev):
+    rng = np.random.default_rng(6)
+    scan = make_scan(ev, rng, points=30_000, units="cm")
+    landmarks = scan.true_vertices[model.data.landmark_indices].copy()
+    landmarks[::5] = np.nan  # missing ones are skipped
+    result = fit_scan(model, scan.points, landmarks=landmarks)
+    assert _surface_error_mm(scan, result, ev) < 0.5
+    assert not result.failed and result.confidence > 0.8
+
+
+def test_fit_scan_without_landmarks_any_orientation(model, ev):
+    rng = np.random.default_rng(7)
+    scan = make_scan(ev, rng, points=30_000)
+    result = fit_scan(model, scan.points)
+    assert result.units == scan.units
+    assert _surface_error_mm(scan, result, ev) < 0.5
+    assert not result.failed
+    report = build_report(result, model.data, "synthetic")
+    assert set(report["regions"]) == {"face", "neck", "back_of_head"}
+    assert report["scan_to_model_mm"]["median"] < 1.0
+    # Saved parameters reproduce the fitted mesh through HACK.forward and the similarity.
+    arrays = result.parameter_arrays()
+    with torch.no_grad():
+        args = {
+            k: torch.as_tensor(v) for k, v in arrays.items() if k not in ("scale", "rotation", "translation")
+        }
+        mesh = model(**args).vertices[0].double().numpy()
+    sim = Similarity(float(arrays["scale"]), arrays["rotation"], arrays["translation"])
+    assert np.abs(sim.apply(mesh) - result.vertices).max() < 1e-3 * result.scale
+
+
+def test_bad_scans_are_refused_or_flagged(model):
+    with pytest.raises(ValueError, match="finite points"):
+        fit_scan(model, np.zeros((0, 3)))
+    with pytest.raises(ValueError, match="finite points"):
+        fit_scan(model, np.full((5000, 3), np.nan))
+    with pytest.raises(ValueError, match="shape"):
+        fit_scan(model, np.zeros((10, 2)))
+    with pytest.raises(ValueError, match="smaller than 1 cm"):
+        fit_scan(model, np.random.default_rng(0).normal(size=(500, 3)) * 1e-4, options=FitOptions(units="cm"))
+    import trimesh
+
+    sphere = trimesh.creation.icosphere(4, radius=10.0)
+    points, _, _ = sample_surface(sphere.vertices, sphere.faces, 20_000, np.random.default_rng(0))
+    result = fit_scan(model, points)
+    assert result.failed and result.confidence < 0.5 and result.message
+
+
+def test_distance_stats():
+    d = np.arange(101, dtype=float)
+    s = distance_stats(d)
+    assert s == {"mean": 50.0, "median": 50.0, "p95": 95.0, "count": 101}
+    assert distance_stats(np.array([]))["mean"] is None
