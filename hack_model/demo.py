@@ -41,13 +41,24 @@ def _rows(value, start: int, stop: int):
 
 
 def face_vertices(model: HACK) -> np.ndarray:
-    """Indices of the front half of the head (the vertices the top bone carries rigidly),
-    to frame faces."""
+    """Indices of vertices that frame the face: the 68 landmarks (jaw line, brows, nose,
+    eyes, mouth) when the model has them, else the front half of the rigid head."""
+    if model.data.landmark_indices is not None and len(model.data.landmark_indices) == 68:
+        return np.asarray(model.data.landmark_indices)
     rigid = np.nonzero(model.data.skinning_weights[:, -1] > 0.99)[0]
     if len(rigid) < 100:
         return np.arange(model.num_vertices)
     z = model.data.template_vertices[rigid, 2]
     return rigid[z > np.percentile(z, 50)]
+
+
+def face_box(vertices: np.ndarray, model: HACK, margin: float = 0.08) -> np.ndarray:
+    """Box [2, 3] around the face in all frames of vertices [B, V, 3], grown by `margin`."""
+    points = vertices[:, face_vertices(model)].reshape(-1, 3)
+    low, high = points.min(0), points.max(0)
+    pad = (high - low) * margin
+    pad[2] = 0.0  # depth needs no room
+    return np.stack([low - pad, high + pad])
 
 
 def _render_cells(vertices: np.ndarray, model: HACK, frame_points: np.ndarray | None = None, **kw):
@@ -79,8 +90,7 @@ def expressions_sheet(model: HACK) -> np.ndarray:
 
     E = model.num_expression
     vertices = evaluate(model, E, expression=np.eye(E, dtype=np.float32))
-    face = vertices[:, face_vertices(model)].reshape(-1, 3)
-    images = _render_cells(vertices, model, face, view="front")
+    images = _render_cells(vertices, model, face_box(vertices, model), view="front", zoom=1.3)
     return compose_sheet(images, model.expression_names, columns=8, title="expressions at weight 1")
 
 
@@ -92,8 +102,8 @@ def action_units_sheet(model: HACK) -> np.ndarray:
     if not names:
         raise ValueError(f"{model.data.name} has no action-unit table")
     vertices = evaluate(model, len(names), action_units=np.eye(len(names), dtype=np.float32))
-    face = vertices[:, face_vertices(model)].reshape(-1, 3)
-    images = _render_cells(vertices, model, face, view="three-quarter", yaw=25.0)
+    box = face_box(vertices, model)
+    images = _render_cells(vertices, model, box, view="three-quarter", yaw=25.0, zoom=1.3)
     titles = [action_unit_label(n, d) for n, d in zip(names, model.data.action_unit_descriptions)]
     return compose_sheet(images, titles, columns=6, title="FACS action units at intensity 1")
 
