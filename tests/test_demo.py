@@ -16,7 +16,7 @@ try:
 except Exception as err:  # noqa: BLE001 - any GL failure means no renderer here
     pytest.skip(f"offscreen EGL rendering unavailable: {err}", allow_module_level=True)
 
-from hack_model.demo import SHEETS, animate, face_vertices, load_sequence, make_demo  # noqa: E402
+from hack_model.demo import SHEETS, animate, load_sequence, make_demo  # noqa: E402
 from hack_model.images import load_png  # noqa: E402
 
 
@@ -27,8 +27,10 @@ def changed_rows(model, expression_name):
     weights[1, model.expression_names.index(expression_name)] = 1.0
     with torch.no_grad():
         vertices = model(expression=weights).vertices.numpy()
-    face = vertices[0, face_vertices(model)]
-    box = render.bounding_box(face)
+    # Frame the front half of the head (the vertices the top bone carries rigidly).
+    rigid = np.nonzero(model.data.skinning_weights[:, -1] > 0.99)[0]
+    front = rigid[vertices[0, rigid, 2] > np.median(vertices[0, rigid, 2])]
+    box = render.bounding_box(vertices[0, front])
     neutral, posed = render.render_frames(vertices, model.data.triangles(), frame=box, size=256)
     mask = np.abs(neutral.astype(int) - posed.astype(int)).sum(-1) > 30
     # Rows covered by the face in the neutral render (non-background).
