@@ -151,14 +151,37 @@ def initial_alignment(
         results.append(rigid_icp(pts, tree, model_points, start, iterations, keep))
     results.sort(key=lambda r: r[1])
     more = scan_cm[rng.choice(len(scan_cm), size=min(3 * sample, len(scan_cm)), replace=False)]
-    refined = [rigid_icp(more, tree, model_points, r[0], 2 * iterations, keep) for r in results[:3]]
+    if head is None or head.sum() < 100:
+        refined = [rigid_icp(more, tree, model_points, r[0], 2 * iterations, keep) for r in results[:3]]
+        best = min(refined, key=lambda r: r[1])
+        return Alignment(best[0], best[1], len(results), [best[0]])
+    # A bent neck and an unusual head shape make the whole-model fit a compromise that can
+    # be tens of degrees off, and ICP on the head alone stalls near it. The head's trimmed
+    # distance does rank orientations correctly, so search: perturb the best whole-model
+    # results about each axis, refine on the head alone, keep the lowest score.
+    head_points = model_points[head]
+    head_tree = cKDTree(head_points)
+    centre = head_points.mean(0)
+    starts = []
+    for sim, _ in results[:2]:
+        starts.append(sim)
+        for axis in range(3):
+            for angle in (-50.0, -25.0, 25.0, 50.0):
+                omega = np.zeros(3)
+                omega[axis] = np.deg2rad(angle)
+                R = sim.rotation @ _rodrigues(omega)  # turn the model about its head's centre
+                starts.append(Similarity(1.0, R, sim.apply(centre[None])[0] - R @ centre))
+    head_keep = 0.6
+    coarse = [rigid_icp(pts, head_tree, head_points, s0, iterations, head_keep) for s0 in starts]
+    coarse.sort(key=lambda r: r[1])
+    kept: list[Similarity] = []
+    for sim, _ in coarse:  # the best few distinct orientations
+        if all(_rotation_angle(sim.rotation, k.rotation) > np.deg2rad(8.0) for k in kept):
+            kept.append(sim)
+        if len(kept) == 4:
+            break
+    refined = [rigid_icp(more, head_tree, head_points, k, 2 * iterations, head_keep) for k in kept]
     best = min(refined, key=lambda r: r[1])
-    if head is not None and head.sum() >= 100:
-        # A bent neck makes the whole-model fit a compromise that tilts the head: finish on
-        # the head alone (the trimming drops the neck and the clutter).
-        head_points = model_points[head]
-        sim, _ = rigid_icp(more, cKDTree(head_points), head_points, best[0], 2 * iterations, 0.6)
-        best = (sim, best[1])
     return Alignment(best[0], best[1], len(results), [best[0]])
 
 

@@ -74,6 +74,7 @@ class FitOptions:
     seed: int = 0
     report_points: int = 50_000  # scan points used for the distances in the report
     neck_hypotheses: int = 4  # neck twist/bend hypotheses tried after the rigid alignment (0: none)
+    reset_after_probe: bool = True
     threads: int | None = 1  # torch threads during the fit: its many small ops run fastest on one
     min_confidence: float = 0.5  # below this the fit is flagged as failed
 
@@ -207,6 +208,10 @@ def _fit_scan(
                 p.neck_pose = pose
                 states.append(State.from_similarity(p, sim_h))
             state = _best_probe(fitter, ev, states, scan_cm, normals, skip_first=True)
+        if opts.reset_after_probe:
+            # Keep the probe's similarity and neck; its quick shape may have absorbed some
+            # misalignment (shape modes can tilt a face), so the stages start from the mean.
+            state.params.shape = np.zeros_like(state.params.shape)
     timings["align"] = time.perf_counter() - t0
 
     extra = None
