@@ -32,6 +32,11 @@ from .geometry import MeshProximity, face_normals
 LARYNX_HEIGHT_SIGMA, LARYNX_SCALE_SIGMA = 0.05, 0.3
 LARYNX_HEIGHT_RANGE, LARYNX_SCALE_RANGE = (-0.2, 0.2), (0.3, 2.0)
 LOG_SCALE_SIGMA = 0.02
+# Hard bounds that keep a bad start from running away: the units fix the scale to within
+# head-size variation (the shape absorbs the rest), and coefficients beyond 5 SD are not heads.
+SCALE_RANGE = (0.75, 1.33)
+SHAPE_BOUND = 5.0
+MIN_ROWS = 30
 
 
 @dataclass
@@ -181,12 +186,12 @@ class Problem:
         new = state.copy()
         o, p = self.offsets, new.params
         if self.sim:
-            new.a = state.a * float(np.exp(delta[0]))
+            new.a = float(np.clip(state.a * float(np.exp(delta[0])), *SCALE_RANGE))
             R = _rotation(delta[1:4])
             new.Q = R @ state.Q
             new.b = state.b + delta[4:7]
         if self.stage.shape and self.ev.S:
-            p.shape = p.shape + delta[o[1] : o[2]]
+            p.shape = np.clip(p.shape + delta[o[1] : o[2]], -SHAPE_BOUND, SHAPE_BOUND)
         if self.stage.expression:
             p.expression = np.clip(p.expression + delta[o[2] : o[3]], 0.0, 1.0)
         if self.pose_bones:
@@ -325,7 +330,9 @@ class Fitter:
                 if extra is not None:
                     parts.append(extra)
             rows = Rows.concat(parts)
-            used = max(float((rows.weights > 0).sum()), 1.0)
+            used = float((rows.weights > 0).sum())
+            if used < MIN_ROWS:  # nothing left to fit: stop rather than follow the priors alone
+                break
             scale = self.reference_rows / used
             unique = np.unique(rows.corners)
             pos = np.full(self.ev.num_vertices, -1, np.int64)
