@@ -74,7 +74,6 @@ def build_default_model(seed: int = 0) -> ModelData:
     from ..action_units import default_action_unit_table
 
     topo, P, mirror = build_mean_head()
-    V = topo.num_vertices
     corners, sizes = hm.polygon_arrays(topo)
     vuv, uv_coords, corner_uv = hm.build_uvs(topo, P)
     heads = skeleton.BONE_HEADS
@@ -83,7 +82,6 @@ def build_default_model(seed: int = 0) -> ModelData:
     W = skeleton.skinning_weights(P, rigid, heads)
     front = topo.grid[:, hm.N_COLS // 2]
     lmap = larynx.larynx_map(vuv, P, front)
-    J = len(heads)
     expr = quantize(build_expressions(topo, P, mirror, EXPRESSION_NAMES))
     shape, _ = build_shape_space(topo, P, seed=seed)
     shape = shape.astype(np.float16)  # 0.01 mm precision; keeps the file under 15 MB
@@ -113,7 +111,15 @@ def build_default_model(seed: int = 0) -> ModelData:
         action_unit_matrix=au_matrix.astype(np.float32),
         range_of_motion=skeleton.RANGE_OF_MOTION.astype(np.float32),
         mirror_vertex_map=mirror.astype(np.int64),
-        extras={"part": topo.part.astype(np.int8)},
+        extras={
+            "part": topo.part.astype(np.int8),  # 0 skin, 1/2 left/right eyeball, 3 mouth bag
+            "eye_margin_upper_L": topo.upper_margin["eye_L"].astype(np.int64),
+            "eye_margin_lower_L": topo.lower_margin["eye_L"].astype(np.int64),
+            "eye_margin_upper_R": topo.upper_margin["eye_R"].astype(np.int64),
+            "eye_margin_lower_R": topo.lower_margin["eye_R"].astype(np.int64),
+            "lip_margin_upper": topo.upper_margin["mouth"].astype(np.int64),
+            "lip_margin_lower": topo.lower_margin["mouth"].astype(np.int64),
+        },
         metadata={
             "name": "HACK default (procedural)",
             "version": VERSION,

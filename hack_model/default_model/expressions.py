@@ -23,6 +23,7 @@ from .sdf import HeadParams, eye_center
 JAW_HINGE = np.array([0.0, -1.0, 1.5])
 JAW_OPEN_DEG = 19.0
 JAW_GLIDE = np.array([0.0, -0.15, 0.9])
+LID_OVERLAP = 0.035  # cm, see Rig.blink
 MOUTH_CLOSE_FRACTION = 0.6  # of the lips' separation under jawOpen (see mouthClose)
 
 
@@ -82,6 +83,10 @@ class Rig:
         self.jaw = self._jaw_weight()
         self.eye_c = eye_center(hp)
         self.hp = hp
+        # muscles leave the lids to the lid primitives (which keep the margins apart)
+        r_l = np.linalg.norm(P - self.eye_c, axis=1)
+        r_r = np.linalg.norm(P - self.eye_c * [-1, 1, 1], axis=1)
+        self.eye_guard = smoothstep(np.minimum(r_l, r_r), 1.8, 2.8)
 
     def _side(self, lateral_deg: float, vertical_deg: float, shift: float = 0.0) -> np.ndarray:
         """1 above the mouth slit, 0 below: sharp between the corners, smooth beyond. [V]"""
@@ -125,7 +130,7 @@ class Rig:
     # ------------------------------------------------------------ primitives
     def muscle(self, anchor, disp, sigma, region: np.ndarray | None = None) -> np.ndarray:
         """Pull the skin near anchor by disp [3] with a Gaussian falloff. [V, 3]"""
-        w = gauss(self.P, anchor, sigma) * self.skin
+        w = gauss(self.P, anchor, sigma) * self.skin * self.eye_guard
         if region is not None:
             w = w * region
         return w[:, None] * np.asarray(disp, float)[None]
@@ -198,24 +203,35 @@ class Rig:
         theta = np.interp(self.phi, cols_phi, delta) * w * fraction
         d = np.zeros_like(P)
         idx = np.nonzero(w > 0)[0]
+        # A closing upper lid also rides out a little (LID_OVERLAP) so that it shingles over a
+        # lower lid that squinting raises at the same time, instead of cutting through it.
+        out = LID_OVERLAP * max(fraction, 0.0)
         for i in idx:
             R = rotation([1.0, 0.0, 0.0], theta[i])
-            d[i] = R @ (P[i] - c) + c - P[i]
+            q = R @ (P[i] - c)
+            d[i] = q + c - P[i] + out * w[i] * q / np.linalg.norm(q)
         if fraction >= 1.0:
-            # the margin lands exactly on the lower margin, leaving `gap`
-            target = P[lo] + gap * (P[up] - P[lo]) / np.maximum(
-                np.linalg.norm(P[up] - P[lo], axis=1, keepdims=True), 1e-9
-            )
+            # the margin lands on the lower margin, just outside it
+            radial = (P[lo] - c) / np.linalg.norm(P[lo] - c, axis=1, keepdims=True)
+            target = P[lo] + LID_OVERLAP * radial
             inner = slice(1, len(up) - 1)
             d[up[inner]] = (target - P[up])[inner]
         return d
 
     def lower_lid_raise(self, deg: float) -> np.ndarray:
+        """Lower lid up (left eye), most in the middle: the corners, where the lids meet
+        even when open, stay put, so a squint never pushes it through a blinking upper lid."""
         w = self.lid_weights(False, 6.0)
+        a, b = self.topo.eye_cols["L"]
+        phis = np.degrees(hm.column_azimuths())
+        s = np.clip((self.phi - phis[a]) / (phis[b] - phis[a]), 0.0, 1.0)
+        w = w * np.sin(np.pi * s) ** 1.5
         d = np.zeros_like(self.P)
         for i in np.nonzero(w > 0)[0]:
             R = rotation([1.0, 0.0, 0.0], -deg * w[i])
-            d[i] = R @ (self.P[i] - self.eye_c) + self.eye_c - self.P[i]
+            q = R @ (self.P[i] - self.eye_c)
+            # and slips a little inwards, under a closing upper lid
+            d[i] = q + self.eye_c - self.P[i] - 0.03 * w[i] * q / np.linalg.norm(q)
         return d
 
     def eye_turn(self, axis, deg: float) -> np.ndarray:
@@ -238,7 +254,7 @@ def build_expressions(
     upper_side = r.upper_lip
     lower_side = 1.0 - upper_side
     above_eye = smoothstep(r.elev, hm.E_EYE + 2.0, hm.E_EYE + 6.0)
-    below_eye = 1.0 - smoothstep(r.elev, hm.E_EYE - 3.0, hm.E_EYE - 1.0)
+    below_eye = 1.0 - smoothstep(r.elev, hm.E_EYE - 8.0, hm.E_EYE - 4.5)  # spares the lid margin
 
     # Brows (frontalis, corrugator).
     inner = np.array([1.2, 5.75, 10.5])
@@ -252,11 +268,12 @@ def build_expressions(
     # Lids and gaze.
     L["eyeBlink"] = r.blink()
     L["eyeWide"] = r.blink(-0.3) + r.muscle(ec + [0, 1.8, 1.0], [0, 0.15, 0], [1.4, 1.0, 1.0])
-    L["eyeSquint"] = r.lower_lid_raise(10.0) + r.blink(0.2) + r.muscle(
+    # (no upper-lid part: with a full blink on top it would push the lid past the lower one)
+    L["eyeSquint"] = r.lower_lid_raise(10.0) + r.muscle(
         ec + [0.3, -1.3, 0.9], [0, 0.2, 0.05], [1.3, 0.8, 1.0], below_eye
     )
     L["eyeLookUp"] = r.eye_turn([1, 0, 0], -20.0) + r.blink(-0.15)
-    L["eyeLookDown"] = r.eye_turn([1, 0, 0], 20.0) + r.blink(0.25)
+    L["eyeLookDown"] = r.eye_turn([1, 0, 0], 20.0) + r.blink(0.12)
     L["eyeLookIn"] = r.eye_turn([0, 1, 0], -22.0)
     L["eyeLookOut"] = r.eye_turn([0, 1, 0], 22.0)
 

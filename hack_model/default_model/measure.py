@@ -13,7 +13,7 @@ def neck_circumference(P: np.ndarray, tris: np.ndarray, y: float = MID_NECK_Y) -
     """Perimeter of the horizontal cross-section of the mesh at height y."""
     a, b, c = P[tris[:, 0]], P[tris[:, 1]], P[tris[:, 2]]
     segs = []
-    for p, q, r in ((a, b, c), (b, c, a), (c, a, b)):
+    for p, q in ((a, b), (b, c), (c, a)):
         # the edge p-q crosses y when the signs differ
         s = (p[:, 1] - y) * (q[:, 1] - y) < 0
         t = (y - p[s, 1]) / (q[s, 1] - p[s, 1])
@@ -37,7 +37,7 @@ def measurements(data: ModelData, P: np.ndarray | None = None) -> dict[str, floa
     skin = data.extras.get("part")
     skin = np.ones(len(P), bool) if skin is None else skin == 0
     S = P[skin]
-    cranial = S[(S[:, 1] > 4.0) & (S[:, 2] < 4.0)]  # above the ears
+    cranial = S[(S[:, 1] > 5.5) & (S[:, 2] < 4.0)]  # above the ears
     glabella = S[(np.abs(S[:, 0]) < 0.3) & (np.abs(S[:, 1] - 5.6) < 0.6)][:, 2].max()
     eyes = lm[36:48]
     return {

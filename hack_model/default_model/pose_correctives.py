@@ -181,7 +181,7 @@ def cross_section_area(
     near = (np.linalg.norm(T - point, axis=2) < radius).all(axis=1)
     T = T[near]
     s = (T - point) @ n  # [F, 3] signed distances
-    pts, segs = [], []
+    pts = []
     for a, b in ((0, 1), (1, 2), (2, 0)):
         cut = s[:, a] * s[:, b] < 0
         t = s[:, a] / np.where(cut, s[:, a] - s[:, b], 1.0)

@@ -40,7 +40,7 @@ class HeadParams:
     mouth_width: float = 1.0
     eye_spacing: float = 1.0
     ear_size: float = 1.0
-    neck_radius: np.ndarray = field(default_factory=lambda: np.array([5.55, 5.25]))
+    neck_radius: np.ndarray = field(default_factory=lambda: np.array([5.95, 5.6]))
     neck_forward: float = 0.0
     scm: float = 1.0  # sternocleidomastoid prominence
     overall: float = 1.0  # uniform scale about the neck base / head centre

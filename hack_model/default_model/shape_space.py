@@ -161,9 +161,10 @@ def sample_heads(names: list[str], n: int, rng: np.random.Generator) -> np.ndarr
             A[:, k] = BUMP_STD * rng.standard_normal(n)
             continue
         s = FEATURE_STD[name]
-        own = np.sqrt(max(1 - SEX_LOADING.get(name, 0) ** 2 * 0.33 - AGE_LOADING.get(name, 0) ** 2 * 0.33, 0.2))
-        A[:, k] = s * (SEX_LOADING.get(name, 0) * sex * 1.2 + AGE_LOADING.get(name, 0) * age * 1.2
-                       + own * rng.standard_normal(n))
+        ls, la = SEX_LOADING.get(name, 0.0), AGE_LOADING.get(name, 0.0)
+        # uniform latents in [-1, 1] have variance 1/3; the rest is the feature's own
+        own = np.sqrt(max(1.0 - (ls**2 + la**2) * 0.33 * 1.44, 0.2))
+        A[:, k] = s * (1.2 * ls * sex + 1.2 * la * age + own * rng.standard_normal(n))
     return A
 
 
