@@ -185,12 +185,14 @@ def initial_alignment(
     return Alignment(best[0], best[1], len(results), [best[0]])
 
 
-def landmark_alignment(scan_landmarks: np.ndarray, model_landmarks: np.ndarray) -> Similarity:
+def landmark_alignment(
+    scan_landmarks: np.ndarray, model_landmarks: np.ndarray, with_scale: bool = True
+) -> Similarity:
     """Similarity (model -> scan) from corresponding landmarks [68, 3]; NaN rows are skipped."""
     ok = np.isfinite(scan_landmarks).all(1) & np.isfinite(model_landmarks).all(1)
     if ok.sum() < 4:
         raise ValueError(f"only {int(ok.sum())} usable landmarks; need at least 4")
-    return umeyama(model_landmarks[ok], scan_landmarks[ok], with_scale=True)
+    return umeyama(model_landmarks[ok], scan_landmarks[ok], with_scale=with_scale)
 
 
 def head_vertices(ev, neutral: np.ndarray, sample: int, rng: np.random.Generator) -> np.ndarray:

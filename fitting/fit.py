@@ -112,6 +112,25 @@ class FitResult:
         return out
 
 
+def mesh_to_points(scan: ScanData, count: int, rng: np.random.Generator) -> ScanData:
+    """A mesh scan as `count` area-uniform surface samples with face normals (a scanner
+    mesh's vertex density is uneven); a scan without triangles comes back unchanged."""
+    if scan.triangles is None or len(scan.triangles) == 0:
+        return scan
+    from .geometry import face_normals
+
+    v = np.asarray(scan.points, np.float64)
+    tris = np.asarray(scan.triangles, np.int64)
+    tris = tris[np.isfinite(v[tris]).all((1, 2))]
+    if len(tris) == 0:
+        return ScanData(v, None, None, scan.name)
+    try:
+        points, face, _ = sample_surface(v, tris, count, rng)
+    except ValueError:  # no area: use the vertices as points
+        return ScanData(v, None, None, scan.name)
+    return ScanData(points, face_normals(v, tris)[face], None, scan.name)
+
+
 def _clean_points(points: np.ndarray) -> np.ndarray:
     pts = np.asarray(points, np.float64)
     if pts.ndim != 2 or pts.shape[1] != 3:
@@ -145,10 +164,12 @@ def _fit_scan(
     timings: dict[str, float] = {}
     if not isinstance(scan, ScanData):
         scan = ScanData(np.asarray(scan, np.float64))
+    rng = np.random.default_rng(opts.seed)
+    if scan.triangles is not None and len(scan.triangles):
+        scan = mesh_to_points(scan, opts.max_points, rng)
     ok = _clean_points(scan.points)
     if ok.sum() < 100:
         raise ValueError(f"the scan has {int(ok.sum())} finite points; at least 100 are needed")
-    rng = np.random.default_rng(opts.seed)
     points = np.asarray(scan.points, np.float64)[ok]
     normals = None if scan.normals is None else np.asarray(scan.normals, np.float64)[ok]
     if len(points) > opts.max_points:  # bounded memory and time for huge scans
@@ -179,13 +200,8 @@ def _fit_scan(
         if len(lm) != len(data.landmark_indices):
             raise ValueError(f"expected {len(data.landmark_indices)} landmarks, got {len(lm)}")
         lm_cm = lm * to_cm
-        sim = landmark_alignment(lm_cm, neutral[data.landmark_indices])
-        sim = Similarity(1.0, sim.rotation, sim.translation + (sim.scale - 1.0) * 0)  # units fix the scale
-        sim = umeyama(
-            neutral[data.landmark_indices][np.isfinite(lm_cm).all(1)],
-            lm_cm[np.isfinite(lm_cm).all(1)],
-            with_scale=False,
-        )
+        # Rotation and translation from the landmarks; the units fix the scale.
+        sim = landmark_alignment(lm_cm, neutral[data.landmark_indices], with_scale=False)
         align_score = float("nan")
     else:
         model_samples, face, _ = sample_surface(neutral, ev.triangles, 5000, rng)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fit import ScanData
+from .fit import ScanData, mesh_to_points
 
 MESH_SUFFIXES = {".ply", ".obj", ".stl", ".off", ".glb", ".gltf"}
 CLOUD_SUFFIXES = {".xyz", ".npy", ".pts"}
@@ -116,23 +116,8 @@ def _checked(scan: ScanData, path: Path) -> ScanData:
 
 
 def scan_points(scan: ScanData, count: int, rng: np.random.Generator) -> ScanData:
-    """A mesh scan as `count` area-uniform surface samples with face normals (vertex density of
-    a scanner mesh is uneven); point clouds unchanged."""
-    if scan.triangles is None or len(scan.triangles) == 0:
-        return scan
-    from .geometry import face_normals, sample_surface
-
-    v = np.asarray(scan.points, np.float64)
-    tris = scan.triangles
-    ok = np.isfinite(v[tris]).all((1, 2))
-    tris = tris[ok]
-    if len(tris) == 0:
-        return ScanData(v, None, None, scan.name)
-    try:
-        points, face, _ = sample_surface(v, tris, count, rng)
-    except ValueError:  # no area: treat the vertices as points
-        return ScanData(v, None, None, scan.name)
-    return ScanData(points, face_normals(v, tris)[face], None, scan.name)
+    """A mesh scan as `count` area-uniform surface samples with face normals; point clouds unchanged."""
+    return mesh_to_points(scan, count, rng)
 
 
 def load_landmarks(path: str | os.PathLike, count: int = 68) -> np.ndarray:

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import trimesh
 
 from fitting.cli import main
 from fitting.fit import evaluator_for
@@ -19,9 +20,12 @@ from hack_model.params import forward_arguments, load_params
 @pytest.fixture(scope="module")
 def scan_dir(tmp_path_factory):
     model = HACK()
-    scan = make_scan(evaluator_for(model), np.random.default_rng(11), points=20_000, units="mm")
+    ev = evaluator_for(model)
+    scan = make_scan(ev, np.random.default_rng(11), points=1000, units="mm", outliers=0.0)
     folder = tmp_path_factory.mktemp("scans")
-    np.save(folder / "head.npy", scan.points)
+    # A scanner-style mesh: the true surface in mm, with the holes cut out, as binary PLY.
+    tris = ev.triangles[scan.kept_triangles]
+    trimesh.Trimesh(scan.true_vertices, tris, process=False).export(folder / "head.ply")
     (folder / "notes.obj").write_text("this is not a mesh\n")
     return folder, scan, model
 
@@ -50,7 +54,7 @@ def test_cli_fits_writes_outputs_and_keeps_going(scan_dir, tmp_path, capsys):
     assert np.abs(posed - mesh.vertices).max() < 0.01
     # A second run refuses to overwrite and leaves the files alone.
     before = (out / "head_report.json").read_bytes()
-    assert main([str(folder / "head.npy"), "--out", str(out)]) == 1
+    assert main([str(folder / "head.ply"), "--out", str(out)]) == 1
     assert "already exists" in capsys.readouterr().out
     assert (out / "head_report.json").read_bytes() == before
 
