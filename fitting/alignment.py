@@ -133,22 +133,28 @@ def initial_alignment(
     iterations: int = 12,
     keep: float = 0.8,
     head: np.ndarray | None = None,
+    face: np.ndarray | None = None,
 ) -> Alignment:
     """Model -> scan similarity (scale 1: the scan is in cm) from any starting orientation.
 
-    scan_cm [N, 3]; model_points [M, 3] samples of the neutral model surface; head [M] bool
-    marks the samples on the head: the best hypothesis is refined on those alone, because a
+    scan_cm [N, 3]; model_points [M, 3] samples of the neutral model surface; face [M] bool
+    marks the samples on the face (a second set of PCA hypotheses for face-only scans);
+    head [M] bool marks the samples on the head: the best hypothesis is refined on those alone, because a
     bent neck makes the whole-model fit a compromise that tilts the head.
     """
     pts = scan_cm[rng.choice(len(scan_cm), size=min(sample, len(scan_cm)), replace=False)]
     tree = cKDTree(model_points)
-    E_scan, E_model = _principal_axes(pts), _principal_axes(model_points)
-    c_scan, c_model = pts.mean(0), model_points.mean(0)
+    E_scan, c_scan = _principal_axes(pts), pts.mean(0)
+    # Whole scans match the whole model's principal frame, face-only scans the face's.
+    frames = [(_principal_axes(model_points), model_points.mean(0))]
+    if face is not None and face.sum() >= 100:
+        frames.append((_principal_axes(model_points[face]), model_points[face].mean(0)))
     results = []
-    for P in _axis_rotations():
-        R = E_scan @ P @ E_model.T  # model axes -> scan axes
-        start = Similarity(1.0, R, c_scan - R @ c_model)
-        results.append(rigid_icp(pts, tree, model_points, start, iterations, keep))
+    for E_model, c_model in frames:
+        for P in _axis_rotations():
+            R = E_scan @ P @ E_model.T  # model axes -> scan axes
+            start = Similarity(1.0, R, c_scan - R @ c_model)
+            results.append(rigid_icp(pts, tree, model_points, start, iterations, keep))
     results.sort(key=lambda r: r[1])
     more = scan_cm[rng.choice(len(scan_cm), size=min(3 * sample, len(scan_cm)), replace=False)]
     if head is None or head.sum() < 100:

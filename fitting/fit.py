@@ -206,7 +206,8 @@ def _fit_scan(
     else:
         model_samples, face, _ = sample_surface(neutral, ev.triangles, 5000, rng)
         head_weight = ev.weights_t[-1].numpy()[ev.triangles[face]].mean(1)
-        alignment = initial_alignment(scan_cm, model_samples, rng, head=head_weight >= 0.5)
+        on_face = (vertex_regions(data)[ev.triangles[face]] == FACE).all(1)
+        alignment = initial_alignment(scan_cm, model_samples, rng, head=head_weight >= 0.5, face=on_face)
         sim, align_score, candidates = alignment.transform, alignment.score, alignment.candidates
     fitter = Fitter(ev, rng, sigma_cm=opts.sigma_cm)
     start = ModelParams.neutral(ev.S, ev.E, ev.J)
