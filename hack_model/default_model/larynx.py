@@ -32,8 +32,8 @@ def larynx_map(vertex_uvs: np.ndarray, P: np.ndarray, front_ids: np.ndarray) -> 
     arc = np.linalg.norm(np.diff(P[front_ids], axis=0), axis=1).sum()
     cm_per_v = arc / (v.max() - v.min())
     u0 = 0.5
-    sigma_u = 0.055  # the front columns are dense: about 1 cm
-    sigma_v = 0.9 / cm_per_v
+    sigma_u = 0.08  # the front columns are dense: about 1.4 cm
+    sigma_v = 1.1 / cm_per_v
     xs = np.linspace(0.0, 1.0, MAP_SIZE)  # pixel centres at corners (align_corners)
     ys = np.linspace(0.0, 1.0, MAP_SIZE)
     X, Y = np.meshgrid(xs, ys)
