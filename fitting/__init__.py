@@ -10,12 +10,17 @@ from __future__ import annotations
 
 from .fit import FitOptions, FitResult, ScanData, evaluator_for, fit_registered, fit_scan
 from .regions import REGION_NAMES, vertex_regions
+from .scan_io import ScanError, find_scans, load_landmarks, load_scan
 
 __all__ = [
     "REGION_NAMES",
     "FitOptions",
     "FitResult",
     "ScanData",
+    "ScanError",
+    "find_scans",
+    "load_landmarks",
+    "load_scan",
     "evaluator_for",
     "fit_registered",
     "fit_scan",

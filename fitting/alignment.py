@@ -169,7 +169,7 @@ def initial_alignment(
     head_tree = cKDTree(head_points)
     centre = head_points.mean(0)
     starts = []
-    for sim, _ in results[:2]:
+    for sim, _ in results[:3]:
         starts.append(sim)
         for axis in range(3):
             for angle in (-50.0, -25.0, 25.0, 50.0):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -267,8 +266,6 @@ def _best_probe(
         if not (skip_first and i == 0):
             cand, _, _ = fitter.run_stage(Problem(ev, PROBE_STAGE), cand, scan_cm, normals)
         scored.append((fitter.score(cand, scan_cm), i, cand))
-        if os.environ.get("HACK_FIT_DEBUG"):
-            print("probe", i, np.rad2deg(cand.params.neck_pose.sum(0)).round(0), round(scored[-1][0], 4))
     return min(scored, key=lambda x: (x[0], x[1]))[2]
 
 

@@ -216,3 +216,25 @@ def test_distance_stats():
     s = distance_stats(d)
     assert s == {"mean": 50.0, "median": 50.0, "p95": 95.0, "count": 101}
     assert distance_stats(np.array([]))["mean"] is None
+
+
+def test_fit_face_only_scan(model, ev):
+    """A partial scan (the face alone, any orientation, in mm) still lands on the face."""
+    rng = np.random.default_rng(22)
+    p = random_params(ev, rng)
+    with torch.no_grad():
+        v = (
+            model(**{k: torch.as_tensor(x) for k, x in p.forward_arguments().items()})
+            .vertices[0]
+            .double()
+            .numpy()
+        )
+    face_tris = ev.triangles[(vertex_regions(model.data)[ev.triangles] == FACE).all(1)]
+    points, _, _ = sample_surface(v, face_tris, 20_000, rng)
+    R = Rotation.random(random_state=22).as_matrix()
+    scan = (points + rng.normal(0, 0.05, points.shape)) @ R.T * 10.0 + 250.0  # mm, anywhere
+    result = fit_scan(model, scan)
+    truth = MeshProximity(v @ R.T * 10.0 + 250.0, ev.triangles)
+    assert result.units == "mm"
+    assert truth.query(result.vertices[np.unique(face_tris)]).distance.mean() < 0.5  # mm
+    assert not result.failed
