@@ -48,12 +48,12 @@ def skull_mask(topo: hm.Topology) -> np.ndarray:
     neck = (topo.row >= 0) & (topo.row < hm.NECK_ROWS)
     e[neck] = -90.0
     phi = np.abs(np.degrees(np.nan_to_num(topo.phi)))
-    # fades slowly round the side of the neck: a twisted head (38 degrees at C1-C2) then
-    # stretches the skin there instead of folding it
-    t = np.clip((phi - 60.0) / 120.0, 0.0, 1.0)
-    front = 1.0 - t * t * (3 - 2 * t)
-    face = np.clip((e + 54.0) / 8.0, 0.0, 1.0)
-    m = face * front
+    # The skull's lower edge: under the jaw at the front, rising to the occiput at the back.
+    # The mask ramps up vertically across that edge only, never around the neck, so a
+    # twisted head shears the skin (fine) instead of compressing it sideways (folds).
+    t = np.clip((phi - 60.0) / 100.0, 0.0, 1.0)
+    edge = -54.0 + 26.0 * t * t * (3 - 2 * t)
+    m = np.clip((e - edge) / 8.0, 0.0, 1.0)
     m[topo.part != hm.PART_SKIN] = 1.0
     return m
 

@@ -204,9 +204,13 @@ MID_NECK_POINT = np.array([0.0, -13.5, -1.0])  # middle of the visible neck, on 
 
 
 def mid_neck_area(X: np.ndarray, tris: np.ndarray, A: np.ndarray, G_rest: np.ndarray) -> float:
-    """Cross-section of the neck at mid height, perpendicular to the root bone's axis and
-    carried by the root bone (A: posed skinning matrices [J, 4, 4], identity at rest)."""
+    """Cross-section of the neck at mid height, perpendicular to the posed neck there.
+
+    The skin at mid-neck is carried by the three lowest bones (c7t1, c6c7, c5c6; the
+    front more by the upper two), so the plane follows their average motion
+    (A: posed skinning matrices [J, 4, 4], identity at rest)."""
     axis = G_rest[0, :3, 1]
-    p = A[0, :3, :3] @ MID_NECK_POINT + A[0, :3, 3]
-    n = A[0, :3, :3] @ axis
+    bones = A[:3]
+    p = np.mean([B[:3, :3] @ MID_NECK_POINT + B[:3, 3] for B in bones], axis=0)
+    n = np.mean([B[:3, :3] @ axis for B in bones], axis=0)
     return cross_section_area(X, tris, p, n, radius=8.0)
