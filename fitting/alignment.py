@@ -215,7 +215,7 @@ def neck_search(
     sim: Similarity,
     scan_cm: np.ndarray,
     rng: np.random.Generator,
-    steps: tuple[int, int, int] = (7, 9, 5),
+    steps: tuple[int, int, int] = (5, 9, 5),
     samples: int = 1500,
     scan_sample: int = 3000,
     top: int = 1,

@@ -74,6 +74,7 @@ class FitOptions:
     report_points: int = 50_000  # scan points used for the distances in the report
     neck_hypotheses: int = 4  # neck twist/bend hypotheses tried after the rigid alignment (0: none)
     reset_after_probe: bool = True
+    tilt_hypotheses: bool = True
     threads: int | None = 1  # torch threads during the fit: its many small ops run fastest on one
     min_confidence: float = 0.5  # below this the fit is flagged as failed
 
@@ -224,6 +225,10 @@ def _fit_scan(
                 p.neck_pose = pose
                 states.append(State.from_similarity(p, sim_h))
             state = _best_probe(fitter, ev, states, scan_cm, normals, skip_first=True)
+        if opts.tilt_hypotheses:
+            # The rigid head fit can stay ~10 degrees off; probe small tilts of the best.
+            states = [state] + [_tilted(state, axis, angle) for axis in (0, 1) for angle in (-10.0, 10.0)]
+            state = _best_probe(fitter, ev, states, scan_cm, normals, skip_first=True)
         if opts.reset_after_probe:
             # Keep the probe's similarity and neck; its quick shape may have absorbed some
             # misalignment (shape modes can tilt a face), so the stages start from the mean.
@@ -267,6 +272,20 @@ def _best_probe(
             cand, _, _ = fitter.run_stage(Problem(ev, PROBE_STAGE), cand, scan_cm, normals)
         scored.append((fitter.score(cand, scan_cm), i, cand))
     return min(scored, key=lambda x: (x[0], x[1]))[2]
+
+
+def _tilted(state: State, axis: int, degrees: float) -> State:
+    """The state with its model turned about a model axis through the model's head bone."""
+    from .optimize import _rotation
+
+    omega = np.zeros(3)
+    omega[axis] = np.deg2rad(degrees)
+    R = _rotation(omega)
+    # y = a Q x + b -> the model frame turned by R: y' = R y (about the origin, near the head).
+    new = state.copy()
+    new.Q = R @ state.Q
+    new.b = R @ state.b
+    return new
 
 
 def _landmark_rows(indices: np.ndarray, lm_cm: np.ndarray, weight: float):
