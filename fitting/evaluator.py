@@ -278,18 +278,20 @@ class Subset:
                         q[b, axis] += sign * FD_STEP
                         steps.append(q)
             steps = torch.stack(steps)
-            if self.pose_dirs is not None:  # correctives change the rest shape too: evaluate in full
-                posed = ev._pose(rest.T.contiguous(), steps, self.idx)  # [2P, Vs, 3]
-                blocks.append(((posed[0::2] - posed[1::2]) / (2 * FD_STEP)).permute(1, 2, 0))
-            else:  # LBS is linear in the bone matrices: differentiate those only
-                mats = ev.bone_matrices(steps)  # [2P, J, 3, 4]
-                dA = (mats[0::2] - mats[1::2]) / (2 * FD_STEP)  # [P, J, 3, 4]
-                P = len(dA)
-                per_vertex = (dA.reshape(P, -1, 12).permute(0, 2, 1) @ self.weights).view(P, 3, 4, -1)
-                d = per_vertex[:, :, 3] + sum(
-                    per_vertex[:, :, k] * planes[:, k] for k in range(3)
-                )  # [P, 3, Vs]
-                blocks.append(d.permute(2, 1, 0))
+            # LBS is linear in the bone matrices: differentiate those only...
+            mats = ev.bone_matrices(steps)  # [2P, J, 3, 4]
+            dA = (mats[0::2] - mats[1::2]) / (2 * FD_STEP)  # [P, J, 3, 4]
+            P = len(dA)
+            per_vertex = (dA.reshape(P, -1, 12).permute(0, 2, 1) @ self.weights).view(P, 3, 4, -1)
+            d = per_vertex[:, :, 3] + sum(per_vertex[:, :, k] * planes[:, k] for k in range(3))  # [P, 3, Vs]
+            d = d.permute(2, 1, 0)  # [Vs, 3, P]
+            if self.pose_dirs is not None:
+                # ...plus the pose correctives' change of the rest shape, carried by the skinning.
+                feats = lbs.pose_features(lbs.axis_angle_to_matrix(steps), ev.posed_bones)  # [2P, K]
+                d_feats = (feats[0::2] - feats[1::2]) / (2 * FD_STEP)  # [P, K]
+                d_rest = torch.einsum("pk,kcv->vcp", d_feats, self.pose_dirs)  # [Vs, 3, P]
+                d = d + _rotate_columns(M, d_rest)
+            blocks.append(d)
         if use_larynx and ev.has_larynx:
             h, s = p.larynx_height, p.larynx_scale
             step = LARYNX_FD_STEP
