@@ -117,14 +117,18 @@ def render_fit(
         gv, gt = _point_glyphs(pts[pick], 0.08)
         scan_img = render_mesh(gv, gt, size=size, frame=frame)
     fit_img = render_mesh(fit_v, model_tris, size=size, frame=frame)
+    # Farther than max_mm means the scan has no surface there (a hole, a cut): grey, not "bad".
+    distances = np.asarray(result.vertex_distances_mm, np.float64)
+    uncovered = distances > max_mm
     heat = render_heatmap(
         fit_v,
         model_tris,
-        np.minimum(result.vertex_distances_mm, max_mm),
+        np.where(uncovered, np.nan, distances),
         vmin=0.0,
         vmax=max_mm,
         unit="mm",
         size=size,
         frame=frame,
+        label=f"grey: no scan within {max_mm:g} mm" if uncovered.any() else None,
     )
     return compose_sheet([scan_img, fit_img, heat], ["scan", "fit", "fit to scan distance"], columns=3)
