@@ -11,8 +11,9 @@ HACK_BONE_PARENTS = (-1, 0, 1, 2, 3, 4, 5, 6)
 # Per-vertebra ranges of motion from the HACK paper, degrees: flexion-extension
 # (total sagittal range), lateral bending and axial rotation (each to one side).
 # Vertebra Ck moves on the one below it, so Ck maps to the joint c{k}c{k+1} and
-# C7 to c7t1. The paper lists no value for the occiput on C1 (oc1); White and
-# Panjabi's occipito-atlantal ranges fill it in.
+# C7 to c7t1. The paper lists no row for the occiput on C1 (oc1): it nods and bends
+# like C1 but barely twists (about 5 degrees to one side, White and Panjabi), an
+# assumption of ours.
 RANGE_OF_MOTION_DEG: dict[str, tuple[float, float, float]] = {
     "c7t1": (9.8, 4.8, 3.6),
     "c6c7": (17.1, 7.2, 5.8),
@@ -21,8 +22,22 @@ RANGE_OF_MOTION_DEG: dict[str, tuple[float, float, float]] = {
     "c3c4": (17.6, 7.4, 9.6),
     "c2c3": (11.3, 6.0, 6.0),
     "c1c2": (15.0, 4.0, 38.0),
-    "oc1": (25.0, 5.0, 5.0),
+    "oc1": (15.0, 4.0, 5.0),
 }
+
+# Official bone heads in world space (cm), root first: c7t1 ... oc1.
+HACK_BONE_HEADS = np.array(
+    [
+        [0.0, -12.26, -1.52],
+        [0.0, -10.54, -0.97],
+        [0.0, -8.94, -0.54],
+        [0.0, -7.36, -0.17],
+        [0.0, -5.69, 0.02],
+        [0.0, -4.10, -0.23],
+        [0.0, -2.66, -0.03],
+        [0.0, -1.25, -0.27],
+    ]
+)
 
 # Which axis of a bone's rest frame each motion turns about (+y runs up the spine,
 # +x to the subject's left, +z forward): positive x is flexion (chin down),
@@ -32,7 +47,7 @@ MOTION_AXIS = {"flexion_extension": 0, "axial_rotation": 1, "lateral_bending": 2
 
 def hack_range_of_motion() -> np.ndarray:
     """[8, 3] degrees in HACK bone order, columns as in model_data.MOTION_AXES."""
-    return np.array([RANGE_OF_MOTION_DEG[name] for name in HACK_BONE_NAMES], np.float32)
+    return np.array([RANGE_OF_MOTION_DEG[name] for name in HACK_BONE_NAMES], np.float64)
 
 
 def pose_limits_rad(range_of_motion: np.ndarray) -> np.ndarray:

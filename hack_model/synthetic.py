@@ -8,22 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from .action_units import default_action_unit_table
-from .anatomy import HACK_BONE_NAMES, HACK_BONE_PARENTS, hack_range_of_motion
+from .anatomy import HACK_BONE_HEADS, HACK_BONE_NAMES, HACK_BONE_PARENTS, hack_range_of_motion
 from .model_data import ModelData
-
-# Official bone heads (world, cm), root first: a chain up the neck.
-HACK_BONE_HEADS = np.array(
-    [
-        [0, -12.26, -1.52],
-        [0, -10.54, -0.97],
-        [0, -8.94, -0.54],
-        [0, -7.36, -0.17],
-        [0, -5.69, 0.02],
-        [0, -4.10, -0.23],
-        [0, -2.66, -0.03],
-        [0, -1.25, -0.27],
-    ]
-)
 
 
 def chain_rest_frames(heads: np.ndarray, head_length: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
@@ -102,6 +88,6 @@ def random_model_data(
         action_unit_names=au_names,
         action_unit_descriptions=au_desc,
         action_unit_matrix=au_matrix,
-        range_of_motion=hack_range_of_motion(),
+        range_of_motion=hack_range_of_motion().astype(np.float32),
         metadata={"name": f"random test model (seed {seed})", "license": "MIT", "source": "synthetic"},
     )

@@ -11,7 +11,8 @@ vertebrae X and Y, so row C_k drives bone c{k}c{k+1} (C1 -> c1c2, the
 atlanto-axial joint with its large axial rotation, ..., C7 -> c7t1). The
 occipito-atlantal joint (oc1) has no row of its own; it nods like C1 and bends
 like C1 but barely twists, so it gets (15.0, 4.0, 5.0) (an assumption; White
-& Panjabi give about 5 degrees of axial rotation to one side at O-C1).
+& Panjabi give about 5 degrees of axial rotation to one side at O-C1). The table
+lives in hack_model.anatomy, shared with the release loader.
 Bone-local axes: x = flexion-extension, z = lateral bending, y = axial rotation.
 """
 
@@ -19,35 +20,15 @@ from __future__ import annotations
 
 import numpy as np
 
-BONE_NAMES = ["c7t1", "c6c7", "c5c6", "c4c5", "c3c4", "c2c3", "c1c2", "oc1"]
-BONE_PARENTS = np.array([-1, 0, 1, 2, 3, 4, 5, 6], np.int64)
-BONE_HEADS = np.array(
-    [
-        [0.0, -12.26, -1.52],
-        [0.0, -10.54, -0.97],
-        [0.0, -8.94, -0.54],
-        [0.0, -7.36, -0.17],
-        [0.0, -5.69, 0.02],
-        [0.0, -4.10, -0.23],
-        [0.0, -2.66, -0.03],
-        [0.0, -1.25, -0.27],
-    ]
-)
+from ..anatomy import HACK_BONE_HEADS, HACK_BONE_NAMES, HACK_BONE_PARENTS, hack_range_of_motion
+
+BONE_NAMES = list(HACK_BONE_NAMES)
+BONE_PARENTS = np.array(HACK_BONE_PARENTS, np.int64)
+BONE_HEADS = HACK_BONE_HEADS
 OC1_LENGTH = 10.45  # the skull bone points forward to the face, as in the release
 
 # [J, 3] degrees: flexion-extension, lateral bending, axial rotation (see module docstring).
-RANGE_OF_MOTION = np.array(
-    [
-        [9.8, 4.8, 3.6],  # c7t1 <- C7
-        [17.1, 7.2, 5.8],  # c6c7 <- C6
-        [22.1, 8.2, 9.2],  # c5c6 <- C5
-        [22.1, 8.4, 10.3],  # c4c5 <- C4
-        [17.6, 7.4, 9.6],  # c3c4 <- C3
-        [11.3, 6.0, 6.0],  # c2c3 <- C2
-        [15.0, 4.0, 38.0],  # c1c2 <- C1
-        [15.0, 4.0, 5.0],  # oc1: occiput-C1 (assumed, see above)
-    ]
-)
+RANGE_OF_MOTION = hack_range_of_motion()
 
 
 def bone_tails(heads: np.ndarray = BONE_HEADS) -> np.ndarray:
@@ -87,9 +68,7 @@ def vertex_levels(P: np.ndarray, heads: np.ndarray = BONE_HEADS) -> np.ndarray:
     return P[:, 1] + 0.75 * front
 
 
-def skinning_weights(
-    P: np.ndarray, rigid_head: np.ndarray, heads: np.ndarray = BONE_HEADS
-) -> np.ndarray:
+def skinning_weights(P: np.ndarray, rigid_head: np.ndarray, heads: np.ndarray = BONE_HEADS) -> np.ndarray:
     """Smooth weights along the spine; the skull (and rigid_head [V] in [0, 1]) on oc1. [V, J]
 
     rigid_head marks the face and mandible (which must move with the skull even

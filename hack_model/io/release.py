@@ -109,7 +109,7 @@ def load_release(path: str | os.PathLike) -> ModelData:
         action_unit_names=au_names,
         action_unit_descriptions=au_descriptions,
         action_unit_matrix=au_matrix,
-        range_of_motion=hack_range_of_motion() if len(bone_names) == 8 else None,
+        range_of_motion=hack_range_of_motion().astype(np.float32) if len(bone_names) == 8 else None,
         units="cm",
         metadata={
             "name": "HACK (official release layout)",
