@@ -11,6 +11,8 @@ Prints median milliseconds per call at B=1 and per frame at B=64, CPU with
 from __future__ import annotations
 
 import argparse
+import itertools
+import os
 import statistics
 import time
 
@@ -45,23 +47,28 @@ def main() -> None:
     rng = np.random.default_rng(1)
 
     def params(B: int, device="cpu"):
+        def tensor(values):
+            return torch.tensor(values, dtype=torch.float32, device=device)
+
         return {
-            "shape": torch.tensor(rng.normal(size=(B, 100)), dtype=torch.float32, device=device),
-            "expression": torch.tensor(rng.uniform(0, 1, (B, 55)), dtype=torch.float32, device=device),
-            "neck_pose": torch.tensor(rng.normal(0, 0.1, (B, 8, 3)), dtype=torch.float32, device=device),
-            "larynx_height": torch.tensor(rng.uniform(-0.05, 0.05, (B, 1)), dtype=torch.float32, device=device),
-            "larynx_scale": torch.tensor(rng.uniform(0.5, 1.5, (B, 1)), dtype=torch.float32, device=device),
+            "shape": tensor(rng.normal(size=(B, 100))),
+            "expression": tensor(rng.uniform(0, 1, (B, 55))),
+            "neck_pose": tensor(rng.normal(0, 0.1, (B, 8, 3))),
+            "larynx_height": tensor(rng.uniform(-0.05, 0.05, (B, 1))),
+            "larynx_scale": tensor(rng.uniform(0.5, 1.5, (B, 1))),
         }
 
-    print(f"HACK forward, {data.num_vertices} vertices, float32, {args.threads} CPU threads")
+    print(
+        f"HACK forward, {data.num_vertices} vertices, float32, {args.threads} CPU threads, "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
     rows = []
     with torch.no_grad():
         for B in (1, 64):
             p = params(B)
             cached = median_ms(lambda p=p: model(**p), args.repeats)
-            fresh = [params(B) for _ in range(8)]
-            it = iter(range(10**9))
-            uncached = median_ms(lambda: model(**fresh[next(it) % 8]), args.repeats)
+            fresh = itertools.cycle([params(B) for _ in range(8)])  # a new shape every call
+            uncached = median_ms(lambda fresh=fresh: model(**next(fresh)), args.repeats)
             rows.append((B, cached, uncached))
 
         from smplx.lbs import lbs as smplx_lbs
@@ -88,11 +95,15 @@ def main() -> None:
             )
             smplx_rows.append((B, ms))
 
-    print(f"{'batch':>6} {'hack ms/call':>13} {'ms/frame':>9} {'(new shape) ms/frame':>21} "
-          f"{'smplx ms/frame':>15} {'speed-up':>9}")
+    print(
+        f"{'batch':>6} {'hack ms/call':>13} {'ms/frame':>9} {'(new shape) ms/frame':>21} "
+        f"{'smplx ms/frame':>15} {'speed-up':>9}"
+    )
     for (B, cached, uncached), (_, sm) in zip(rows, smplx_rows):
-        print(f"{B:>6} {cached:>13.3f} {cached / B:>9.4f} {uncached / B:>21.4f} {sm / B:>15.4f} "
-              f"{sm / cached:>8.1f}x")
+        print(
+            f"{B:>6} {cached:>13.3f} {cached / B:>9.4f} {uncached / B:>21.4f} {sm / B:>15.4f} "
+            f"{sm / cached:>8.1f}x"
+        )
 
     if torch.cuda.is_available():
         gpu = HACK(data).to("cuda")
