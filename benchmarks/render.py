@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from hack_model import render
+from hack_model.io.mesh import read_obj
+from hack_model.model_data import fan_triangulate
 
 
 def shared_head() -> Path:
@@ -30,16 +32,9 @@ def shared_head() -> Path:
 
 
 def load_obj(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """v/f lines of an OBJ, polygons fanned into triangles. [V, 3], [F, 3]"""
-    vertices, triangles = [], []
-    with open(path) as handle:
-        for line in handle:
-            if line.startswith("v "):
-                vertices.append([float(x) for x in line.split()[1:4]])
-            elif line.startswith("f "):
-                idx = [int(p.split("/")[0]) - 1 for p in line.split()[1:]]
-                triangles.extend([idx[0], idx[k], idx[k + 1]] for k in range(1, len(idx) - 1))
-    return np.asarray(vertices), np.asarray(triangles)
+    """Vertices [V, 3] and fan-triangulated faces [F, 3] of an OBJ."""
+    mesh = read_obj(path)
+    return mesh.vertices, fan_triangulate(mesh.polygon_vertex_indices, mesh.polygon_sizes)
 
 
 def generated_head() -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from hack_model import images
+from hack_model.io.mesh import read_obj
+from hack_model.model_data import fan_triangulate
 
 pytestmark = pytest.mark.render
 
@@ -43,16 +45,9 @@ def make_head() -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_obj_triangles(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """v and f lines of an OBJ; polygons fanned into triangles."""
-    vertices, triangles = [], []
-    with open(path) as handle:
-        for line in handle:
-            if line.startswith("v "):
-                vertices.append([float(x) for x in line.split()[1:4]])
-            elif line.startswith("f "):
-                idx = [int(p.split("/")[0]) - 1 for p in line.split()[1:]]
-                triangles.extend([idx[0], idx[k], idx[k + 1]] for k in range(1, len(idx) - 1))
-    return np.asarray(vertices), np.asarray(triangles)
+    """Vertices [V, 3] and fan-triangulated faces [F, 3] of an OBJ."""
+    mesh = read_obj(path)
+    return mesh.vertices, fan_triangulate(mesh.polygon_vertex_indices, mesh.polygon_sizes)
 
 
 @pytest.fixture(scope="module")
