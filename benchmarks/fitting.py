@@ -59,7 +59,9 @@ def load_models(names: list[str] | None) -> list[tuple[str, HACK]]:
     return models
 
 
-def bench_model(name: str, model: HACK, scans: int, seed: int, points: int) -> dict:
+def bench_model(
+    name: str, model: HACK, scans: int, seed: int, points: int, only: list[int] | None = None
+) -> dict:
     ev = evaluator_for(model)
     rows = []
     print(f"\n== {name}: {model.num_vertices} vertices, {model.num_shape} shape components; {scans} scans")
@@ -68,6 +70,8 @@ def bench_model(name: str, model: HACK, scans: int, seed: int, points: int) -> d
         f"{'conf':>5} {'conv':>5} {'ok':>3}"
     )
     for i in range(scans):
+        if only and i not in only:
+            continue
         rng = np.random.default_rng(seed * 1000 + i)
         scan = make_scan(ev, rng, points=points)
         t0 = time.perf_counter()
@@ -156,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scans", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--points", type=int, default=100_000)
+    parser.add_argument("--only", type=int, action="append", help="run only this scan index (repeatable)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads outside the fit")
     parser.add_argument("--ict", action="store_true", help="also fit the ICT-FaceKit heads")
     parser.add_argument("--no-synthetic", action="store_true", help="skip the synthetic scans")
@@ -165,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     models = load_models(args.model)
     if not args.no_synthetic:
         for name, model in models:
-            bench_model(name, model, args.scans, args.seed, args.points)
+            bench_model(name, model, args.scans, args.seed, args.points, args.only)
     if args.ict:
         bench_ict(models[0][1] if models else HACK())
     print(f"load after: {os.getloadavg()}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -36,12 +37,20 @@ from .optimize import (
 )
 from .regions import FACE, REGION_NAMES, vertex_regions
 
+# FIT_DEBUG=1 prints the hypothesis scores and the final residual of each fit.
+_DEBUG = bool(os.environ.get("FIT_DEBUG"))
 _EVALUATORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 # A scan point within this distance of the fitted surface counts as explained by the fit.
 INLIER_CM = 0.3
 # A model vertex within this distance of a scan point counts as covered by the scan.
 COVERAGE_CM = 0.5
+# A fit whose capped scan-to-model distance (Fitter.score) exceeds this is retried from the
+# next best start hypotheses (a good fit of a scan with 0.5 mm noise and 5% outliers: ~0.085).
+RETRY_SCORE_CM = 0.092
+RETRIES = 2
+# Rounds of the tilt search (each continues from the previous round's winner).
+TILT_ROUNDS = 3
 
 
 def evaluator_for(model: HACK) -> ModelEvaluator:
@@ -212,11 +221,12 @@ def _fit_scan(
     fitter = Fitter(ev, rng, sigma_cm=opts.sigma_cm)
     start = ModelParams.neutral(ev.S, ev.E, ev.J)
     state = State.from_similarity(start, sim)
+    pool: list = []  # every probed hypothesis with its score
     if lm_cm is None:
         # Rigid candidates, then neck twist/bend hypotheses for the best: each gets a short
         # similarity+shape+neck solve, which tells them apart far better than rigid scores.
         state = _best_probe(
-            fitter, ev, [State.from_similarity(start, s) for s in candidates], scan_cm, normals
+            fitter, ev, [State.from_similarity(start, s) for s in candidates], scan_cm, normals, pool=pool
         )
         if opts.neck_hypotheses:
             states = [state]
@@ -224,11 +234,16 @@ def _fit_scan(
                 p = state.params.copy()
                 p.neck_pose = pose
                 states.append(State.from_similarity(p, sim_h))
-            state = _best_probe(fitter, ev, states, scan_cm, normals, skip_first=True)
+            state = _best_probe(fitter, ev, states, scan_cm, normals, skip_first=True, pool=pool)
         if opts.tilt_hypotheses:
-            # The rigid head fit can stay ~10 degrees off; probe small tilts of the best.
-            states = [state] + [_tilted(state, axis, angle) for axis in (0, 1) for angle in (-10.0, 10.0)]
-            state = _best_probe(fitter, ev, states, scan_cm, normals, skip_first=True)
+            # The rigid head fit can stay ~10-30 degrees off; probe small tilts of the best,
+            # and again from a tilt that won (a descent over tilts in 10 degree steps).
+            for _ in range(TILT_ROUNDS):
+                states = [state] + [_tilted(state, axis, angle) for axis in (0, 1) for angle in (-10.0, 10.0)]
+                new_state = _best_probe(fitter, ev, states, scan_cm, normals, skip_first=True, pool=pool)
+                if new_state is state:
+                    break
+                state = new_state
         if opts.reset_after_probe:
             # Keep the probe's similarity and neck; its quick shape may have absorbed some
             # misalignment (shape modes can tilt a face), so the stages start from the mean.
@@ -238,31 +253,66 @@ def _fit_scan(
     extra = None
     if lm_cm is not None:
         extra = _landmark_rows(data.landmark_indices, lm_cm, opts.landmark_weight)
-    log = SolveLog()
     t0 = time.perf_counter()
-    converged = False
-    for stage in opts.stages:
-        problem = Problem(ev, stage)
-        state, slog, converged = fitter.run_stage(problem, state, scan_cm, normals, extra)
-        log.stages.append(slog)
-        log.iterations += slog.iterations
+    chosen = state
+    state, log, converged = _run_stages(fitter, ev, opts, state, scan_cm, normals, extra)
+    final = fitter.score(state, scan_cm)
+    extra_iterations = 0
+    if _DEBUG:
+        print("final score", round(final, 4))
+    if lm_cm is None and final > RETRY_SCORE_CM:
+        # A poor residual: the probe may have picked the wrong basin. Fit from the next best
+        # distinct hypotheses too and keep the fit that explains the scan best.
+        alternatives = [st for sc, st in sorted(pool, key=lambda x: x[0]) if st is not chosen]
+        for alt in alternatives[:RETRIES]:
+            alt = alt.copy()
+            if opts.reset_after_probe:
+                alt.params.shape = np.zeros_like(alt.params.shape)
+            s2, log2, conv2 = _run_stages(fitter, ev, opts, alt, scan_cm, normals, extra)
+            f2 = fitter.score(s2, scan_cm)
+            if _DEBUG:
+                print("retry score", round(f2, 4))
+            extra_iterations += log2.iterations
+            if f2 < final:
+                state, log, converged, final = s2, log2, conv2, f2
+            if final <= RETRY_SCORE_CM:
+                break
     timings["optimize"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     result = _finish(model, ev, state, scan_cm, units, rng, opts)
     result.converged = bool(converged)
-    result.iterations = log.iterations
+    result.iterations = log.iterations + extra_iterations
     result.stages = log.stages
     timings["report"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     result.timings = timings
     if lm_cm is None and np.isfinite(align_score) and align_score > 2.0:
         result.message = f"poor initial alignment (trimmed distance {align_score * 10:.1f} mm)"
+    if lm_cm is None and final > RETRY_SCORE_CM:
+        note = f"high residual (capped mean scan distance {final * 10:.2f} mm): check the alignment"
+        result.message = f"{result.message}; {note}" if result.message else note
     return result
 
 
+def _run_stages(fitter, ev, opts, state, scan_cm, normals, extra):
+    log = SolveLog()
+    converged = False
+    for stage in opts.stages:
+        state, slog, converged = fitter.run_stage(Problem(ev, stage), state, scan_cm, normals, extra)
+        log.stages.append(slog)
+        log.iterations += slog.iterations
+    return state, log, converged
+
+
 def _best_probe(
-    fitter: Fitter, ev: ModelEvaluator, states: list[State], scan_cm: np.ndarray, normals, skip_first=False
+    fitter: Fitter,
+    ev: ModelEvaluator,
+    states: list[State],
+    scan_cm: np.ndarray,
+    normals,
+    skip_first=False,
+    pool: list | None = None,
 ) -> State:
     """Run the probe stage from each state (the first as it is when skip_first: it was probed);
     return the one whose trimmed scan distance is lowest."""
@@ -271,6 +321,10 @@ def _best_probe(
         if not (skip_first and i == 0):
             cand, _, _ = fitter.run_stage(Problem(ev, PROBE_STAGE), cand, scan_cm, normals)
         scored.append((fitter.score(cand, scan_cm), i, cand))
+    if _DEBUG:
+        print("probe scores", [round(x[0], 4) for x in scored])
+    if pool is not None:
+        pool.extend((x[0], x[2]) for x in scored[1 if skip_first else 0 :])
     return min(scored, key=lambda x: (x[0], x[1]))[2]
 
 
