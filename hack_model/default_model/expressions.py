@@ -145,19 +145,11 @@ class Rig:
         w = s * g * lat * (self.skin | self.mouth)
         if side > 0:
             w = w * smoothstep(self.P[:, 0], -0.8, 0.8)
-        return self._into_bag(w)
-
-    def _into_bag(self, w: np.ndarray) -> np.ndarray:
-        """The mouth bag follows its lip margin, fading towards the back."""
-        t = self.topo
-        K = t.bag_ids.shape[0]
-        w = w.copy()
-        for k in range(K):
-            w[t.bag_ids[k]] = w[t.bag_loop] * (1.0 - (k + 1) / (K + 1))
-        return w
+        return self.follow_bag(w)
 
     def follow_bag(self, d: np.ndarray) -> np.ndarray:
-        """Copy the lip margin's displacement into the mouth bag, fading inwards."""
+        """Copy the lip margin's weights [V] or displacements [V, 3] into the mouth bag,
+        fading inwards."""
         t = self.topo
         K = t.bag_ids.shape[0]
         d = d.copy()
@@ -292,7 +284,7 @@ def build_expressions(
 
     # Lip corners (zygomaticus, triangularis, buccinator, risorius).
     corner = (1.1, 1.0, 1.2)
-    near_mouth = r._into_bag(gauss(P, mc, corner) * (r.skin | r.mouth))
+    near_mouth = r.follow_bag(gauss(P, mc, corner) * (r.skin | r.mouth))
     L["mouthSmile"] = r.follow_bag(near_mouth[:, None] * np.array([0.2, 0.6, -0.35]))
     L["mouthFrown"] = r.follow_bag(near_mouth[:, None] * np.array([0.05, -0.45, -0.05]))
     L["mouthDimple"] = r.follow_bag(near_mouth[:, None] * np.array([0.2, 0.0, -0.45]))
