@@ -149,6 +149,8 @@ def _build_head(context, data: ModelData, model_path: str, name: str, created: l
 
     mesh = _build_mesh(data, name, larynx)
     created.append(mesh)
+    if data.vertex_colors is not None:
+        created.append(_add_preview_material(mesh, data, name))
     mesh_obj = bpy.data.objects.new(f"{name}_mesh", mesh)
     created.append(mesh_obj)
     collection.objects.link(mesh_obj)
@@ -256,6 +258,27 @@ def _build_mesh(data: ModelData, name: str, larynx: dict | None) -> bpy.types.Me
         raise ValueError("the model's polygons do not form a valid mesh")
     mesh.polygons.foreach_set("use_smooth", np.ones(len(sizes), bool))
     return mesh
+
+
+def _add_preview_material(mesh: bpy.types.Mesh, data: ModelData, name: str) -> bpy.types.Material:
+    """The model's preview colours as a point colour attribute, shown by a material."""
+    colors = np.ones((data.num_vertices, 4), np.float32)
+    colors[:, :3] = np.asarray(data.vertex_colors, np.float32)
+    attribute = mesh.color_attributes.new(name="Color", type="BYTE_COLOR", domain="POINT")
+    attribute.data.foreach_set("color_srgb", colors.reshape(-1))
+    mesh.color_attributes.active_color = attribute
+    material = bpy.data.materials.new(f"{name}_preview")
+    if material.node_tree is None:  # Blender < 5 creates materials without nodes
+        material.use_nodes = True
+    tree = material.node_tree
+    bsdf = next(n for n in tree.nodes if n.type == "BSDF_PRINCIPLED")
+    bsdf.inputs["Roughness"].default_value = 0.55
+    color = tree.nodes.new("ShaderNodeVertexColor")
+    color.layer_name = attribute.name
+    color.location = (bsdf.location.x - 300, bsdf.location.y)
+    tree.links.new(color.outputs["Color"], bsdf.inputs["Base Color"])
+    mesh.materials.append(material)
+    return material
 
 
 def _add_skinning(
@@ -627,8 +650,8 @@ def apply_shape(arm: bpy.types.Object) -> None:
     mesh_obj.data.vertices.foreach_set("co", target)
     mesh_obj.data.update()
     if data.joint_regressor is not None:
-        # SMPL-style models move their joints with shape: move the rest pose too. (They also
-        # regress joints from expressions, which a static rest pose cannot follow.)
+        # Models with a joint regressor move their joints with shape: move the rest pose too.
+        # (SMPL-style ones also regress joints from expressions, which a rest pose cannot follow.)
         if bpy.context.mode not in ("OBJECT", "POSE"):
             print("HACK: leave edit mode to move the skeleton with the shape")
             return

@@ -131,7 +131,12 @@ def cmd_render(args: argparse.Namespace) -> None:
         raise ValueError(f"--frame {args.frame} is out of range: the parameters have {len(vertices)} frames")
     view = (args.yaw, args.pitch) if args.yaw is not None else args.view
     image = render_mesh(
-        vertices[args.frame], model.data.triangles(), view=view, size=args.size, transparent=args.transparent
+        vertices[args.frame],
+        model.data.triangles(),
+        view=view,
+        size=args.size,
+        transparent=args.transparent,
+        vertex_colors=model.data.vertex_colors,
     )
     save_png(out, image)
     print(f"wrote {out}")

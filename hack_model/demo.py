@@ -65,6 +65,7 @@ def _render_cells(vertices: np.ndarray, model: HACK, frame_points: np.ndarray | 
     from .render import bounding_box, render_frames
 
     box = bounding_box(vertices if frame_points is None else frame_points)
+    kw.setdefault("vertex_colors", model.data.vertex_colors)
     return render_frames(vertices, model.data.triangles(), frame=box, size=kw.pop("size", CELL), **kw)
 
 
@@ -85,13 +86,21 @@ def shapes_sheet(model: HACK, components: int = 6) -> np.ndarray:
 
 
 def expressions_sheet(model: HACK) -> np.ndarray:
-    """Every expression blendshape at weight 1, framed on the head."""
+    """Every expression blendshape at weight 1, framed on the head. ARKit's mouthClose only
+    means something with the jaw open (it closes the lips against jawOpen), so it is shown so."""
     from .images import compose_sheet
 
     E = model.num_expression
-    vertices = evaluate(model, E, expression=np.eye(E, dtype=np.float32))
+    weights = np.eye(E, dtype=np.float32)
+    labels = list(model.expression_names)
+    names = model.expression_names
+    if "mouthClose" in names and "jawOpen" in names:
+        k = names.index("mouthClose")
+        weights[k, names.index("jawOpen")] = 1.0
+        labels[k] = "mouthClose + jawOpen"
+    vertices = evaluate(model, E, expression=weights)
     images = _render_cells(vertices, model, face_box(vertices, model), view="front", zoom=1.3)
-    return compose_sheet(images, model.expression_names, columns=8, title="expressions at weight 1")
+    return compose_sheet(images, labels, columns=8, title="expressions at weight 1")
 
 
 def action_units_sheet(model: HACK) -> np.ndarray:
@@ -246,7 +255,12 @@ def animate(
         with imageio.get_writer(tmp, **kwargs) as writer:
             for start in range(0, frames, 32):
                 for image in render_frames(
-                    vertices[start : start + 32], triangles, frame=box, size=size, view=view
+                    vertices[start : start + 32],
+                    triangles,
+                    frame=box,
+                    size=size,
+                    view=view,
+                    vertex_colors=model.data.vertex_colors,
                 ):
                     writer.append_data(image)
                     bar(1)

@@ -51,6 +51,7 @@ class ModelData:
     action_unit_matrix: np.ndarray | None = None  # [A, E] expression weight per AU
     range_of_motion: np.ndarray | None = None  # [J, 3] degrees, see MOTION_AXES
     mirror_vertex_map: np.ndarray | None = None  # [V] int, index of the x-mirrored vertex
+    vertex_colors: np.ndarray | None = None  # [V, 3] sRGB in [0, 1]: preview albedo (skin, lips, eyes)
     units: str = "cm"
     metadata: dict[str, Any] = field(default_factory=dict)  # name, version, license, source, ...
     extras: dict[str, np.ndarray] = field(default_factory=dict)  # model-specific arrays
@@ -180,6 +181,11 @@ class ModelData:
             _expect(self.range_of_motion, "range_of_motion", (J, 3))
         if self.mirror_vertex_map is not None:
             _expect(self.mirror_vertex_map, "mirror_vertex_map", (V,))
+        if self.vertex_colors is not None:
+            _expect(self.vertex_colors, "vertex_colors", (V, 3))
+            c = np.asarray(self.vertex_colors, np.float64)
+            if not np.isfinite(c).all() or c.min() < 0.0 or c.max() > 1.0:
+                raise ModelDataError("vertex_colors must be sRGB values in [0, 1]")
         for key, value in self.extras.items():
             if not isinstance(value, np.ndarray) or value.dtype == object:
                 raise ModelDataError(f"extras[{key!r}] must be a numeric numpy array")

@@ -34,8 +34,23 @@ def test_npz_round_trip_is_exact(tmp_path):
     data.extras["eyeball_vertices"] = np.arange(5, dtype=np.int32)
     data.landmark_indices = np.arange(10, dtype=np.int64)
     data.mirror_vertex_map = np.arange(40)[::-1].copy()
+    data.vertex_colors = np.random.default_rng(0).uniform(0, 1, (40, 3)).astype(np.float32)
     path = save_model(data, tmp_path / "model.npz")
     assert_same_model(data, load_model_npz(path))
+
+
+@pytest.mark.parametrize(
+    "colors, message",
+    [
+        (np.zeros((39, 3)), r"vertex_colors must have shape \[40, 3\], got \[39, 3\]"),
+        (np.full((40, 3), 1.5), r"vertex_colors must be sRGB values in \[0, 1\]"),
+    ],
+)
+def test_bad_vertex_colors_are_named(colors, message):
+    data = random_model_data(num_vertices=40, seed=1)
+    data.vertex_colors = colors
+    with pytest.raises(ValueError, match=message):
+        data.validate()
 
 
 def test_npz_loads_with_numpy_alone_and_without_pickles(tmp_path):

@@ -270,3 +270,30 @@ def test_real_head_views(tmp_path):
         assert_framed(image[..., 3] > 0)
     sheet = images.compose_sheet(renders, views, columns=4, title="HACK generic neutral")
     images.save_png(tmp_path / "ict_views.png", sheet)
+
+
+def test_default_model_preview_colours_show_lips_and_pupils():
+    """The embedded model's vertex colours: red lips below the middle of the face, dark pupils
+    either side of the nose above it; the plain skin material shows neither."""
+    from hack_model import load_model
+
+    data = load_model()
+    vertices, triangles = data.template_vertices, data.triangles()
+    plain = render.render_mesh(vertices, triangles, size=400, transparent=True).astype(float)
+    coloured = render.render_mesh(
+        vertices, triangles, size=400, transparent=True, vertex_colors=data.vertex_colors
+    ).astype(float)
+    for image, expect in ((coloured, True), (plain, False)):
+        inside = image[..., 3] > 0
+        r, g = image[..., 0], image[..., 1]
+        red = inside & (r > 60) & (g < 0.68 * r)
+        dark = inside & (r < 40)
+        assert (red.sum() > 200) == expect and (dark.sum() > 10) == expect
+        if expect:
+            rows, cols = np.nonzero(inside)
+            middle_row, middle_col = rows.mean(), cols.mean()
+            red_rows = np.nonzero(red)[0]
+            dark_rows, dark_cols = np.nonzero(dark)
+            assert np.median(red_rows) > np.median(dark_rows)
+            assert (dark_cols < middle_col).any() and (dark_cols > middle_col).any()
+            assert np.median(dark_rows) < middle_row

@@ -79,6 +79,12 @@ def main() -> None:
     results["add_seconds"] = np.array(time.perf_counter() - start)
     arm = bpy.context.object
     results["rest"] = evaluated(arm)
+    mesh = next(o for o in arm.children if o.type == "MESH").data
+    if "Color" in mesh.color_attributes:
+        values = np.zeros(len(mesh.vertices) * 4, np.float32)
+        mesh.color_attributes["Color"].data.foreach_get("color_srgb", values)
+        results["preview_colors"] = values.reshape(-1, 4)[:, :3]
+        results["preview_material"] = np.array(mesh.materials[0].name if mesh.materials else "")
     n = len(cases["expression"])
     results["vertices"] = np.stack([(set_case(arm, cases, i), evaluated(arm))[1] for i in range(n)])
     bones = [b.name for b in arm.data.bones if b.use_deform]

@@ -1,0 +1,99 @@
+"""Preview colours of the default head: skin, lips, brows, eyes and mouth interior.
+
+Per-vertex sRGB albedo [V, 3] (`ModelData.vertex_colors`), so renders read as a face at a
+glance (white eyes with an iris, red lips, a dark mouth) without a texture. Every region is a
+smooth mask on the rest mesh; the colours move with the vertices under any deformation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import head_mesh as hm
+from .sdf import HeadParams, eye_center
+
+SKIN = np.array([0.80, 0.66, 0.58])
+LIP = np.array([0.70, 0.42, 0.41])
+BROW = np.array([0.36, 0.27, 0.22])
+SCLERA = np.array([0.93, 0.91, 0.87])
+IRIS = np.array([0.36, 0.27, 0.18])
+LIMBUS = np.array([0.20, 0.15, 0.11])
+PUPIL = np.array([0.04, 0.03, 0.03])
+MOUTH_OUTER = np.array([0.55, 0.25, 0.25])
+MOUTH_DEEP = np.array([0.22, 0.07, 0.08])
+UPPER_VERMILION = 0.62  # cm above the lip line at the middle
+LOWER_VERMILION = 0.8  # cm below it
+EDGE = 0.18  # cm, soft edge of the lip and brow masks (about half a grid cell)
+
+
+def _step(x: np.ndarray, a: float, b: float) -> np.ndarray:
+    t = np.clip((x - a) / (b - a), 0.0, 1.0)
+    return t * t * (3 - 2 * t)
+
+
+def _mix(base: np.ndarray, colour: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    w = np.clip(weight, 0.0, 1.0)[:, None]
+    return base * (1 - w) + colour[None] * w
+
+
+def _lip_line(P: np.ndarray, margin: np.ndarray) -> np.ndarray:
+    """Height of the lip margin at each vertex's x (interpolated along the margin). [V]"""
+    order = np.argsort(P[margin, 0])
+    return np.interp(P[:, 0], P[margin, 0][order], P[margin, 1][order])
+
+
+def lip_weight(topo: hm.Topology, P: np.ndarray) -> np.ndarray:
+    """1 on the vermilion of both lips, with a cupid's bow, narrowing to the corners. [V]"""
+    up, lo = topo.upper_margin["mouth"], topo.lower_margin["mouth"]
+    half_width = np.abs(P[up[[0, -1]], 0]).max()
+    s = np.clip(np.abs(P[:, 0]) / half_width, 0.0, 1.0)
+    taper = np.sqrt(np.clip(1.0 - s**2.2, 0.0, 1.0))
+    # cupid's bow: two peaks either side of a shallow dip over the philtrum
+    peaks = np.exp(-(((np.abs(P[:, 0]) - 0.55) / 0.35) ** 2))
+    bow = 1.0 + 0.12 * peaks - 0.10 * np.exp(-((P[:, 0] / 0.2) ** 2))
+    above = P[:, 1] - _lip_line(P, up)
+    below = _lip_line(P, lo) - P[:, 1]
+    h_up = UPPER_VERMILION * taper * bow
+    w_up = 1.0 - _step(above, h_up - EDGE, h_up + EDGE)
+    w_lo = 1.0 - _step(below, LOWER_VERMILION * taper - EDGE, LOWER_VERMILION * taper + EDGE)
+    front = _step(P[:, 2], 8.5, 9.5) * (s < 1.0)
+    skin = topo.part == hm.PART_SKIN
+    w = np.where(above >= -0.05, w_up, 0.0) + np.where(below >= -0.05, w_lo, 0.0)
+    return np.clip(w, 0.0, 1.0) * front * skin * (topo.row >= 0)
+
+
+def brow_weight(topo: hm.Topology, P: np.ndarray, hp: HeadParams) -> np.ndarray:
+    """1 on the eyebrows: an arch over each eye, thick inside, thinning to the tail. [V]"""
+    ec = eye_center(hp)
+    x = np.abs(P[:, 0])
+    t = (x - (ec[0] - 2.0)) / 3.9  # 0 at the inner end, 1 at the tail
+    centre_y = ec[1] + 1.95 + 0.35 * np.sin(np.pi * np.clip(t, 0.0, 1.0) * 0.9)
+    half_height = 0.34 - 0.22 * np.clip(t, 0.0, 1.0) ** 1.5
+    along = _step(t, -0.12, 0.1) * (1.0 - _step(t, 0.75, 1.0))
+    across = 1.0 - _step(np.abs(P[:, 1] - centre_y), half_height - EDGE, half_height + EDGE)
+    front = _step(P[:, 2], ec[2] - 1.5, ec[2] - 0.5)
+    return along * across * front * (topo.part == hm.PART_SKIN)
+
+
+def eye_colours(unit: np.ndarray) -> np.ndarray:
+    """Colours of one eyeball's vertices from their unit directions [k, 3] (gaze +z)."""
+    angle = np.degrees(np.arccos(np.clip(unit[:, 2], -1.0, 1.0)))
+    c = np.tile(SCLERA, (len(unit), 1))
+    c = _mix(c, LIMBUS, 1.0 - _step(angle, 30.0, 38.0))
+    c = _mix(c, IRIS, 1.0 - _step(angle, 22.0, 30.0))
+    return _mix(c, PUPIL, 1.0 - _step(angle, 8.0, 13.0))
+
+
+def preview_colours(topo: hm.Topology, P: np.ndarray, hp: HeadParams | None = None) -> np.ndarray:
+    """sRGB albedo [V, 3] of the default head at rest positions P [V, 3]."""
+    hp = hp or HeadParams()
+    c = np.tile(SKIN, (len(P), 1))
+    c = _mix(c, LIP, lip_weight(topo, P))
+    c = _mix(c, BROW, 0.6 * brow_weight(topo, P, hp))
+    for side in ("L", "R"):
+        c[topo.eye_ids[side]] = eye_colours(topo.eye_unit[side])
+    bag = topo.bag_ids
+    for k in range(bag.shape[0]):
+        depth = (k + 1) / bag.shape[0]
+        c[bag[k]] = MOUTH_OUTER * (1 - depth) + MOUTH_DEEP * depth
+    return np.clip(c, 0.0, 1.0)
