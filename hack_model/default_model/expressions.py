@@ -24,7 +24,7 @@ JAW_HINGE = np.array([0.0, -1.0, 1.5])
 JAW_OPEN_DEG = 19.0
 JAW_GLIDE = np.array([0.0, -0.15, 0.9])
 LID_OVERLAP = 0.035  # cm, see Rig.blink
-MOUTH_CLOSE_FRACTION = 0.6  # of the lips' separation under jawOpen (see mouthClose)
+LOWER_LIP_REACH = 1.2  # cm below the lower lip margin over which mouthClose fades
 
 
 def rotation(axis: np.ndarray, deg: float) -> np.ndarray:
@@ -142,10 +142,23 @@ class Rig:
         g = np.exp(-0.5 * (((self.P[:, 1] - c[1]) / sigma[1]) ** 2))
         # fades before the corners, where the lips meet: no shear between them there
         lat = 1.0 - smoothstep(np.abs(self.P[:, 0]), 1.0, 2.5)
-        w = s * g * lat * (self.skin | self.mouth)
+        front = smoothstep(self.P[:, 2], 5.0, 7.0)  # the face, not the nape at the lips' height
+        w = s * g * lat * front * (self.skin | self.mouth)
         if side > 0:
             w = w * smoothstep(self.P[:, 0], -0.8, 0.8)
         return self.follow_bag(w)
+
+    def lower_lip_follower(self) -> np.ndarray:
+        """1 on the lower lip margin and the mouth bag below it, fading over LOWER_LIP_REACH
+        down the chin; 0 on the upper lip. [V]"""
+        lm = self.topo.lower_margin["mouth"]
+        order = np.argsort(self.P[lm, 0])
+        margin_y = np.interp(self.P[:, 0], self.P[lm, 0][order], self.P[lm, 1][order])
+        below = np.clip(margin_y - self.P[:, 1], 0.0, None)
+        corner_x = np.abs(self.mouth_corner[0])
+        beside = 1.0 - smoothstep(np.abs(self.P[:, 0]), corner_x, corner_x + 1.5)  # no cheek crease
+        w = (1.0 - self.upper_lip) * np.exp(-0.5 * (below / LOWER_LIP_REACH) ** 2) * beside
+        return self.follow_bag(w * (self.skin | self.mouth))
 
     def follow_bag(self, d: np.ndarray) -> np.ndarray:
         """Copy the lip margin's weights [V] or displacements [V, 3] into the mouth bag,
@@ -318,10 +331,11 @@ def build_expressions(
     S["jawForward"] = r.jaw[:, None] * np.array([0.0, 0.0, 0.6])
     L["jawLeft"] = r.jaw[:, None] * np.array([0.6, 0.0, 0.0]) + r.jaw_rotation(3.0, (0, 1, 0))
     L["mouthLeft"] = r.follow_bag(lips[:, None] * np.array([0.6, 0.0, -0.05]))
-    # mouthClose: lips towards each other by a fraction of jawOpen's separation (used with
-    # jawOpen; on its own it would press the lips through each other).
-    jo = S["jawOpen"]
-    S["mouthClose"] = -MOUTH_CLOSE_FRACTION * (lo[:, None] * jo) * (r.jaw[:, None] > 0)
+    # mouthClose (ARKit: lip closure independent of the jaw): the lower lip undoes jawOpen's
+    # displacement, so at mouthClose = jawOpen the lips are sealed at any opening while the
+    # chin stays down. Like every linear mouthClose it is only meaningful up to jawOpen's
+    # weight: beyond it (alone, say) the lower lip rises through the upper one.
+    S["mouthClose"] = -r.lower_lip_follower()[:, None] * S["jawOpen"]
 
     out = np.zeros((len(names), len(P), 3))
     for k, name in enumerate(names):
