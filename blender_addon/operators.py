@@ -54,8 +54,8 @@ class HACK_OT_add_head(bpy.types.Operator, ImportHelper):
         except (OSError, ValueError) as err:
             self.report({"ERROR"}, f"HACK: {err}")
             return {"CANCELLED"}
-        if data.joint_regressor is not None:
-            self.report({"WARNING"}, "this model moves joints with shape; the rig keeps the mean skeleton")
+        if rig_math.expressions_move_joints(data.joint_regressor, data.expression_directions):
+            self.report({"WARNING"}, "this model moves joints with expressions; the rig follows shape only")
         self.report({"INFO"}, f"added {arm.name} ({data.name}, {data.num_vertices} vertices)")
         return {"FINISHED"}
 

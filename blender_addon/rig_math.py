@@ -311,6 +311,15 @@ def shaped_vertices(template: np.ndarray, shape_directions: np.ndarray, shape: n
 
 
 # --------------------------------------------------------------- placement
+def expressions_move_joints(joint_regressor: np.ndarray | None, expression_directions: np.ndarray) -> bool:
+    """Whether a joint regressor [J, V] sees the expressions [E, V, 3] (smplx regresses joints
+    from them); a rig's rest pose follows shape only."""
+    if joint_regressor is None:
+        return False
+    moved = np.einsum("jv,evc->ejc", np.asarray(joint_regressor, np.float64), expression_directions)
+    return bool(np.abs(moved).max() > 1e-4)
+
+
 def placement_matrix(unit_scale: float = 0.01) -> np.ndarray:
     """Model space (cm, +y up, +z forward) -> Blender (m, +z up, -y forward): rotate +90
     degrees about X and scale, as the head's object transform. [4, 4]."""

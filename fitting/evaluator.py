@@ -61,7 +61,7 @@ class ModelParams:
 
 
 class ModelEvaluator:
-    """Vertices and Jacobians of a HACK-layout model (bones fixed in the rest pose).
+    """Vertices and Jacobians of a HACK-layout model.
 
     anchor="head" poses the neck from the head down: every bone matrix is premultiplied by
     the inverse of the head bone's (oc1's), so the head stays put and the neck pose moves
@@ -69,14 +69,15 @@ class ModelEvaluator:
     features: the similarity then follows the head and the neck pose the neck, instead of a
     twist of the whole chain having to be undone by a counter-rotation of the similarity.
     `head_transform(pose)` converts back to the model's own (root-anchored) frame.
+
+    Models with a joint regressor move their joints with shape (and expression, as smplx
+    does): every bone-matrix method then takes the joints [J, 3] of `joints(params)`.
     """
 
     def __init__(self, model: HACK, anchor: str = "root") -> None:
         if anchor not in ("root", "head"):
             raise ValueError(f"anchor must be 'root' or 'head', got {anchor!r}")
         self.anchor = anchor
-        if model.joint_regressor is not None:
-            raise ValueError("fitting supports HACK-layout models (fixed bones); this model regresses joints")
         d = model.data
         f64 = torch.float64
         V = d.num_vertices
@@ -91,7 +92,12 @@ class ModelEvaluator:
         self.template = model.template.detach().to("cpu", f64).view(3, V)
         self.weights_t = model.skinning_weights_t.detach().to("cpu", f64)  # [J, V]
         self.rest_frames = model.rest_frames.detach().to("cpu", f64)
-        self.relative_rest = model.relative_rest.detach().to("cpu", f64)
+        self.relative_rest = None if model.relative_rest is None else model.relative_rest.detach().to("cpu", f64)
+        self.joint_template = self.joint_dirs = None
+        if model.joint_regressor is not None:
+            R = model.joint_regressor.detach().to("cpu", f64).T  # [V, J]
+            self.joint_template = (self.template @ R).T.contiguous()  # [J, 3]
+            self.joint_dirs = (self.linear_dirs @ R).transpose(1, 2).contiguous()  # [K, J, 3]
         self.parents = model.parents
         self.posed_bones = model.posed_bones
         self.has_pose_correctives = bool(self.pose_dirs.abs().max() > 0) if self.pose_dirs.numel() else False
@@ -131,15 +137,31 @@ class ModelEvaluator:
             out[:, :, hit] = self.larynx_offsets(height, scale)[:, pos[hit]].transpose(1, 2)
         return out
 
-    def root_bone_matrices(self, neck_pose: torch.Tensor) -> torch.Tensor:
-        """[B, J, 3, 4] the model's own skinning matrices for neck_pose [B, J, 3]."""
-        rotations = lbs.axis_angle_to_matrix(neck_pose)
-        frames = lbs.forward_kinematics(rotations, self.relative_rest, self.parents)
-        return lbs.skinning_matrices(frames, self.rest_frames)
+    def joints(self, p: ModelParams) -> torch.Tensor | None:
+        """[J, 3] the joints of p's shape and expression (None when the bones are fixed)."""
+        if self.joint_template is None:
+            return None
+        coef = torch.as_tensor(np.concatenate([p.shape, p.expression]))
+        return self.joint_template + torch.einsum("k,kjc->jc", coef, self.joint_dirs)
 
-    def bone_matrices(self, neck_pose: torch.Tensor) -> torch.Tensor:
+    def root_bone_matrices(self, neck_pose: torch.Tensor, joints: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, J, 3, 4] the model's own skinning matrices for neck_pose [B, J, 3] (and the
+        joints [J, 3] or [B, J, 3] of a model with a joint regressor)."""
+        rotations = lbs.axis_angle_to_matrix(neck_pose)
+        if self.joint_template is None:
+            rest, relative = self.rest_frames, self.relative_rest
+        else:
+            if joints is None:
+                raise ValueError("this model regresses its joints: pass joints(params)")
+            joints = joints.expand(neck_pose.shape[0], -1, -1)
+            rest = lbs.rest_frames_from_joints(joints, self.rest_frames[:, :3, :3])
+            relative = lbs.relative_rest_transforms(rest, self.parents)
+        frames = lbs.forward_kinematics(rotations, relative, self.parents)
+        return lbs.skinning_matrices(frames, rest)
+
+    def bone_matrices(self, neck_pose: torch.Tensor, joints: torch.Tensor | None = None) -> torch.Tensor:
         """[B, J, 3, 4] skinning matrices in this evaluator's anchoring."""
-        mats = self.root_bone_matrices(neck_pose)
+        mats = self.root_bone_matrices(neck_pose, joints)
         if self.anchor == "root":
             return mats
         head = mats[:, -1:]  # [B, 1, 3, 4]
@@ -148,10 +170,13 @@ class ModelEvaluator:
         trans = R_inv @ (mats[..., 3:] - head[..., 3:])
         return torch.cat([rot, trans], -1)
 
-    def head_transform(self, neck_pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def head_transform(
+        self, neck_pose: np.ndarray, joints: torch.Tensor | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Rotation [3, 3] and translation [3] of the head bone (rest -> posed) in the model's frame:
         a head-anchored mesh v' maps to the model's own mesh as R v' + t."""
-        A = self.root_bone_matrices(torch.as_tensor(np.asarray(neck_pose, np.float64))[None])[0, -1].numpy()
+        pose = torch.as_tensor(np.asarray(neck_pose, np.float64))[None]
+        A = self.root_bone_matrices(pose, joints)[0, -1].numpy()
         if self.anchor == "root":
             return np.eye(3), np.zeros(3)
         return A[:, :3], A[:, 3]
@@ -165,7 +190,9 @@ class ModelEvaluator:
         base += self._larynx_delta(idx, t([[p.larynx_height]]), t([[p.larynx_scale]]))[0]
         return base
 
-    def _pose(self, base: torch.Tensor, neck_pose: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+    def _pose(
+        self, base: torch.Tensor, neck_pose: torch.Tensor, idx: np.ndarray, joints: torch.Tensor | None
+    ) -> torch.Tensor:
         """Pose correctives + skinning of base [3, Vs] or [B, 3, Vs] for neck_pose [B, J, 3] -> [B, Vs, 3]."""
         B = neck_pose.shape[0]
         planes = base.expand(B, 3, len(idx))
@@ -173,14 +200,14 @@ class ModelEvaluator:
             feats = lbs.pose_features(lbs.axis_angle_to_matrix(neck_pose), self.posed_bones)
             planes = planes + torch.einsum("bk,kcv->bcv", feats, self.pose_dirs[:, :, idx])
         return lbs.skin_vertex_planes(
-            planes.contiguous(), self.weights_t[:, idx], self.bone_matrices(neck_pose)
+            planes.contiguous(), self.weights_t[:, idx], self.bone_matrices(neck_pose, joints)
         )
 
     def vertices(self, p: ModelParams, idx: np.ndarray | None = None) -> np.ndarray:
         """[Vs, 3] posed vertices (all when idx is None)."""
         idx = np.arange(self.num_vertices) if idx is None else idx
         base = self.unposed(p, idx)
-        return self._pose(base, torch.as_tensor(p.neck_pose)[None], idx)[0].numpy()
+        return self._pose(base, torch.as_tensor(p.neck_pose)[None], idx, self.joints(p))[0].numpy()
 
     def subset(self, idx: np.ndarray) -> Subset:
         """Precomputed gathers for repeated evaluations on the vertices idx."""
@@ -242,15 +269,22 @@ class Subset:
         feats = lbs.pose_features(lbs.axis_angle_to_matrix(pose[None]), self.ev.posed_bones)[0]
         return rest + torch.einsum("k,kcv->vc", feats, self.pose_dirs)
 
-    def _blend(self, pose: torch.Tensor) -> torch.Tensor:
+    def _blend(self, pose: torch.Tensor, joints: torch.Tensor | None) -> torch.Tensor:
         """[Vs, 3, 4] blended skinning matrices."""
-        A = self.ev.bone_matrices(pose[None])[0]  # [J, 3, 4]
+        A = self.ev.bone_matrices(pose[None], joints)[0]  # [J, 3, 4]
         return (A.reshape(-1, 12).T @ self.weights).T.reshape(-1, 3, 4)
+
+    def _through_bones(self, dA: torch.Tensor, planes: torch.Tensor) -> torch.Tensor:
+        """Change of the vertices [Vs, 3, P] for changes of the bone matrices dA [P, J, 3, 4]."""
+        P = len(dA)
+        per_vertex = (dA.reshape(P, -1, 12).permute(0, 2, 1) @ self.weights).view(P, 3, 4, -1)
+        d = per_vertex[:, :, 3] + sum(per_vertex[:, :, k] * planes[:, k] for k in range(3))  # [P, 3, Vs]
+        return d.permute(2, 1, 0)
 
     def vertices(self, p: ModelParams) -> np.ndarray:
         pose = torch.as_tensor(p.neck_pose)
         planes = self._planes(self._rest(p), pose)
-        B = self._blend(pose)
+        B = self._blend(pose, self.ev.joints(p))
         return _apply(B, planes).numpy()
 
     def jacobian(
@@ -259,16 +293,24 @@ class Subset:
         ev = self.ev
         t = torch.as_tensor
         pose = t(p.neck_pose)
+        joints = ev.joints(p)
         rest = self._rest(p)
         planes = self._planes(rest, pose)
-        blended = self._blend(pose)
+        blended = self._blend(pose, joints)
         M = blended[:, :, :3]
         verts = _apply(blended, planes)
         blocks = []
         lo = 0 if use_shape else ev.S
         hi = ev.S + ev.E if use_expression else ev.S
         if hi > lo:
-            blocks.append(_rotate_columns(M, self.dirs[:, :, lo:hi]))
+            linear = _rotate_columns(M, self.dirs[:, :, lo:hi])
+            if joints is not None:
+                # regressed joints: the bone matrices are affine in the joints, so a unit step
+                # of each coefficient gives their exact derivative
+                moved = joints[None] + ev.joint_dirs[lo:hi]  # [K, J, 3]
+                steps = ev.bone_matrices(pose.expand(hi - lo, -1, -1), moved)
+                linear = linear + self._through_bones(steps - ev.bone_matrices(pose[None], joints), planes)
+            blocks.append(linear)
         if pose_bones:
             steps = []
             for b in pose_bones:
@@ -279,12 +321,8 @@ class Subset:
                         steps.append(q)
             steps = torch.stack(steps)
             # LBS is linear in the bone matrices: differentiate those only...
-            mats = ev.bone_matrices(steps)  # [2P, J, 3, 4]
-            dA = (mats[0::2] - mats[1::2]) / (2 * FD_STEP)  # [P, J, 3, 4]
-            P = len(dA)
-            per_vertex = (dA.reshape(P, -1, 12).permute(0, 2, 1) @ self.weights).view(P, 3, 4, -1)
-            d = per_vertex[:, :, 3] + sum(per_vertex[:, :, k] * planes[:, k] for k in range(3))  # [P, 3, Vs]
-            d = d.permute(2, 1, 0)  # [Vs, 3, P]
+            mats = ev.bone_matrices(steps, joints)  # [2P, J, 3, 4]
+            d = self._through_bones((mats[0::2] - mats[1::2]) / (2 * FD_STEP), planes)  # [Vs, 3, P]
             if self.pose_dirs is not None:
                 # ...plus the pose correctives' change of the rest shape, carried by the skinning.
                 feats = lbs.pose_features(lbs.axis_angle_to_matrix(steps), ev.posed_bones)  # [2P, K]

@@ -374,7 +374,7 @@ def _finish(
         verts_model = model(**args).vertices[0].double().cpu().numpy()
     sim_cm = state.similarity()  # head-anchored model -> scan (cm)
     # The model's own mesh is R_h v' + t_h of the head-anchored one: undo that.
-    R_h, t_h = ev.head_transform(p.neck_pose)
+    R_h, t_h = ev.head_transform(p.neck_pose, ev.joints(p))
     sim_cm = Similarity(
         sim_cm.scale,
         sim_cm.rotation @ R_h.T,

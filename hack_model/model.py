@@ -78,7 +78,24 @@ class HACK(nn.Module):
         else:
             buffer("relative_rest", None)
         self._setup_larynx(data)
+        self._setup_joint_regression(data)
         self._shape_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _setup_joint_regression(self, data: ModelData) -> None:
+        """Regress the joints' rest template and blendshapes once: per call the joints are then
+        a [K] x [K, 3J] product instead of a blend over every vertex."""
+        if data.joint_regressor is None:
+            self.register_buffer("joint_template", None, persistent=False)
+            self.register_buffer("joint_directions", None, persistent=False)
+            return
+        V, E = data.num_vertices, data.num_expression
+        R = torch.as_tensor(data.joint_regressor, dtype=torch.float64).T  # [V, J]
+        template = self.template.view(3, V).double() @ R  # [3, J], larynx at rest included
+        # smplx counts expression as shape for the joints: rows [expression, shape]
+        rows = torch.cat([self.directions[:E], self.directions[self.num_dynamic :]]).double()
+        directions = rows.view(len(rows), 3, V) @ R  # [E + S, 3, J]
+        self.register_buffer("joint_template", template.float(), persistent=False)
+        self.register_buffer("joint_directions", directions.reshape(len(rows), -1).float(), persistent=False)
 
     def _setup_larynx(self, data: ModelData) -> None:
         """Keep only vertices whose map columns are non-zero: nothing else can ever move."""
@@ -281,9 +298,8 @@ class HACK(nn.Module):
         coefficients = torch.cat(
             [expression, torch.nn.functional.pad(shape, (0, S - shape.shape[1])).expand(B, S)], 1
         )
-        directions = torch.cat([self.directions[: self.num_expression], self.directions[self.num_dynamic :]])
-        shaped = lbs.blend_shapes(self.template, coefficients, directions)  # [B, 3, V]
-        joints = shaped @ self.joint_regressor.T  # [B, 3, J]
+        J = self.joint_template.shape[1]
+        joints = (coefficients @ self.joint_directions).view(B, 3, J) + self.joint_template  # [B, 3, J]
         rest = lbs.rest_frames_from_joints(joints.transpose(1, 2), self.rest_frames[:, :3, :3])
         return rest, lbs.relative_rest_transforms(rest, self.parents)
 

@@ -99,8 +99,8 @@ def _random_model_file(folder: Path, seed: int = 0, vertices: int = 300, regress
 def make_cases(data, count: int, seed: int) -> dict[str, np.ndarray]:
     """Random sliders: case 0 expressions and action units only, case 1 neck only, then everything.
 
-    SMPL-style models (joint regressor) regress joints from expressions too, which the
-    rig's static rest pose cannot follow: their cases keep expressions at zero."""
+    SMPL-style models whose joint regressor sees the expressions regress joints from them
+    too, which the rig's rest pose cannot follow: their cases keep expressions at zero."""
     rng = np.random.default_rng(seed)
     limits = pose_limits_rad(data.range_of_motion)
     ranges = rig_math.head_motion_ranges(limits)
@@ -116,7 +116,7 @@ def make_cases(data, count: int, seed: int) -> dict[str, np.ndarray]:
     cases["clamp_pose"][-1, 0] = 2.0 * limits[-1, 0]  # twice the top joint's flexion limit
     cases["direct_pose"][0] = cases["head_motion"][0] = 0.0
     cases["shape"][:2] = cases["expression"][1] = cases["action_units"][1] = 0.0
-    if data.joint_regressor is not None:
+    if rig_math.expressions_move_joints(data.joint_regressor, data.expression_directions):
         cases["expression"][:] = cases["action_units"][:] = 0.0
     if data.has_larynx:
         # Any height with the exact (Geometry Nodes) larynx; the last case uses the larynx
@@ -211,6 +211,13 @@ def test_sliders_match_forward(which, request):
     assert list(out["bone_names"]) == data.bone_names
     if data.joint_regressor is None:
         assert np.abs(out["bone_rest"] - data.bone_rest_transforms).max() < 1e-4
+
+
+def test_preview_colours_become_a_colour_attribute(default_rig, random_rig):
+    data, _, out = default_rig
+    assert np.abs(out["preview_colors"] - data.vertex_colors).max() < 1.5 / 255  # 8-bit sRGB
+    assert str(out["preview_material"]).endswith("_preview")
+    assert "preview_colors" not in random_rig[2]  # models without colours get none
 
 
 def test_keyframed_action_units_follow_frames(random_rig):
