@@ -92,7 +92,8 @@ class ModelEvaluator:
         self.template = model.template.detach().to("cpu", f64).view(3, V)
         self.weights_t = model.skinning_weights_t.detach().to("cpu", f64)  # [J, V]
         self.rest_frames = model.rest_frames.detach().to("cpu", f64)
-        self.relative_rest = None if model.relative_rest is None else model.relative_rest.detach().to("cpu", f64)
+        relative = model.relative_rest
+        self.relative_rest = None if relative is None else relative.detach().to("cpu", f64)
         self.joint_template = self.joint_dirs = None
         if model.joint_regressor is not None:
             R = model.joint_regressor.detach().to("cpu", f64).T  # [V, J]
