@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -24,7 +25,9 @@ from hack_model.io.npz import load_model_npz
 
 from .conftest import shared_data_dir
 
-ASSET = Path(hack_model.__file__).parent / "assets" / "default_model.npz"
+# HACK_TEST_DEFAULT_MODEL checks a freshly built model before it replaces the shipped one.
+SHIPPED = Path(hack_model.__file__).parent / "assets" / "default_model.npz"
+ASSET = Path(os.environ.get("HACK_TEST_DEFAULT_MODEL", SHIPPED))
 FLIP = np.array([-1.0, 1.0, 1.0])
 OFFICIAL_HEADS = np.array(
     [
@@ -97,6 +100,21 @@ def test_bones(data):
             np.testing.assert_allclose(R[:, 1], d / np.linalg.norm(d), atol=1e-5)
             assert abs(data.bone_lengths[b] - np.linalg.norm(d)) < 1e-4
     assert data.bone_lengths[7] > 5.0 and G[7, 2, 1] > 0.9  # the skull bone points forward
+
+
+def test_joint_regressor_follows_shape_only(data, P):
+    R = data.joint_regressor.astype(np.float64)
+    heads = data.bone_rest_transforms[:, :3, 3].astype(np.float64)
+    np.testing.assert_allclose(R.sum(1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(R @ P, heads, atol=1e-4)  # the mean keeps the official skeleton
+    # affine combinations: a stretched, shifted neck carries its joints along exactly
+    A = np.array([[1.05, 0.0, 0.0], [0.0, 1.1, 0.1], [0.0, -0.05, 0.95]])
+    np.testing.assert_allclose(R @ (P @ A.T + [0.3, -1.0, 0.5]), heads @ A.T + [0.3, -1.0, 0.5], atol=1e-4)
+    E = data.expression_directions.astype(np.float64)
+    assert np.abs(np.einsum("jv,evc->ejc", R, E)).max() < 1e-4  # expressions never move joints
+    S = data.shape_directions.astype(np.float64)
+    moved = np.linalg.norm(np.einsum("jv,svc->sjc", R, S), axis=2)  # [S, J] cm per SD
+    assert moved.max() > 0.3  # shape does
 
 
 def test_range_of_motion(data):
@@ -194,6 +212,20 @@ def test_landmarks(data, P):
 
 
 # ------------------------------------------------------------------ expressions
+def test_preview_colours(data, P):
+    C = data.vertex_colors.astype(np.float64)
+    np.testing.assert_allclose(C[data.mirror_vertex_map], C, atol=1e-6)  # symmetric
+    part, lm = data.extras["part"], data.landmark_indices
+    redness = C[:, 0] - C[:, 1]
+    forehead = np.argmax(np.where(part == 0, P[:, 1] - 100 * np.abs(P[:, 0]) + 10 * P[:, 2], -np.inf))
+    inner_lips = lm[[61, 62, 63, 65, 66, 67]]
+    assert (redness[inner_lips] > redness[forehead] + 0.1).all()  # lips
+    eye = np.nonzero(part == 1)[0]
+    pupil, back = eye[np.argmax(P[eye, 2])], eye[np.argmin(P[eye, 2])]
+    assert C[pupil].max() < 0.1 and C[back].min() > 0.8  # pupil, sclera
+    assert C[part == 3].mean() < 0.5 * C[part == 0].mean()  # dark mouth interior
+
+
 def test_left_right_shapes_are_exact_mirrors(data):
     m = data.mirror_vertex_map
     names = data.expression_names
@@ -210,6 +242,14 @@ def test_left_right_shapes_are_exact_mirrors(data):
             np.testing.assert_allclose(Dp, D[m] * FLIP, atol=1e-5)
         elif not name.endswith("_R") and name not in ("jawRight", "mouthRight"):
             np.testing.assert_allclose(D, D[m] * FLIP, atol=1e-5)  # symmetric shape
+
+
+def test_expressions_stay_on_the_face(data, P):
+    """No expression moves the back of the head or neck (behind the ears)."""
+    E = data.expression_directions.astype(np.float64)
+    back = P[:, 2] < -1.0
+    moved = np.linalg.norm(E[:, back], axis=2).max(axis=1)
+    assert moved.max() < 1e-3, data.expression_names[int(np.argmax(moved))]
 
 
 def test_jaw_open(data, P):
@@ -279,12 +319,29 @@ def test_no_self_intersection_rest_and_expressions(data, P, tris):
     assert len(self_intersections(P, tris)) == 0
     E = data.expression_directions.astype(np.float64)
     for k, name in enumerate(data.expression_names):
-        if name == "mouthClose":  # defined relative to jawOpen (see expressions.py)
-            D = E[k] + expr(data, "jawOpen")
-        else:
-            D = E[k]
-        hits = self_intersections(P + D, tris, moved_triangles(tris, D))
+        if name == "mouthClose":  # meaningful up to jawOpen's weight (test_mouth_close_*)
+            continue
+        hits = self_intersections(P + E[k], tris, moved_triangles(tris, E[k]))
         assert len(hits) == 0, name
+
+
+def test_mouth_close_seals_the_lips_at_any_jaw_opening(data, P, tris):
+    """ARKit's mouthClose closes the lips against jawOpen: valid for mouthClose <= jawOpen,
+    and sealed (the rest parting) when the two are equal."""
+    up, lo = data.extras["lip_margin_upper"], data.extras["lip_margin_lower"]
+    jaw, close = expr(data, "jawOpen"), expr(data, "mouthClose")
+    rest_gap = np.linalg.norm(P[up] - P[lo], axis=1)
+    assert rest_gap.max() < 0.25
+    for wj in (0.3, 0.6, 1.0):
+        open_gap = np.linalg.norm((P + wj * jaw)[up] - (P + wj * jaw)[lo], axis=1)
+        assert open_gap.max() > 3.0 * wj  # jawOpen opens the mouth
+        for wc in (0.0, 0.5 * wj, wj):
+            D = wj * jaw + wc * close
+            assert len(self_intersections(P + D, tris, moved_triangles(tris, D))) == 0, (wj, wc)
+        Q = P + wj * (jaw + close)
+        np.testing.assert_allclose(np.linalg.norm(Q[up] - Q[lo], axis=1), rest_gap, atol=0.02)
+        chin = data.landmark_indices[8]
+        assert Q[chin, 1] < P[chin, 1] - 1.5 * wj  # the chin stays down
 
 
 @pytest.mark.slow

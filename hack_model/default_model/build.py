@@ -7,7 +7,9 @@ import numpy as np
 from ..model_data import ModelData
 from . import head_mesh as hm
 from . import larynx, skeleton
+from .appearance import preview_colours
 from .expressions import build_expressions
+from .joints import joint_regressor
 from .pose_correctives import fit_pose_correctives
 from .sdf import HeadParams
 from .shape_space import build_shape_space
@@ -100,6 +102,7 @@ def build_default_model(seed: int = 0) -> ModelData:
         bone_parents=skeleton.BONE_PARENTS.copy(),
         bone_rest_transforms=G.astype(np.float32),
         bone_lengths=lengths.astype(np.float32),
+        joint_regressor=joint_regressor(topo, P, heads).astype(np.float32),
         uv_coords=uv_coords.astype(np.float32),
         polygon_uv_indices=corner_uv,
         vertex_uvs=vuv.astype(np.float32),
@@ -111,6 +114,7 @@ def build_default_model(seed: int = 0) -> ModelData:
         action_unit_matrix=au_matrix.astype(np.float32),
         range_of_motion=skeleton.RANGE_OF_MOTION.astype(np.float32),
         mirror_vertex_map=mirror.astype(np.int64),
+        vertex_colors=quantize(preview_colours(topo, P), 2.0**-8),
         extras={
             "part": topo.part.astype(np.int8),  # 0 skin, 1/2 left/right eyeball, 3 mouth bag
             "eye_margin_upper_L": topo.upper_margin["eye_L"].astype(np.int64),
