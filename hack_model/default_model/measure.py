@@ -30,8 +30,26 @@ def neck_circumference(P: np.ndarray, tris: np.ndarray, y: float = MID_NECK_Y) -
     return float(np.linalg.norm(p1 - p0, axis=1).sum())
 
 
+def larynx_prominence(T: np.ndarray, P: np.ndarray, low: float = -16.5, high: float = -9.0) -> float:
+    """How far the front midline of the neck bulges out of the straight line through its
+    ends (the thyroid prominence; about 0 on the mean head). The midline vertices are the
+    template's (T) between heights low and high, measured where they are in P."""
+    ids = np.nonzero((np.abs(T[:, 0]) < 1e-3) & (T[:, 2] > 2.0) & (T[:, 1] > low) & (T[:, 1] < high))[0]
+    ids = ids[np.argsort(T[ids, 1])]
+    Q = P[ids][:, 1:]  # (y, z)
+    chord = Q[-1] - Q[0]
+    normal = np.array([-chord[1], chord[0]]) / np.linalg.norm(chord)  # forward (+z) side
+    normal *= np.sign(normal[1])
+    d = (Q - Q[0]) @ normal
+    return float(d[np.argmax(np.abs(d))])  # negative: a hollow
+
+
 def measurements(data: ModelData, P: np.ndarray | None = None) -> dict[str, float]:
-    """Head breadth, length, face height, eye and mouth width, neck girth and placement."""
+    """Head breadth, length, face height, eye and mouth width, neck girth and placement.
+
+    `head_breadth` and `head_length` look at fixed heights (above y = 5.5, glabella near
+    y = 5.6), so they also change when the head moves up or down on a longer neck;
+    `cranial_breadth` and `cranial_length` take the same heights relative to the eyes."""
     P = data.template_vertices.astype(np.float64) if P is None else P
     lm = P[data.landmark_indices]
     skin = data.extras.get("part")
@@ -40,6 +58,10 @@ def measurements(data: ModelData, P: np.ndarray | None = None) -> dict[str, floa
     cranial = S[(S[:, 1] > 5.5) & (S[:, 2] < 4.0)]  # above the ears
     glabella = S[(np.abs(S[:, 0]) < 0.3) & (np.abs(S[:, 1] - 5.6) < 0.6)][:, 2].max()
     eyes = lm[36:48]
+    eye_y = float(eyes[:, 1].mean())
+    # the same regions as head_breadth / head_length, placed relative to the eyes
+    cranial_rel = S[(S[:, 1] > eye_y + 2.1) & (S[:, 2] < 4.0)]
+    glabella_rel = S[(np.abs(S[:, 0]) < 0.3) & (np.abs(S[:, 1] - eye_y - 2.2) < 0.6)][:, 2].max()
     return {
         "head_breadth": float(2 * np.abs(cranial[:, 0]).max()),
         "head_length": float(glabella - S[:, 2].min()),
@@ -53,4 +75,12 @@ def measurements(data: ModelData, P: np.ndarray | None = None) -> dict[str, floa
         "neck_base_y": float(S[:, 1].min()),
         "front_z": float(S[:, 2].max()),
         "back_z": float(S[:, 2].min()),
+        "cranial_breadth": float(2 * np.abs(cranial_rel[:, 0]).max()),
+        "cranial_length": float(glabella_rel - S[:, 2].min()),
+        "nose_length": float(np.linalg.norm(lm[27] - lm[33])),  # nasion - subnasale
+        "nose_protrusion": float(lm[30, 2] - lm[33, 2]),  # tip in front of subnasale
+        "nose_width": float(np.linalg.norm(lm[31] - lm[35])),
+        "jaw_width": float(np.linalg.norm(lm[4] - lm[12])),  # near the gonial angles
+        "brow_prominence": float(glabella_rel - lm[27, 2]),  # glabella in front of nasion
+        "larynx_prominence": larynx_prominence(data.template_vertices.astype(np.float64), P),
     }

@@ -50,28 +50,49 @@ def _segment_hits_triangle(p0, p1, a, b, c, eps: float = 1e-9) -> np.ndarray:
 
 
 def candidate_pairs(V: np.ndarray, tris: np.ndarray, subset: np.ndarray | None = None) -> np.ndarray:
-    """Pairs (i, j) of triangles whose bounding spheres overlap and that share no vertex."""
+    """Pairs (i, j) of triangles whose bounding spheres overlap and that share no vertex
+    (only pairs involving `subset`, when given)."""
     T = V[tris]
     cen = T.mean(1)
     rad = np.linalg.norm(T - cen[:, None], axis=2).max(1)
+    if subset is None:
+        return _all_candidate_pairs(tris, cen, rad)
     tree = cKDTree(cen)
     rmax = float(rad.max())
-    query = np.arange(len(tris)) if subset is None else np.asarray(subset)
+    query = np.asarray(subset)
     lists = tree.query_ball_point(cen[query], rad[query] + rmax)
     ii = np.repeat(query, [len(x) for x in lists])
     jj = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists]) if len(lists) else ii
     keep = ii != jj
-    if subset is None:
-        keep &= ii < jj
-    ii, jj = ii[keep], jj[keep]
-    keep = np.linalg.norm(cen[ii] - cen[jj], axis=1) <= rad[ii] + rad[jj]
-    ii, jj = ii[keep], jj[keep]
-    a, b = tris[ii], tris[jj]
-    shared = (a[:, :, None] == b[:, None, :]).any(axis=(1, 2))
-    pairs = np.stack([ii[~shared], jj[~shared]], 1)
-    if subset is not None:
-        pairs = np.unique(np.sort(pairs, axis=1), axis=0)
-    return pairs
+    pairs = _overlapping_unshared(tris, cen, rad, np.stack([ii[keep], jj[keep]], 1))
+    return np.unique(np.sort(pairs, axis=1), axis=0)
+
+
+def _all_candidate_pairs(tris: np.ndarray, cen: np.ndarray, rad: np.ndarray) -> np.ndarray:
+    """Every overlapping pair, fast: pairs of the 99% small triangles (radius <= r) come from
+    one query_pairs(2 r); each larger triangle is queried on its own."""
+    r = float(np.percentile(rad, 99.0))
+    big = rad > r
+    small = np.nonzero(~big)[0]
+    pairs = small[cKDTree(cen[small]).query_pairs(2 * r, output_type="ndarray")].reshape(-1, 2)
+    ids = np.nonzero(big)[0]
+    if len(ids):
+        lists = cKDTree(cen).query_ball_point(cen[ids], rad[ids] + rad.max())
+        ii = np.repeat(ids, [len(x) for x in lists])
+        jj = np.concatenate([np.asarray(x, np.int64) for x in lists])
+        keep = (ii != jj) & (~big[jj] | (ii < jj))  # big-big pairs are found from both ends
+        pairs = np.concatenate([pairs, np.stack([ii[keep], jj[keep]], 1)])
+    return _overlapping_unshared(tris, cen, rad, pairs)
+
+
+def _overlapping_unshared(
+    tris: np.ndarray, cen: np.ndarray, rad: np.ndarray, pairs: np.ndarray
+) -> np.ndarray:
+    """The pairs [K, 2] whose bounding spheres overlap and that share no vertex."""
+    i, j = pairs[:, 0], pairs[:, 1]
+    pairs = pairs[np.linalg.norm(cen[i] - cen[j], axis=1) <= rad[i] + rad[j]]
+    a, b = tris[pairs[:, 0]], tris[pairs[:, 1]]
+    return pairs[~(a[:, :, None] == b[:, None, :]).any(axis=(1, 2))]
 
 
 def self_intersections(

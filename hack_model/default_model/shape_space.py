@@ -1,19 +1,26 @@
 """Shape space of the default model: PCA of generated heads.
 
 Each generated head is the mean head deformed by smooth space warps with
-anatomical meaning (cranium breadth, length and height, face height, jaw width,
-chin, nose length/projection/width, lips, brow ridge, cheekbones, eye spacing,
-ears, neck girth and length, larynx prominence, forehead slope, occiput) plus
-small individual bumps. Their amplitudes are drawn from a population model:
-two latent factors, sex-like and age-like, load on many features at once
-(larger, longer faces, heavier jaws, bigger noses and necks, a prominent larynx
-for the "male" end), plus independent per-feature variation. The principal
-components of the generated displacements, sorted by variance and scaled by
-their standard deviations, are the shape directions (unit-variance coefficients).
+anatomical meaning (overall size, cranium breadth, length and height, face height,
+jaw width, chin, nose length/projection/width, lips, brow ridge, cheekbones, eye
+spacing, ears, neck girth and length, larynx prominence, fat under the chin,
+forehead slope, occiput) plus small individual bumps. Their amplitudes are drawn
+from a population model: latent factors load on many features at once, as in
+people: sex (two clusters; the "male" one has a larger head, longer face, wider jaw,
+heavier brow, bigger nose, thicker neck and a prominent larynx), overall size, age,
+adiposity, cephalic index (broad and short vs long and narrow heads), face shape
+(long and narrow vs short and broad) and profile (receding vs projecting chin), plus
+independent per-feature variation. The amplitudes are sized so that the spread of
+the proportions matches adult anthropometry (standard deviations of about 0.6 cm for
+head breadth, 0.7 cm for head length, 0.6 cm for nasion-chin, 2.7 cm for the neck
+circumference, 0.4 cm for nose length). The principal components of the generated
+displacements, sorted by variance and scaled by their standard deviations, are the
+shape directions (unit-variance coefficients).
 
-The warps are smooth and small-gradient, so heads stay valid; the eye regions
-move rigidly with their eyeballs (no lid-eyeball crossing), and the head above
-the neck moves as a block when the neck lengthens.
+The warps are smooth and small-gradient, so heads stay valid well beyond 3 standard
+deviations; the eye regions move rigidly with their eyeballs (no lid-eyeball
+crossing), the mouth bag follows the lips, and the head above the neck moves as a
+block when the neck lengthens.
 """
 
 from __future__ import annotations
@@ -34,6 +41,14 @@ def _smooth01(x: np.ndarray, a: float, b: float) -> np.ndarray:
     return t * t * (3 - 2 * t)
 
 
+def _softmin(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
+    h = np.clip(0.5 + 0.5 * (b - a) / k, 0.0, 1.0)
+    return b * (1 - h) + a * h - k * h * (1 - h)
+
+
+CHIN_Y = -7.6  # cm, menton of the mean head
+
+
 def basis_fields(topo: hm.Topology, P: np.ndarray, seed: int = 0) -> tuple[list[str], np.ndarray]:
     """Named unit displacement fields [K, V, 3] (about 1 cm at their peak)."""
     V = len(P)
@@ -42,21 +57,31 @@ def basis_fields(topo: hm.Topology, P: np.ndarray, seed: int = 0) -> tuple[list[
     neck_w = 1.0 - _smooth01(y, -9.0, -5.0)  # neck region (below the jaw)
     head_w = 1.0 - neck_w
     face_w = _smooth01(z, 2.0, 6.0) * head_w
+    axis_z = neck_axis_z(y, HeadParams())
+    r_neck = np.hypot(x, z - axis_z)  # distance from the neck's axis
     fields: dict[str, np.ndarray] = {}
     zero = np.zeros(V)
 
     def f(name: str, dx, dy, dz) -> None:
         fields[name] = np.stack([dx + zero, dy + zero, dz + zero], 1)
 
+    # Overall size: the head scales about the top of the neck (below it only the girth
+    # scales: neck length is its own feature), 10% per unit.
+    lift = 0.15 * np.logaddexp(0.0, (y - CHIN_Y) / 1.5)  # 0.1 * smooth max(y - CHIN_Y, 0)
+    f("head_size", 0.1 * x, lift, 0.1 * (z - axis_z))
     # Cranium proportions (relative scalings about the head centre, head region only).
     f("cranium_breadth", 0.13 * x * head_w, 0, 0)
     f("cranium_length", 0, 0, 0.1 * (z - head_c[2]) * head_w * (1 - 0.7 * face_w))
     f("cranium_height", 0, 0.1 * np.maximum(y - 4.0, 0) * head_w, 0)
     f("occiput", 0, 0, -_g(P, [0, 3.0, -9.0], [4.0, 3.5, 3.0]))
     f("forehead_slope", 0, 0, -0.8 * _g(P, [0, 10.0, 8.0], [4.5, 2.5, 3.0]))
-    # Face.
-    below_nasion = _smooth01(-y, -3.7, 0.0) * face_w
-    f("face_height", 0, 0.12 * (y - 3.7) * below_nasion, 0)
+    # Face. Its height: everything below the nasion in front drops in proportion to the
+    # distance from the nasion, down to the chin; below the chin the front of the neck
+    # stretches (the drop fades to zero at the neck base).
+    front = _smooth01(z, 2.0, 6.0)
+    drop = (3.7 - y) * _smooth01(-y, -3.7, 0.0)
+    fade = (3.7 - CHIN_Y) * (y - hm.NECK_BASE_Y) / (CHIN_Y - hm.NECK_BASE_Y)
+    f("face_height", 0, -0.12 * _softmin(drop, fade, 1.0) * front, 0)
     jaw = _g(P, [0, -6.0, 5.0], [8.0, 2.5, 5.0])
     f("jaw_width", 0.15 * x * jaw, 0, 0)
     f("chin_forward", 0, 0, _g(P, [0, -6.5, 10.0], [2.5, 1.8, 2.5]))
@@ -76,13 +101,16 @@ def basis_fields(topo: hm.Topology, P: np.ndarray, seed: int = 0) -> tuple[list[
     f("ear_size", 0, 0.15 * (y - 1.8) * _g(np.abs(P), [7.4, 1.8, -0.3], [1.5, 3.0, 2.0]), 0)
     f("ear_protrusion", 0.6 * np.sign(x) * _g(np.abs(P), [8.0, 1.8, -0.8], [1.2, 2.5, 1.5]), 0, 0)
     # Neck.
-    axis_z = neck_axis_z(y, HeadParams())
-    f("neck_girth", 0.12 * x * neck_w, 0, 0.12 * (z - axis_z) * neck_w)
+    # radial scaling of the neck, fading out under the chin (which it must not push forward)
+    girth = 0.12 * neck_w * (1.0 - _smooth01(r_neck, 7.0, 9.5))
+    f("neck_girth", girth * x, 0, girth * (z - axis_z))
     # the neck stretches between its base and the jaw; the head above moves as a block
     f("neck_length", 0, 0.1 * np.clip(y + 19.3, 0, 11.0), 0)
     f("larynx_prominence", 0, -0.45 * _g(P, [0, -12.0, 6.0], [1.2, 1.5, 1.5]),
       0.9 * _g(P, [0, -12.0, 6.0], [1.2, 1.5, 1.5]))
     f("trapezius", 0.5 * np.sign(x) * _g(np.abs(P), [5.5, -18.0, -3.0], [2.5, 3.0, 3.0]), 0, 0)
+    sub = _g(P, [0, -8.3, 7.0], [2.5, 1.0, 1.5])  # fat under the chin (a double chin)
+    f("submental", 0, -0.8 * sub, 0.3 * sub)
     names = list(fields)
     B = [fields[n] for n in names]
     # Individual variation: smooth bumps along the surface normal at fixed random sites.
@@ -127,44 +155,81 @@ def _rigid_features(topo: hm.Topology, P: np.ndarray, B: np.ndarray) -> np.ndarr
     return B
 
 
-# Population model: std of each named feature (cm at the field's peak / scale units),
-# and loadings of the sex-like and age-like latent factors.
+# Population model. Each feature's amplitude (in units of its field above) is
+#   FEATURE_STD[f] * (sum_l LOADINGS[l][f] * latent_l + own_f * normal),
+# with independent unit-variance latents: sex (two clusters, -1 "female", +1 "male"),
+# overall size, age (uniform), adiposity, cephalic index (+ broad and short heads),
+# face shape (+ long and narrow faces) and profile (+ convex: receding chin, full lips,
+# projecting nose, sloping forehead). own_f brings the total std to FEATURE_STD[f] (about:
+# MIN_OWN keeps some independent variation even where the loadings add up to nearly 1).
 FEATURE_STD = {
-    "cranium_breadth": 0.45, "cranium_length": 0.5, "cranium_height": 0.5, "occiput": 0.35,
-    "forehead_slope": 0.4, "face_height": 0.5, "jaw_width": 0.5, "chin_forward": 0.35,
-    "chin_down": 0.35, "nose_length": 0.4, "nose_projection": 0.4, "nose_width": 0.35,
-    "lip_fullness": 0.35, "mouth_width": 0.4, "brow_ridge": 0.3, "cheekbones": 0.35,
-    "cheek_fullness": 0.4, "eye_spacing": 0.25, "ear_size": 0.35, "ear_protrusion": 0.35,
-    "neck_girth": 0.5, "neck_length": 0.45, "larynx_prominence": 0.35, "trapezius": 0.4,
+    "head_size": 0.25, "cranium_breadth": 0.2, "cranium_length": 0.22, "cranium_height": 0.45,
+    "occiput": 0.25, "forehead_slope": 0.4, "face_height": 0.33, "jaw_width": 0.45,
+    "chin_forward": 0.45, "chin_down": 0.35, "nose_length": 0.25, "nose_projection": 0.4,
+    "nose_width": 0.35, "lip_fullness": 0.35, "mouth_width": 0.4, "brow_ridge": 0.5,
+    "cheekbones": 0.35, "cheek_fullness": 0.4, "eye_spacing": 0.25, "ear_size": 0.35,
+    "ear_protrusion": 0.35, "neck_girth": 0.5, "neck_length": 0.45, "larynx_prominence": 0.6,
+    "trapezius": 0.4, "submental": 0.4,
 }  # fmt: skip
-SEX_LOADING = {
-    "cranium_breadth": 0.4, "cranium_length": 0.5, "face_height": 0.6, "jaw_width": 0.7,
-    "chin_forward": 0.3, "chin_down": 0.4, "nose_length": 0.5, "nose_projection": 0.4,
-    "nose_width": 0.4, "lip_fullness": -0.4, "brow_ridge": 0.8, "neck_girth": 0.8,
-    "larynx_prominence": 0.9, "trapezius": 0.6, "forehead_slope": 0.5,
+LOADINGS = {
+    "sex": {
+        "head_size": 0.5, "face_height": 0.45, "jaw_width": 0.5, "chin_forward": 0.3,
+        "chin_down": 0.35, "nose_length": 0.4, "nose_projection": 0.4, "nose_width": 0.35,
+        "lip_fullness": -0.3, "brow_ridge": 0.85, "forehead_slope": 0.5, "neck_girth": 0.6,
+        "larynx_prominence": 0.9, "trapezius": 0.6, "cheek_fullness": -0.3, "ear_size": 0.3,
+        "neck_length": 0.2,
+    },
+    "size": {"head_size": 0.85, "neck_length": 0.4},
+    "age": {
+        "nose_length": 0.4, "ear_size": 0.5, "lip_fullness": -0.5, "cheek_fullness": -0.3,
+        "chin_down": 0.3, "neck_girth": 0.25, "cheekbones": -0.3, "brow_ridge": 0.2,
+        "submental": 0.3,
+    },
+    "adiposity": {
+        "neck_girth": 0.6, "cheek_fullness": 0.6, "trapezius": 0.4, "submental": 0.8,
+        "jaw_width": 0.3, "lip_fullness": 0.2,
+    },
+    "cephalic": {"cranium_breadth": 0.8, "cranium_length": -0.7, "cranium_height": 0.3, "occiput": -0.5},
+    "face_shape": {
+        "face_height": 0.6, "jaw_width": -0.4, "cheekbones": -0.3, "nose_length": 0.4,
+        "chin_down": 0.3, "nose_width": -0.2, "mouth_width": -0.3,
+    },
+    "profile": {
+        "chin_forward": -0.6, "lip_fullness": 0.5, "nose_projection": 0.4, "forehead_slope": 0.5,
+        "occiput": 0.3,
+    },
 }  # fmt: skip
-AGE_LOADING = {
-    "nose_length": 0.5, "ear_size": 0.6, "lip_fullness": -0.5, "cheek_fullness": -0.4,
-    "chin_down": 0.3, "neck_girth": 0.3, "jaw_width": 0.2, "cheekbones": -0.3,
-}  # fmt: skip
+MIN_OWN = 0.3  # every feature keeps at least this much independent variation
 BUMP_STD = 0.25
+
+
+def sample_latents(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Unit-variance, independent latent factors of n generated people."""
+    return {
+        "sex": rng.choice([-1.0, 1.0], n),
+        "size": rng.standard_normal(n),
+        "age": np.sqrt(3.0) * rng.uniform(-1, 1, n),
+        "adiposity": rng.standard_normal(n),
+        "cephalic": rng.standard_normal(n),
+        "face_shape": rng.standard_normal(n),
+        "profile": rng.standard_normal(n),
+    }
 
 
 def sample_heads(names: list[str], n: int, rng: np.random.Generator) -> np.ndarray:
     """Amplitudes [n, K] of the basis fields for n generated people."""
-    K = len(names)
-    sex = rng.uniform(-1, 1, n)
-    age = rng.uniform(-1, 1, n)
-    A = np.zeros((n, K))
+    lat = sample_latents(n, rng)
+    A = np.zeros((n, len(names)))
     for k, name in enumerate(names):
         if name.startswith("bump_"):
             A[:, k] = BUMP_STD * rng.standard_normal(n)
             continue
-        s = FEATURE_STD[name]
-        ls, la = SEX_LOADING.get(name, 0.0), AGE_LOADING.get(name, 0.0)
-        # uniform latents in [-1, 1] have variance 1/3; the rest is the feature's own
-        own = np.sqrt(max(1.0 - (ls**2 + la**2) * 0.33 * 1.44, 0.2))
-        A[:, k] = s * (1.2 * ls * sex + 1.2 * la * age + own * rng.standard_normal(n))
+        load = {factor: row.get(name, 0.0) for factor, row in LOADINGS.items()}
+        own = np.sqrt(max(1.0 - sum(v * v for v in load.values()), MIN_OWN**2))
+        a = own * rng.standard_normal(n)
+        for factor, v in load.items():
+            a += v * lat[factor]
+        A[:, k] = FEATURE_STD[name] * a
     return A
 
 
