@@ -53,6 +53,7 @@ def skull_mask(topo: hm.Topology) -> np.ndarray:
     # The skull's lower edge: under the jaw at the front, rising to the occiput at the back.
     # The mask ramps up vertically across that edge only, never around the neck, so a
     # twisted head shears the skin (fine) instead of compressing it sideways (folds).
+    # (Near the edge soften_skull_mask replaces this ramp by a wider fade from 1.)
     t = np.clip((phi - 60.0) / 100.0, 0.0, 1.0)
     edge = -54.0 + 26.0 * t * t * (3 - 2 * t)
     m = np.clip((e - edge) / 8.0, 0.0, 1.0)
@@ -60,15 +61,21 @@ def skull_mask(topo: hm.Topology) -> np.ndarray:
     return m
 
 
-def soften_skull_mask(m: np.ndarray, P: np.ndarray, reach: float = 6.0) -> np.ndarray:
-    """Let the skin next to the jaw follow the skull partly, fading over `reach` cm,
-    so a twisted or nodded head shears the upper neck smoothly instead of folding it."""
+def soften_skull_mask(m: np.ndarray, P: np.ndarray, reach: float = 8.0) -> np.ndarray:
+    """Let the skin next to the skull follow it partly, fading smoothly from 1 at the rigid
+    part to 0 at `reach` cm, so a twisted or nodded head shears the upper neck instead of
+    folding it.
+
+    The fade must start at 1: a plateau below 1 (or `m`'s own 8-degree ramp, which runs
+    partly around the neck where the jaw line rises to the ear) puts a weight step across
+    one ring of short edges, and the 43 degrees of twist between skull and C2 then fold the
+    skin below the ear. Its steepest slope, 1.5 / reach per cm, keeps that shear mild."""
     from scipy.spatial import cKDTree
 
     rigid = m >= 0.999
     d, _ = cKDTree(P[rigid]).query(P)
     t = np.clip(1.0 - d / reach, 0.0, 1.0)
-    return np.maximum(m, 0.85 * t * t * (3 - 2 * t))
+    return np.maximum(m, t * t * (3 - 2 * t))
 
 
 def build_default_model(seed: int = 0) -> ModelData:
