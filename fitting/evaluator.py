@@ -306,11 +306,12 @@ class Subset:
         if hi > lo:
             linear = _rotate_columns(M, self.dirs[:, :, lo:hi])
             if joints is not None:
-                # regressed joints: the bone matrices are affine in the joints, so a unit step
-                # of each coefficient gives their exact derivative
+                # Regressed joints move only the bones' translations (the rotations do not depend
+                # on the joints), affinely: a unit step of each coefficient gives the exact change.
                 moved = joints[None] + ev.joint_dirs[lo:hi]  # [K, J, 3]
                 steps = ev.bone_matrices(pose.expand(hi - lo, -1, -1), moved)
-                linear = linear + self._through_bones(steps - ev.bone_matrices(pose[None], joints), planes)
+                d_translation = (steps - ev.bone_matrices(pose[None], joints))[..., 3]  # [K, J, 3]
+                linear = linear + torch.einsum("kjc,jv->vck", d_translation, self.weights)
             blocks.append(linear)
         if pose_bones:
             steps = []
