@@ -9,7 +9,6 @@ from . import head_mesh as hm
 from . import larynx, skeleton
 from .appearance import preview_colours
 from .expressions import build_expressions
-from .joints import joint_regressor
 from .pose_correctives import fit_pose_correctives
 from .sdf import HeadParams
 from .shape_space import build_shape_space
@@ -109,7 +108,6 @@ def build_default_model(seed: int = 0) -> ModelData:
         bone_parents=skeleton.BONE_PARENTS.copy(),
         bone_rest_transforms=G.astype(np.float32),
         bone_lengths=lengths.astype(np.float32),
-        joint_regressor=joint_regressor(topo, P, heads).astype(np.float32),
         uv_coords=uv_coords.astype(np.float32),
         polygon_uv_indices=corner_uv,
         vertex_uvs=vuv.astype(np.float32),
