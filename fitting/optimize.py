@@ -312,13 +312,17 @@ class Fitter:
         converged = False
         energy = np.inf
         median = inliers = float("nan")
+        # One sample of the scan per stage: the energy then settles, so "converged" means it
+        # (a fresh sample each iteration made the solution wander by its sampling noise).
+        pick = None
+        if scan_cm is not None and len(scan_cm):
+            pick = (
+                np.arange(len(scan_cm))
+                if len(scan_cm) <= st.points
+                else self.rng.choice(len(scan_cm), st.points, replace=False)
+            )
         for it in range(st.iterations):
-            if scan_cm is not None and len(scan_cm):
-                pick = (
-                    np.arange(len(scan_cm))
-                    if len(scan_cm) <= st.points
-                    else self.rng.choice(len(scan_cm), st.points, replace=False)
-                )
+            if pick is not None:
                 normals = None if scan_normals is None else scan_normals[pick]
                 rows, dist = self.correspond(state, scan_cm[pick], normals, st.trim_floor_cm)
                 median = float(np.median(dist))
