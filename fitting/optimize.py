@@ -51,6 +51,9 @@ class Stage:
     larynx: bool = False
     points: int = 4000
     trim_floor_cm: float = 0.5  # correspondences within this distance are never trimmed
+    # A fresh scan sample each iteration shakes early stages out of shallow minima; a fixed
+    # one lets the energy settle, so the last stage can tell that it converged.
+    resample: bool = True
 
 
 DEFAULT_STAGES = (
@@ -66,7 +69,17 @@ DEFAULT_STAGES = (
         points=4000,
         trim_floor_cm=0.5,
     ),
-    Stage("all", 6, shape=True, expression=True, pose=True, larynx=True, points=8000, trim_floor_cm=0.3),
+    Stage(
+        "all",
+        6,
+        shape=True,
+        expression=True,
+        pose=True,
+        larynx=True,
+        points=8000,
+        trim_floor_cm=0.3,
+        resample=False,
+    ),
 )
 
 # Short similarity+neck solve used to compare starting hypotheses.
@@ -312,17 +325,15 @@ class Fitter:
         converged = False
         energy = np.inf
         median = inliers = float("nan")
-        # One sample of the scan per stage: the energy then settles, so "converged" means it
-        # (a fresh sample each iteration made the solution wander by its sampling noise).
         pick = None
-        if scan_cm is not None and len(scan_cm):
-            pick = (
-                np.arange(len(scan_cm))
-                if len(scan_cm) <= st.points
-                else self.rng.choice(len(scan_cm), st.points, replace=False)
-            )
         for it in range(st.iterations):
-            if pick is not None:
+            if scan_cm is not None and len(scan_cm):
+                if pick is None or st.resample:
+                    pick = (
+                        np.arange(len(scan_cm))
+                        if len(scan_cm) <= st.points
+                        else self.rng.choice(len(scan_cm), st.points, replace=False)
+                    )
                 normals = None if scan_normals is None else scan_normals[pick]
                 rows, dist = self.correspond(state, scan_cm[pick], normals, st.trim_floor_cm)
                 median = float(np.median(dist))
