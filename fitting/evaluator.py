@@ -95,10 +95,11 @@ class ModelEvaluator:
         relative = model.relative_rest
         self.relative_rest = None if relative is None else relative.detach().to("cpu", f64)
         self.joint_template = self.joint_dirs = None
-        if model.joint_regressor is not None:
-            R = model.joint_regressor.detach().to("cpu", f64).T  # [V, J]
-            self.joint_template = (self.template @ R).T.contiguous()  # [J, 3]
-            self.joint_dirs = (self.linear_dirs @ R).transpose(1, 2).contiguous()  # [K, J, 3]
+        if model.joint_regressor is not None:  # the model's regressed joint blendshapes
+            J, E = d.num_bones, self.E
+            self.joint_template = model.joint_template.detach().to("cpu", f64).T.contiguous()  # [J, 3]
+            rows = model.joint_directions.detach().to("cpu", f64).view(-1, 3, J)  # [expression, shape]
+            self.joint_dirs = torch.cat([rows[E:], rows[:E]]).transpose(1, 2).contiguous()  # [K, J, 3]
         self.parents = model.parents
         self.posed_bones = model.posed_bones
         self.has_pose_correctives = bool(self.pose_dirs.abs().max() > 0) if self.pose_dirs.numel() else False
