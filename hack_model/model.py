@@ -8,15 +8,15 @@ works with the same module. The maths lives in `hack_model.lbs`.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import lbs
+from . import keywords, lbs
 from .loading import load_model
 from .model_data import ModelData
 
@@ -24,10 +24,31 @@ ParamValue = torch.Tensor | np.ndarray | float | list | None
 
 
 @dataclass
-class HACKOutput:
+class HACKOutput(Mapping):
+    """The result of `HACK.forward`: a dataclass that also reads as a mapping, like smplx's
+    ModelOutput (`out.vertices` or `out["vertices"]`; keys() lists the fields that are set)."""
+
     vertices: torch.Tensor  # [B, V, 3]
     joints: torch.Tensor  # [B, J, 3] bone heads
     bone_transforms: torch.Tensor  # [B, J, 4, 4] posed world frames of the bones
+    landmarks: torch.Tensor | None = None  # [B, 68, 3] when the model has landmarks
+
+    def _set_fields(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self._set_fields():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._set_fields())
+
+    def __len__(self) -> int:
+        return len(self._set_fields())
+
+    __eq__ = object.__eq__  # tensors have no single truth value
+    __hash__ = None
 
 
 class HACK(nn.Module):
@@ -70,6 +91,7 @@ class HACK(nn.Module):
         buffer("joint_regressor", data.joint_regressor)
         buffer("action_unit_matrix", data.action_unit_matrix)
         buffer("triangles", data.triangles(), torch.long)
+        buffer("landmark_indices", data.landmark_indices, torch.long)
         if data.joint_regressor is None:
             relative = lbs.relative_rest_transforms(
                 torch.as_tensor(data.bone_rest_transforms, dtype=torch.float64), self.parents
@@ -138,6 +160,16 @@ class HACK(nn.Module):
         return self.data.bone_names
 
     @property
+    def faces(self) -> np.ndarray:
+        """[F, 3] int64 triangles (quads split in two), as smplx's `model.faces`."""
+        return self.triangles.cpu().numpy()
+
+    @property
+    def faces_tensor(self) -> torch.Tensor:
+        """[F, 3] long triangles on the model's device."""
+        return self.triangles
+
+    @property
     def num_shape(self) -> int:
         return self.data.num_shape
 
@@ -171,6 +203,8 @@ class HACK(nn.Module):
         action_units: Mapping[str, ParamValue] | ParamValue = None,
         global_orient: ParamValue = None,
         transl: ParamValue = None,
+        betas: ParamValue = None,
+        **unknown: Any,
     ) -> HACKOutput:
         """Evaluate the model; omitted parameters are neutral.
 
@@ -179,12 +213,19 @@ class HACK(nn.Module):
         larynx_scale [B, 1] (default 1), action_units {"AU12": [B] or float} or
         [B, A] ordered as action_unit_names, global_orient [B, 3] axis-angle about
         the origin, transl [B, 3]. Parameters with batch size 1 broadcast.
+        `expression` also takes {"jawOpen": [B] or float}; `betas` is an alias of `shape`.
         """
+        keywords.reject_unknown_keywords(
+            unknown, _FORWARD_PARAMETERS, self.expression_names, self.action_unit_names
+        )
+        shape = keywords.resolve_shape_alias(shape, betas)
         E, J, S = self.num_expression, self.num_bones, self.num_shape
         p = _Params(self.template)
         shape = p.take("shape", shape, (None,))
         if shape is not None and shape.shape[1] > S:
             raise ValueError(f"shape has {shape.shape[1]} components; this model has {S}")
+        if isinstance(expression, Mapping):
+            expression = self._named_weights(p, "expression", expression, self.expression_names)
         expression = p.take("expression", expression, (E,))
         neck_pose = p.take("neck_pose", neck_pose, (J, 3))
         larynx_height = p.take("larynx_height", larynx_height, (1,))
@@ -242,8 +283,10 @@ class HACK(nn.Module):
             world[:, :3, 3] = t
             world[:, 3, 3] = 1.0
             frames = world[:, None] @ frames
+        vertices = vertices.expand(B, -1, 3)
+        landmarks = None if self.landmark_indices is None else vertices[:, self.landmark_indices]
         return HACKOutput(
-            vertices=vertices.expand(B, -1, 3), joints=frames[:, :, :3, 3], bone_transforms=frames
+            vertices=vertices, joints=frames[:, :, :3, 3], bone_transforms=frames, landmarks=landmarks
         )
 
     # -------------------------------------------------------------- helpers
@@ -308,27 +351,39 @@ class HACK(nn.Module):
         if action_units is None:
             return None
         if isinstance(action_units, Mapping):
-            unknown = [k for k in action_units if k not in names]
-            if unknown:
-                raise ValueError(
-                    f"unknown action unit(s) {', '.join(map(str, unknown))}; this model has: "
-                    + (", ".join(names) if names else "none")
-                )
-            columns = {}
-            for name, value in action_units.items():
-                columns[name] = p.take(f"action_units[{name!r}]", value, (), allow_scalar=True)
-            B = p.batch_size
-            weights = self.template.new_zeros(B, len(names))
-            for name, value in columns.items():
-                weights[:, names.index(name)] = value.reshape(-1).expand(B)
-            return weights
+            return self._named_weights(p, "action unit", action_units, names)
         return p.take("action_units", action_units, (len(names),))
+
+    def _named_weights(self, p: _Params, what: str, mapping: Mapping, names: list[str]) -> torch.Tensor:
+        """{name: [B] or float} -> weights [B, len(names)], zero where a name is not given."""
+        keywords.check_names(what, mapping, names)
+        label = what.replace(" ", "_") + ("s" if what == "action unit" else "")
+        columns = {}
+        for name, value in mapping.items():
+            columns[name] = p.take(f"{label}[{name!r}]", value, (), allow_scalar=True)
+        B = p.batch_size
+        weights = self.template.new_zeros(B, len(names))
+        for name, value in columns.items():
+            weights[:, names.index(name)] = value.reshape(-1).expand(B)
+        return weights
 
     # ------------------------------------------------------------ utilities
     def neutral_vertices(self) -> np.ndarray:
         """[V, 3] rest mesh (neutral shape, expression, pose and larynx) as numpy."""
         with torch.no_grad():
             return self().vertices[0].cpu().numpy()
+
+
+_FORWARD_PARAMETERS = (
+    "shape",
+    "expression",
+    "neck_pose",
+    "larynx_height",
+    "larynx_scale",
+    "action_units",
+    "global_orient",
+    "transl",
+)
 
 
 class _Params:

@@ -156,3 +156,66 @@ def test_cuda_matches_cpu():
     assert torch.allclose(got, expected, atol=1e-4)
     with pytest.raises(ValueError, match="is on cpu but the model is on cuda"):
         gpu(shape=torch.zeros(1, 8))
+
+
+def test_betas_is_an_alias_of_shape_and_both_is_an_error(small):
+    shape = torch.randn(2, 6)
+    assert torch.equal(small(betas=shape).vertices, small(shape=shape).vertices)
+    with pytest.raises(ValueError, match="not both"):
+        small(shape=shape, betas=shape)
+
+
+@pytest.mark.parametrize(
+    "keyword, hint",
+    [
+        ("jaw_pose", "jawOpen"),
+        ("pose", "use neck_pose"),
+        ("body_pose", "use neck_pose"),
+        ("expression_params", "use expression"),
+        ("shap", "did you mean shape"),
+        ("neck_poses", "did you mean neck_pose"),
+        ("jawOpen", "expression={'jawOpen': w}"),
+        ("AU12", "action_units={'AU12': w}"),
+    ],
+)
+def test_unknown_keywords_get_a_hint(small, keyword, hint):
+    with pytest.raises(TypeError, match="unexpected keyword argument") as info:
+        small(**{keyword: torch.zeros(1, 3)})
+    assert hint in str(info.value)
+    assert isinstance(info.value, ValueError)  # caught like every other bad parameter
+
+
+def test_expression_by_name_equals_the_weight_vector(small):
+    names = small.expression_names
+    weights = torch.zeros(3, len(names))
+    weights[:, names.index("jawOpen")] = 1.0
+    weights[:, names.index("mouthSmile_L")] = torch.tensor([0.0, 0.5, 1.0])
+    by_name = small(expression={"jawOpen": 1.0, "mouthSmile_L": torch.tensor([0.0, 0.5, 1.0])})
+    assert torch.allclose(by_name.vertices, small(expression=weights).vertices)
+    with pytest.raises(ValueError, match="did you mean jawOpen"):
+        small(expression={"jawOpn": 1.0})
+
+
+def test_faces_landmarks_and_mapping_output(release_model):
+    faces = release_model.faces
+    assert faces.dtype == np.int64 and faces.shape[1] == 3
+    assert np.array_equal(faces, release_model.data.triangles())
+    assert torch.equal(release_model.faces_tensor.cpu(), torch.as_tensor(faces))
+    out = release_model(expression=torch.zeros(2, 55))
+    landmarks = np.asarray(release_model.data.landmark_indices)
+    assert out.landmarks.shape == (2, 68, 3)
+    assert torch.equal(out.landmarks, out.vertices[:, landmarks])
+    assert out["vertices"] is out.vertices
+    assert list(out.keys()) == ["vertices", "joints", "bone_transforms", "landmarks"]
+    assert dict(out.items())["joints"] is out.joints and len(out) == 4
+
+
+def test_output_without_landmarks_leaves_them_out(small):
+    out = small()
+    assert (
+        out.landmarks is None
+        and "landmarks" not in out
+        and list(out) == ["vertices", "joints", "bone_transforms"]
+    )
+    with pytest.raises(KeyError):
+        out["landmarks"]
