@@ -64,19 +64,19 @@ def sequence_time(batch: np.ndarray, triangles: np.ndarray, size: int, in_place:
     """(wall, CPU) seconds to render the whole sequence."""
     # The in-place vertex buffer update can be switched off per stage (private switch,
     # used only here to measure what it saves).
-    original = render._Stage.__init__
+    original = render.scene.Stage.__init__
 
     def init(stage, *args, **kwargs):
         original(stage, *args, **kwargs)
         stage.fast_update = in_place
 
-    render._Stage.__init__ = init
+    render.scene.Stage.__init__ = init
     try:
         start, start_cpu = time.perf_counter(), time.process_time()
         render.render_frames(batch, triangles, size=size, view="three-quarter")
         return time.perf_counter() - start, time.process_time() - start_cpu
     finally:
-        render._Stage.__init__ = original
+        render.scene.Stage.__init__ = original
 
 
 def main() -> None:

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .colormaps import colormap
+
 Color = tuple[int, int, int] | tuple[int, int, int, int]
 
 # Tried in order; Pillow also searches the system font folders for bare names.
@@ -138,10 +140,6 @@ def format_tick(value: float, span: float) -> str:
 
 def _colormap_table(cmap: str | np.ndarray) -> np.ndarray:
     if isinstance(cmap, str):
-        # Function-level import: render.py imports this module, and the colour
-        # tables live there (render.py itself only loads GL lazily).
-        from hack_model.render import colormap
-
         return colormap(cmap)
     table = np.asarray(cmap, np.float64)
     if table.ndim != 2 or table.shape[1] < 3:

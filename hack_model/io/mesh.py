@@ -93,29 +93,75 @@ def _obj_index(token: str, count: int) -> int:
     return index
 
 
-def write_obj(path: str | os.PathLike, mesh: PolygonMesh, *, overwrite: bool = True) -> Path:
-    """Write an OBJ with polygons and, when present, UVs. Atomic."""
+def write_obj(
+    path: str | os.PathLike,
+    mesh: PolygonMesh,
+    *,
+    overwrite: bool = True,
+    normals: np.ndarray | None = None,
+    colors: np.ndarray | None = None,
+    material: str | None = None,
+) -> Path:
+    """Write an OBJ with polygons and, when present, UVs, vertex normals [V, 3] (vn, one per
+    vertex) and colours [V, 3] sRGB 0..1 (the common `v x y z r g b` extension, read by Blender
+    and MeshLab). `material`: the name of an MTL file beside it (written by write_mtl). Atomic."""
     path = Path(path)
-    lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in np.asarray(mesh.vertices)]
+    lines = [] if material is None else [f"mtllib {material}", "usemtl skin"]
+    if colors is not None:
+        c = np.asarray(colors, np.float64)[:, :3]
+        lines += [
+            f"v {x:.6f} {y:.6f} {z:.6f} {r:.4f} {g:.4f} {b:.4f}"
+            for (x, y, z), (r, g, b) in zip(np.asarray(mesh.vertices), c)
+        ]
+    else:
+        lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in np.asarray(mesh.vertices)]
     has_uv = mesh.uv_coords is not None and mesh.polygon_uv_indices is not None
     if has_uv:
         lines += [f"vt {u:.6f} {v:.6f}" for u, v in np.asarray(mesh.uv_coords)]
+    if normals is not None:
+        lines += [f"vn {x:.5f} {y:.5f} {z:.5f}" for x, y, z in np.asarray(normals)]
     starts = np.concatenate([[0], np.cumsum(mesh.polygon_sizes)[:-1]])
     vi = np.asarray(mesh.polygon_vertex_indices) + 1
     ti = np.asarray(mesh.polygon_uv_indices) + 1 if has_uv else None
     for start, size in zip(starts.tolist(), np.asarray(mesh.polygon_sizes).tolist()):
-        if has_uv:
-            refs = [f"{vi[k]}/{ti[k]}" for k in range(start, start + size)]
+        ks = range(start, start + size)
+        if has_uv and normals is not None:
+            refs = [f"{vi[k]}/{ti[k]}/{vi[k]}" for k in ks]
+        elif has_uv:
+            refs = [f"{vi[k]}/{ti[k]}" for k in ks]
+        elif normals is not None:
+            refs = [f"{vi[k]}//{vi[k]}" for k in ks]
         else:
-            refs = [str(vi[k]) for k in range(start, start + size)]
+            refs = [str(vi[k]) for k in ks]
         lines.append("f " + " ".join(refs))
     with atomic_output(path, overwrite=overwrite) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
-def write_ply(path: str | os.PathLike, mesh: PolygonMesh, *, overwrite: bool = True) -> Path:
-    """Binary PLY of the triangulated mesh with per-vertex UVs (s, t) when known. Atomic."""
+def write_mtl(path: str | os.PathLike, color: np.ndarray, *, overwrite: bool = True) -> Path:
+    """A one-material MTL ("skin", diffuse `color` sRGB 0..1, matte) for write_obj. Atomic."""
+    r, g, b = (float(x) for x in np.asarray(color, np.float64)[:3])
+    text = (
+        "# hack-model preview material\nnewmtl skin\n"
+        f"Ka 0 0 0\nKd {r:.4f} {g:.4f} {b:.4f}\nKs 0.05 0.05 0.05\nNs 10\nd 1\nillum 2\n"
+    )
+    path = Path(path)
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_ply(
+    path: str | os.PathLike,
+    mesh: PolygonMesh,
+    *,
+    overwrite: bool = True,
+    normals: np.ndarray | None = None,
+    colors: np.ndarray | None = None,
+) -> Path:
+    """Binary PLY of the triangulated mesh with per-vertex UVs (s, t) when known, normals
+    [V, 3] and colours [V, 3] sRGB 0..1 (stored as red, green, blue, alpha bytes). Atomic."""
     import trimesh
 
     from ..model_data import fan_triangulate
@@ -124,15 +170,24 @@ def write_ply(path: str | os.PathLike, mesh: PolygonMesh, *, overwrite: bool = T
     triangles = fan_triangulate(mesh.polygon_vertex_indices, mesh.polygon_sizes)
     tri = trimesh.Trimesh(np.asarray(mesh.vertices), triangles, process=False)
     vertex_uvs = mesh.vertex_uvs()
-    if vertex_uvs is not None:
+    if colors is not None:
+        rgb = np.clip(np.round(np.asarray(colors, np.float64)[:, :3] * 255), 0, 255).astype(np.uint8)
+        tri.visual = trimesh.visual.ColorVisuals(tri, vertex_colors=rgb)
+        if vertex_uvs is not None:  # trimesh keeps one visual: UVs go in as attributes
+            tri.vertex_attributes["s"] = vertex_uvs[:, 0].astype(np.float32)
+            tri.vertex_attributes["t"] = vertex_uvs[:, 1].astype(np.float32)
+    elif vertex_uvs is not None:
         tri.visual = trimesh.visual.TextureVisuals(uv=vertex_uvs)
-    data = trimesh.exchange.ply.export_ply(tri, encoding="binary", vertex_normal=False)
+    if normals is not None:
+        tri.vertex_normals = np.asarray(normals, np.float64)
+    data = trimesh.exchange.ply.export_ply(tri, encoding="binary", vertex_normal=normals is not None)
     with atomic_output(path, overwrite=overwrite) as tmp:
         tmp.write_bytes(data)
     return path
 
 
 MESH_WRITERS = {".obj": write_obj, ".ply": write_ply}
+EXPORT_SUFFIXES = (".obj", ".ply", ".glb", ".gltf")
 
 
 def write_mesh(path: str | os.PathLike, mesh: PolygonMesh, *, overwrite: bool = True) -> Path:
