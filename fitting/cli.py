@@ -38,7 +38,10 @@ class Outcome:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from hack_model import __version__
+
     p = argparse.ArgumentParser(prog=PROG, description="Fit the HACK head-and-neck model to 3D scans.")
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     p.add_argument(
         "scans", nargs="+", metavar="SCAN", help="scan files (PLY, OBJ, STL, OFF, GLB, XYZ, NPY) or folders"
     )

@@ -185,8 +185,11 @@ SHEETS: dict[str, Callable[[HACK], np.ndarray]] = {
 }
 
 
-def make_demo(model: HACK, out_dir: str | Path, *, log: Callable[[str], None] = print) -> list[Path]:
-    """Write the five sheets into out_dir; returns their paths."""
+def make_demo(
+    model: HACK, out_dir: str | Path, *, overwrite: bool = False, log: Callable[[str], None] = print
+) -> list[Path]:
+    """Write the five sheets into out_dir; returns their paths. A sheet that exists is kept
+    (and logged as skipped) unless overwrite."""
     from .images import save_png
 
     out_dir = Path(out_dir)
@@ -194,8 +197,12 @@ def make_demo(model: HACK, out_dir: str | Path, *, log: Callable[[str], None] = 
     paths = []
     for name, make in SHEETS.items():
         start = time.perf_counter()
-        path = save_png(out_dir / f"{name}.png", make(model))
-        log(f"wrote {path} ({time.perf_counter() - start:.1f} s)")
+        path = out_dir / f"{name}.png"
+        if path.exists() and not overwrite:
+            log(f"skipped {path} (exists; add --overwrite to replace it)")
+        else:
+            save_png(path, make(model), overwrite=overwrite)
+            log(f"wrote {path} ({time.perf_counter() - start:.1f} s)")
         paths.append(path)
     return paths
 
@@ -234,34 +241,46 @@ def animate(
 
     Returns the path written: out_path, with its suffix changed to .gif when MP4 is unavailable.
     """
-    import imageio.v2 as imageio
-
-    from .render import bounding_box, render_frames
+    from .render import RenderOptions, bounding_box
 
     args = forward_arguments(params)
     frames = max(_frame_count(v) for v in args.values()) if args else 1
     if max_frames is not None:
         frames = min(frames, max_frames)
+    vertices = evaluate(model, frames, **{k: _cut(v, frames) for k, v in args.items()})
+    options = RenderOptions(view=view, size=size, frame=bounding_box(vertices))
+    return write_video(model, vertices, out_path, fps=fps, options=options, progress=progress)
+
+
+def write_video(
+    model: HACK,
+    vertices: np.ndarray,
+    out_path: str | Path,
+    *,
+    fps: float = 30.0,
+    options=None,
+    progress: bool = True,
+) -> Path:
+    """Render vertices [B, V, 3] with one camera (options.frame, default the batch's box) to MP4
+    (GIF when imageio-ffmpeg is missing, or when out_path ends in .gif). Returns the path."""
+    import imageio.v2 as imageio
+
+    from .render import RenderOptions, bounding_box, render_frames
+
+    options = options or RenderOptions(view="three-quarter", size=384)
+    if options.frame is None:
+        options = options.updated(frame=bounding_box(vertices))
     out_path = Path(out_path)
     if out_path.suffix.lower() == ".mp4" and not _has_ffmpeg():
         out_path = out_path.with_suffix(".gif")
-    triangles = model.data.triangles()
-    vertices = evaluate(model, frames, **{k: _cut(v, frames) for k, v in args.items()})
-    box = bounding_box(vertices)
+    frames = len(vertices)
     tmp = out_path.with_name(f".{out_path.stem}.partial{out_path.suffix}")
     bar = _progress(frames, "rendering", progress)
     try:
         kwargs = {"fps": fps} if out_path.suffix.lower() == ".mp4" else {"duration": 1.0 / fps, "loop": 0}
         with imageio.get_writer(tmp, **kwargs) as writer:
             for start in range(0, frames, 32):
-                for image in render_frames(
-                    vertices[start : start + 32],
-                    triangles,
-                    frame=box,
-                    size=size,
-                    view=view,
-                    vertex_colors=model.data.vertex_colors,
-                ):
+                for image in render_frames(vertices[start : start + 32], model, options=options):
                     writer.append_data(image)
                     bar(1)
         tmp.replace(out_path)
@@ -295,8 +314,9 @@ def _has_ffmpeg() -> bool:
 
 
 def _progress(total: int, label: str, enabled: bool) -> Callable[[int | None], None]:
-    """A progress bar: tqdm when installed, else a carriage-return line on stderr."""
-    if not enabled:
+    """A progress bar on stderr, only when stderr is a terminal (never in redirected logs):
+    tqdm when installed, else a carriage-return line."""
+    if not enabled or not sys.stderr.isatty():
         return lambda step: None
     try:
         from tqdm import tqdm

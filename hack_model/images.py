@@ -301,14 +301,15 @@ def compose_sheet(
     return np.asarray(sheet).copy()
 
 
-def save_png(path: str | os.PathLike, image: np.ndarray) -> Path:
-    """Write `image` [H, W, 3|4] as PNG atomically, creating the folder if needed. Returns the path."""
+def save_png(path: str | os.PathLike, image: np.ndarray, *, overwrite: bool = True) -> Path:
+    """Write `image` [H, W, 3|4] as PNG atomically, creating the folder if needed. Returns the path.
+    overwrite=False refuses (FileExistsError) to replace an existing file."""
     from .io.atomic import atomic_output
 
     path = Path(path)
     array = as_uint8(image)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(path) as tmp:
+    with atomic_output(path, overwrite=overwrite) as tmp:
         Image.fromarray(array, "RGBA" if array.shape[2] == 4 else "RGB").save(tmp, format="PNG")
     return path
 

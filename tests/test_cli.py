@@ -57,10 +57,11 @@ def test_export_multi_frame_writes_numbered_files(release_dir, tmp_path):
 def test_existing_output_is_kept_without_overwrite(release_dir, tmp_path):
     target = tmp_path / "head.obj"
     target.write_text("mine")
-    assert_one_line_error(run("export", "--model", release_dir, "-o", target), "already exists")
-    assert target.read_text() == "mine"
+    result = run("export", "--model", release_dir, "-o", target)
+    assert result.returncode == 0 and f"skipped {target}" in result.stdout, result.stdout + result.stderr
+    assert target.read_text() == "mine" and not (tmp_path / "head.mtl").exists()  # the group is kept
     assert run("export", "--model", release_dir, "-o", target, "--overwrite").returncode == 0
-    assert target.read_text().startswith("v ")
+    assert target.read_text().startswith("mtllib head.mtl\n")
 
 
 @pytest.mark.parametrize(

@@ -54,7 +54,10 @@ def write_gltf(
     path: str | os.PathLike, mesh: GltfMesh, *, unit_scale: float = 1.0, overwrite: bool = True
 ) -> Path:
     """Write `.glb` or `.gltf` (buffer embedded as a data URI) atomically."""
-    import pygltflib as g
+    try:
+        import pygltflib as g
+    except ImportError:
+        raise ImportError("glTF export needs pygltflib: pip install 'hack-model[export]'") from None
 
     path = Path(path)
     blob = bytearray()

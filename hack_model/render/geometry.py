@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def incidence(triangles: np.ndarray, num_vertices: int):
+def vertex_face_incidence(triangles: np.ndarray, num_vertices: int):
     """Sparse [V, F] vertex-face incidence (scipy CSR); sums face normals onto vertices."""
     from scipy import sparse
 
@@ -23,7 +23,7 @@ def vertex_normals(vertices: np.ndarray, triangles: np.ndarray, incidence=None) 
     v = np.asarray(vertices, np.float32)
     tri = np.asarray(triangles, np.int64)
     if incidence is None:
-        incidence = incidence(tri, len(v))
+        incidence = vertex_face_incidence(tri, len(v))
     a, b, c = v[tri[:, 0]], v[tri[:, 1]], v[tri[:, 2]]
     face = np.cross(b - a, c - a)  # length = 2 * area: area weighting for free
     normals = np.asarray(incidence @ face, np.float32)

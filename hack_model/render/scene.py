@@ -8,7 +8,7 @@ import numpy as np
 
 from .camera import Camera
 from .context import import_pyrender
-from .geometry import incidence, vertex_normals
+from .geometry import vertex_face_incidence, vertex_normals
 
 # Warm light skin, slightly desaturated so it reads as a neutral sculpture (sRGB).
 SKIN_SRGB = (0.80, 0.73, 0.68)
@@ -88,7 +88,7 @@ class Stage:
         pyrender = import_pyrender()
         self.pyrender = pyrender
         self.triangles = np.ascontiguousarray(triangles, np.uint32)
-        self.incidence = incidence(self.triangles.astype(np.int64), num_vertices)
+        self.incidence = vertex_face_incidence(self.triangles.astype(np.int64), num_vertices)
         self.num_vertices = num_vertices
         self.has_colors = has_colors
         try:
