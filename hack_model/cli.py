@@ -232,7 +232,7 @@ def cmd_render(args: argparse.Namespace) -> None:
     frames = _frames(args, len(vertices))
     view = (args.yaw, args.pitch) if args.yaw is not None else args.view
     options = RenderOptions(view=view, size=args.size, transparent=args.transparent,
-                            frame=bounding_box(vertices[frames]))  # fmt: skip
+                            frame=bounding_box(vertices))  # fmt: skip
     if out is not None:
         paths = _numbered(out, frames, len(vertices))
         todo = _keep_existing([[p] for p in paths], args.overwrite)

@@ -61,6 +61,15 @@ def face_box(vertices: np.ndarray, model: HACK, margin: float = 0.08) -> np.ndar
     return np.stack([low - pad, high + pad])
 
 
+def head_points(vertices: np.ndarray, model: HACK) -> np.ndarray:
+    """Points [N, 3] of the head (skull, face, ears; not the neck) in all frames of [B, V, 3]:
+    the vertices the top bone carries rigidly, or the whole mesh when there are too few."""
+    rigid = np.nonzero(model.data.skinning_weights[:, -1] > 0.99)[0]
+    if len(rigid) < 100:
+        rigid = np.arange(model.num_vertices)
+    return vertices[:, rigid].reshape(-1, 3)
+
+
 def _render_cells(vertices: np.ndarray, model: HACK, frame_points: np.ndarray | None = None, **kw):
     from .render import bounding_box, render_frames
 
@@ -69,20 +78,31 @@ def _render_cells(vertices: np.ndarray, model: HACK, frame_points: np.ndarray | 
     return render_frames(vertices, model.data.triangles(), frame=box, size=kw.pop("size", CELL), **kw)
 
 
-def shapes_sheet(model: HACK, components: int = 6) -> np.ndarray:
-    """The mean head and the first principal components at -2 and +2 standard deviations."""
+def shapes_sheet(model: HACK, components: int = 6, sd: float = 3.0) -> np.ndarray:
+    """One row per principal component: -sd, mean, +sd from the front, then the same from the
+    side; one camera per view for the whole sheet, framed on the heads (the neck runs on)."""
     from .images import compose_sheet
 
     k = min(components, model.num_shape)
-    shape = np.zeros((1 + 2 * k, max(k, 1)), np.float32)
-    titles = ["mean"]
+    if k == 0:
+        vertices = evaluate(model, 1)
+        images = _render_cells(vertices, model, head_points(vertices, model), view="front")
+        return compose_sheet(images, ["mean"], columns=1, title=f"{model.data.name}: no shape space")
+    shape = np.zeros((1 + 2 * k, k), np.float32)
     for i in range(k):
-        shape[1 + 2 * i, i], shape[2 + 2 * i, i] = -2.0, 2.0
-        titles += [f"PC{i + 1} -2 sd", f"PC{i + 1} +2 sd"]
-    params = {"shape": shape} if k else {}
-    vertices = evaluate(model, len(shape), **params)
-    images = _render_cells(vertices, model, view="three-quarter")
-    return compose_sheet(images, titles, columns=5, title=f"{model.data.name}: shape space")
+        shape[1 + 2 * i, i], shape[2 + 2 * i, i] = -sd, sd
+    vertices = evaluate(model, len(shape), shape=shape)
+    points = head_points(vertices, model)
+    views = {view: _render_cells(vertices, model, points, view=view) for view in ("front", "side")}
+    images, titles = [], []
+    for i in range(k):
+        for view in ("front", "side"):
+            cells = views[view]
+            images += [cells[1 + 2 * i], cells[0], cells[2 + 2 * i]]
+            titles += [f"PC{i + 1} -{sd:g} SD {view}", "mean", f"PC{i + 1} +{sd:g} SD {view}"]
+    return compose_sheet(
+        images, titles, columns=6, title=f"{model.data.name}: shape components at -{sd:g}, 0, +{sd:g} SD"
+    )
 
 
 def expressions_sheet(model: HACK) -> np.ndarray:
@@ -99,20 +119,20 @@ def expressions_sheet(model: HACK) -> np.ndarray:
         weights[k, names.index("jawOpen")] = 1.0
         labels[k] = "mouthClose + jawOpen"
     vertices = evaluate(model, E, expression=weights)
-    images = _render_cells(vertices, model, face_box(vertices, model), view="front", zoom=1.3)
+    images = _render_cells(vertices, model, head_points(vertices, model), view="front")
     return compose_sheet(images, labels, columns=8, title="expressions at weight 1")
 
 
 def action_units_sheet(model: HACK) -> np.ndarray:
-    """Every FACS action unit of the model's table at full intensity."""
+    """Every FACS action unit of the model's table at full intensity. The camera frames the
+    whole head (ears and skull included) so no tile cuts through it."""
     from .images import compose_sheet
 
     names = model.action_unit_names
     if not names:
         raise ValueError(f"{model.data.name} has no action-unit table")
     vertices = evaluate(model, len(names), action_units=np.eye(len(names), dtype=np.float32))
-    box = face_box(vertices, model)
-    images = _render_cells(vertices, model, box, view="three-quarter", yaw=25.0, zoom=1.3)
+    images = _render_cells(vertices, model, head_points(vertices, model), view="three-quarter", yaw=25.0)
     titles = [action_unit_label(n, d) for n, d in zip(names, model.data.action_unit_descriptions)]
     return compose_sheet(images, titles, columns=6, title="FACS action units at intensity 1")
 

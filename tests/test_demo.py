@@ -89,3 +89,56 @@ def test_render_command_and_bad_sequence(tmp_path, release_dir):
     assert result.returncode == 1 and "no parameter .npy files" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "d").exists()  # failed before writing anything
+
+
+def test_sheet_framing_keeps_the_whole_head_in_the_tile():
+    """The action-unit and shape tiles used to cut through the ear (a zoom on the face box):
+    now the camera frames the whole head; only the neck may leave the tile, at the bottom."""
+    from hack_model import HACK
+    from hack_model.demo import head_points
+
+    model = HACK()
+    with torch.no_grad():
+        vertices = model(action_units={"AU27": torch.tensor([0.0, 1.0])}).vertices.numpy()
+    box = render.bounding_box(head_points(vertices, model))
+    for view, yaw in (("three-quarter", 25.0), ("side", None), ("front", None)):
+        images = render.render_frames(vertices, model, view=view, yaw=yaw, frame=box, size=128)
+        for image in images:
+            head = (image < 245).any(-1)
+            assert not head[:, :3].any() and not head[:, -3:].any() and not head[:3].any(), view
+            assert head.any(0).mean() > 0.3  # and it fills the tile, not lost in the middle
+
+
+def test_demo_keeps_existing_sheets_unless_overwrite(tmp_path):
+    from hack_model.cli import main
+
+    (tmp_path / "shapes.png").write_bytes(b"mine")
+    names = list(SHEETS)
+    for name in names[1:]:
+        (tmp_path / f"{name}.png").write_bytes(b"mine")
+    logs = []
+    from hack_model import HACK
+
+    make_demo(HACK(), tmp_path, log=logs.append)
+    assert all(line.startswith("skipped") for line in logs) and len(logs) == len(names)
+    assert all((tmp_path / f"{n}.png").read_bytes() == b"mine" for n in names)
+    assert main(["demo", "--out", str(tmp_path)]) == 0  # nothing to do, nothing replaced
+    assert (tmp_path / "shapes.png").read_bytes() == b"mine"
+
+
+def test_render_writes_every_frame_or_a_video(tmp_path):
+    import imageio.v2 as imageio
+
+    from hack_model.cli import main
+
+    pose = np.zeros((3, 8, 3), np.float32)
+    pose[:, 7, 1] = [0.0, 0.3, 0.6]  # the head turns
+    np.savez(tmp_path / "seq.npz", neck_pose=pose)
+    args = ["render", "--params", str(tmp_path / "seq.npz"), "--size", "64"]
+    assert main([*args, "-o", str(tmp_path / "f.png"), "--video", str(tmp_path / "f.mp4")]) == 0
+    stills = [load_png(tmp_path / f"f_{i:04d}.png") for i in range(3)]
+    assert not np.array_equal(stills[0], stills[2])
+    video = [frame for frame in imageio.get_reader(tmp_path / "f.mp4")]
+    assert len(video) == 3
+    assert main([*args, "--frame", "1", "-o", str(tmp_path / "one.png")]) == 0
+    assert np.array_equal(load_png(tmp_path / "one.png"), stills[1])  # one camera for all frames
