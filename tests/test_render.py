@@ -297,3 +297,32 @@ def test_default_model_preview_colours_show_lips_and_pupils():
             assert np.median(red_rows) > np.median(dark_rows)
             assert (dark_cols < middle_col).any() and (dark_cols > middle_col).any()
             assert np.median(dark_rows) < middle_row
+
+
+def test_model_output_and_model_give_the_preview_colours():
+    import torch
+
+    from hack_model import HACK
+
+    model = HACK()
+    with torch.no_grad():
+        out = model(expression={"jawOpen": 0.5})
+    by_model = render.render_mesh(out, model, size=96)
+    by_data = render.render_mesh(out.vertices[0], model.data, size=96)
+    explicit = render.render_mesh(
+        out.vertices[0].numpy(), model.faces, vertex_colors=model.data.vertex_colors, size=96
+    )
+    grey = render.render_mesh(out.vertices[0].numpy(), model.faces, size=96)
+    assert np.array_equal(by_model, explicit) and np.array_equal(by_data, explicit)
+    assert np.abs(by_model.astype(int) - grey.astype(int)).max() > 40  # lips and eyes show
+
+
+def test_render_options_object_and_keywords(head):
+    options = render.RenderOptions(view="side", size=(96, 64), background=BLACK)
+    by_options = render.render_mesh(*head, options=options)
+    by_keywords = render.render_mesh(*head, view="side", size=(96, 64), background=BLACK)
+    assert np.array_equal(by_options, by_keywords)
+    front = render.render_mesh(*head, options=options, view="front")  # keywords win
+    assert not np.array_equal(front, by_options) and front.shape == (64, 96, 3)
+    with pytest.raises(TypeError, match="did you mean zoom"):
+        render.render_mesh(*head, zom=2.0)
