@@ -142,3 +142,11 @@ def test_render_writes_every_frame_or_a_video(tmp_path):
     assert len(video) == 3
     assert main([*args, "--frame", "1", "-o", str(tmp_path / "one.png")]) == 0
     assert np.array_equal(load_png(tmp_path / "one.png"), stills[1])  # one camera for all frames
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path, capfd):
+    from hack_model import HACK
+
+    pose = np.zeros((4, 8, 3), np.float32)
+    animate(HACK(), {"neck_pose": pose}, tmp_path / "a.gif", size=32, progress=True)
+    assert capfd.readouterr().err == ""  # pytest's captured stderr is no terminal
