@@ -75,15 +75,6 @@ class Rig:
     neck_pose: np.ndarray
 
 
-def output_paths(out: Path, frames: list[int], total: int) -> list[Path]:
-    """OUT for one frame; OUT_0000.ext, OUT_0001.ext, ... for several."""
-    if len(frames) == 1 and total == 1:
-        return [out]
-    if len(frames) == 1:
-        return [out]
-    return [out.with_name(f"{out.stem}_{i:04d}{out.suffix}") for i in frames]
-
-
 def companion_paths(path: Path) -> list[Path]:
     """Files written beside `path` (the MTL of an OBJ)."""
     return [path.with_suffix(".mtl")] if path.suffix.lower() == ".obj" else []

@@ -81,7 +81,6 @@ def write_gltf(
         accessors.append(acc)
         return len(accessors) - 1
 
-    V = len(mesh.vertices)
     f32 = np.float32
     indices = add(np.asarray(mesh.triangles, np.uint32).reshape(-1), g.SCALAR, g.UNSIGNED_INT,
                   g.ELEMENT_ARRAY_BUFFER)  # fmt: skip
@@ -160,7 +159,6 @@ def write_gltf(
         bufferViews=views,
         buffers=[g.Buffer(byteLength=len(blob))],
     )
-    del V
     with atomic_output(path, overwrite=overwrite) as tmp:
         if path.suffix.lower() == ".glb":
             gltf.set_binary_blob(bytes(blob))
