@@ -83,7 +83,7 @@ def _read_data(
 ) -> np.ndarray:
     if dtype.hasobject:
         raise ModelFileError(
-            "holds Python objects (a pickled array), not plain numbers; refused", path=path, field=member
+            "contains pickled objects, refused (not plain numbers)", path=path, field=member
         )
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes > MAX_TOTAL_BYTES:
@@ -153,7 +153,7 @@ def read_npz(path: str | os.PathLike, *, what: str = ".npz archive") -> dict[str
     with open(path, "rb") as f:
         head = f.read(4)
     if head != ZIP_MAGIC and not (head == b"PK\x05\x06"):
-        raise ModelFileError(f"not a {what} ({describe_start(head)})", path=path)
+        raise ModelFileError(f"not a readable {what} ({describe_start(head)})", path=path)
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as err:
@@ -182,6 +182,10 @@ def read_npz(path: str | os.PathLike, *, what: str = ".npz archive") -> dict[str
                 raise ModelFileError(f"cannot open member ({err})", path=path, field=key) from None
             with member:
                 shape, fortran, dtype = _header(member, "array member", path, key)
+                if dtype.hasobject:
+                    raise ModelFileError(
+                        f"not a readable {what}: member '{key}' contains pickled objects, refused", path=path
+                    )
                 out[key] = _read_data(
                     member, shape, fortran, dtype, info.file_size - member.tell(), path, key
                 )
