@@ -242,6 +242,7 @@ class HACK(nn.Module):
             world[:, :3, 3] = t
             world[:, 3, 3] = 1.0
             frames = world[:, None] @ frames
+        p.check_finite(vertices, frames)
         return HACKOutput(
             vertices=vertices.expand(B, -1, 3), joints=frames[:, :, :3, 3], bone_transforms=frames
         )
@@ -337,6 +338,22 @@ class _Params:
     def __init__(self, reference: torch.Tensor) -> None:
         self.reference = reference
         self.sizes: dict[str, int] = {}
+        self.values: dict[str, torch.Tensor] = {}
+
+    def check_finite(self, vertices: torch.Tensor, frames: torch.Tensor) -> None:
+        """Finite in, finite out: a ValueError naming the parameter(s) whose size made
+        the outputs overflow (the largest magnitudes first)."""
+        if bool(torch.isfinite(vertices).all()) and bool(torch.isfinite(frames).all()):
+            return
+        which = "vertices" if not bool(torch.isfinite(vertices).all()) else "joints"
+        sizes = {k: float(v.detach().abs().max()) for k, v in self.values.items() if v.numel()}
+        culprits = sorted(sizes, key=sizes.get, reverse=True)
+        if culprits:
+            named = ", ".join(f"'{k}' (largest |value| {sizes[k]:.3g})" for k in culprits[:3])
+            raise ValueError(
+                f"the output {which} are not finite: parameter {named} too large for this model"
+            )
+        raise ValueError(f"the output {which} are not finite (the model's arrays hold NaN or inf)")
 
     @property
     def batch_size(self) -> int:
@@ -374,6 +391,9 @@ class _Params:
                 raise ValueError(f"{name} must have shape {expected}, got {list(tensor.shape)}")
         if not torch.isfinite(tensor).all():
             raise ValueError(f"{name} contains NaN or inf")
+        if tensor.shape[0] == 0:
+            raise ValueError(f"{name} has batch size 0 (shape {list(tensor.shape)}); give at least one frame")
         self.sizes[name] = tensor.shape[0]
+        self.values[name] = tensor
         self.batch_size  # noqa: B018 - raise early on a mismatch
         return tensor

@@ -41,7 +41,9 @@ ZIP_MAGIC = b"PK\x03\x04"
 _MAX_HEADER = 1 << 16
 
 
-def _header(f: IO[bytes], where: str, path: str, member: str | None) -> tuple[tuple[int, ...], bool, np.dtype]:
+def _header(
+    f: IO[bytes], where: str, path: str, member: str | None
+) -> tuple[tuple[int, ...], bool, np.dtype]:
     try:
         version = npy_format.read_magic(f)
         if version == (1, 0):
@@ -79,12 +81,16 @@ def read_npy_header(path: str | os.PathLike) -> tuple[tuple[int, ...], bool, np.
 
 
 def _read_data(
-    f: IO[bytes], shape: tuple[int, ...], fortran: bool, dtype: np.dtype, available: int, path: str, member: str | None
+    f: IO[bytes],
+    shape: tuple[int, ...],
+    fortran: bool,
+    dtype: np.dtype,
+    available: int,
+    path: str,
+    member: str | None,
 ) -> np.ndarray:
     if dtype.hasobject:
-        raise ModelFileError(
-            "contains pickled objects, refused (not plain numbers)", path=path, field=member
-        )
+        raise ModelFileError("contains pickled objects, refused (not plain numbers)", path=path, field=member)
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes > MAX_TOTAL_BYTES:
         raise ResourceLimitError(f"header claims {nbytes / 1e9:.2f} GB of data", path=path, field=member)

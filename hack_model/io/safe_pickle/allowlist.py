@@ -379,7 +379,12 @@ def _build_allowlist() -> dict[tuple[str, str], Global]:
 
     for t in (set, frozenset, list, tuple, dict):
         add("builtins", t.__name__, t, _copying(t, f"builtins.{t.__name__}"))
-    add("collections", "OrderedDict", collections.OrderedDict, _copying(collections.OrderedDict, "OrderedDict"))
+    add(
+        "collections",
+        "OrderedDict",
+        collections.OrderedDict,
+        _copying(collections.OrderedDict, "OrderedDict"),
+    )
     for t in (float, complex, str, bool):
         add("builtins", t.__name__, t, _atomic(t, f"builtins.{t.__name__}", 3 if t is str else 2))
     add("builtins", "int", int, _int)

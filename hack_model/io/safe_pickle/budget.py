@@ -151,7 +151,9 @@ def safe_asarray(value: Any, what: str, budget: Budget | None = None) -> np.ndar
         ok = (list, tuple, int, float, complex, bool, str, bytes, np.generic)
         if not isinstance(value, ok) and value is not None:
             raise ModelFileError(
-                f"is a {type(value).__name__}, not numeric data", path=getattr(budget, "source", None), field=what
+                f"is a {type(value).__name__}, not numeric data",
+                path=getattr(budget, "source", None),
+                field=what,
             )
         limit = MAX_ARRAY_ELEMENTS if budget is None else (budget.max_bytes - budget.bytes) // 8
         if count_leaves(value, limit) > limit:
@@ -167,5 +169,7 @@ def safe_asarray(value: Any, what: str, budget: Budget | None = None) -> np.ndar
                 f"not a regular numeric array ({err})", path=getattr(budget, "source", None), field=what
             ) from None
     if arr.dtype.hasobject:
-        raise ModelFileError("has object dtype, not numeric data", path=getattr(budget, "source", None), field=what)
+        raise ModelFileError(
+            "has object dtype, not numeric data", path=getattr(budget, "source", None), field=what
+        )
     return arr

@@ -156,7 +156,9 @@ class RestrictedUnpickler(_P):
         args = stack.pop()
         func = stack[-1]
         if not isinstance(func, Global) or func.call is None:
-            name = func.name if isinstance(func, Global) else getattr(func, "__qualname__", type(func).__name__)
+            name = (
+                func.name if isinstance(func, Global) else getattr(func, "__qualname__", type(func).__name__)
+            )
             raise UnsafePickleError(str(name), "may not be called")
         if not isinstance(args, tuple):
             raise CorruptPickleError("REDUCE arguments are not a tuple")
