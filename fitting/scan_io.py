@@ -141,9 +141,9 @@ def _checked(scan: ScanData, path: Path) -> ScanData:
         if faces.ndim != 2 or faces.shape[1] != 3:
             raise ScanError(f"{path}: faces must be triangles [F, 3], got {list(faces.shape)}")
         if len(faces) and (faces.min() < 0 or faces.max() >= len(pts)):
+            bad = int(faces.max() if faces.max() >= len(pts) else faces.min())
             raise ScanError(
-                f"{path}: a face refers to vertex {int(faces.max() if faces.max() >= len(pts) else faces.min())}"
-                f" but the mesh has {len(pts)} vertices (0..{len(pts) - 1})"
+                f"{path}: a face refers to vertex {bad}; the mesh has {len(pts)} vertices (0..{len(pts) - 1})"
             )
         if not finite.all():
             raise ScanError(f"{path}: {int((~finite).sum())} mesh vertices have NaN or infinite coordinates")
