@@ -16,10 +16,13 @@ from __future__ import annotations
 import math
 import os
 import zipfile
+import zlib
 from typing import IO, Any
 
 import numpy as np
 import numpy.lib.format as npy_format
+
+from struct import error as struct_error
 
 from .errors import ModelFileError, ResourceLimitError
 from .safe_pickle.budget import (
@@ -56,7 +59,10 @@ def _header(
             raise ModelFileError(f"unsupported .npy format version {version}", path=path, field=member)
     except ModelFileError:
         raise
-    except (ValueError, OSError, EOFError, SyntaxError, TypeError, MemoryError, RecursionError) as err:
+    except (
+        ValueError, OSError, EOFError, SyntaxError, TypeError, MemoryError, RecursionError,
+        zipfile.BadZipFile, zlib.error, struct_error, NotImplementedError,
+    ) as err:  # fmt: skip
         message = str(err).split("\n")[0][:200]
         if "allow_pickle" in message or "pickle" in message:
             message = "unsupported header"
@@ -106,7 +112,7 @@ def _read_data(
     while got < nbytes:
         try:
             n = f.readinto(view[got : got + (16 << 20)])
-        except (OSError, zipfile.BadZipFile, EOFError, ValueError) as err:  # CRC, truncated deflate
+        except (OSError, zipfile.BadZipFile, EOFError, ValueError, zlib.error) as err:  # CRC, bad deflate
             raise ModelFileError(f"data is corrupt ({err})", path=path, field=member) from None
         if not n:
             raise ModelFileError(f"data is truncated ({got} of {nbytes} bytes)", path=path, field=member)
@@ -198,7 +204,7 @@ def read_npz(path: str | os.PathLike, *, what: str = ".npz archive") -> dict[str
                 try:
                     if member.read(1):
                         raise ModelFileError("has data after the array", path=path, field=key)
-                except (zipfile.BadZipFile, OSError, EOFError) as err:
+                except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as err:
                     raise ModelFileError(f"data is corrupt ({err})", path=path, field=key) from None
         return out
 

@@ -92,6 +92,8 @@ def arrays_to_model(arrays: dict[str, np.ndarray], source: str = "<arrays>") -> 
         if key in ("format_name", "format_version"):
             continue
         if key.startswith(_EXTRA_PREFIX):
+            if value.dtype.kind not in "biufUS":
+                raise ModelFileError(f"must be numeric or text, got {value.dtype}", path=source, field=key)
             kwargs["extras"][key[len(_EXTRA_PREFIX) :]] = value
         elif key in _STRING_LISTS:
             if value.dtype.kind not in "US" or value.ndim != 1 or value.dtype.itemsize > 4 * MAX_NAME_CHARS:
@@ -111,6 +113,8 @@ def arrays_to_model(arrays: dict[str, np.ndarray], source: str = "<arrays>") -> 
         elif key == "units":
             kwargs[key] = as_text(value, source, key, 64)
         elif key in names:
+            if value.dtype.kind not in "biuf":
+                raise ModelFileError(f"must be a numeric array, got {value.dtype}", path=source, field=key)
             kwargs[key] = value
         # Unknown keys from a newer minor layout are ignored on purpose.
     try:

@@ -44,7 +44,9 @@ def load_smpl_pickle(path: str | os.PathLike) -> ModelData:
         raise ValueError(f"{path}: not a smplx-style model, missing keys: {', '.join(missing)}")
     try:
         return smpl_arrays_to_model(content, name=path.stem, source=str(path))
-    except ModelFileError:
+    except ModelFileError as err:
+        if err.path is None:
+            raise type(err)(str(err), path=path) from None
         raise
     except (ValueError, IndexError, TypeError) as err:
         raise ModelFileError(str(err), path=path) from None

@@ -24,7 +24,11 @@ or needs more than a few thousand Python containers. The caps leave 3-4x room:
   one opcode byte, so real files stay far below).
 * nesting depth of containers: 100 (real files nest 3-4 deep); the unpickler's
   MARK stack: 1000.
-* memo entries: file size / 2 + 1000 (a PUT opcode is at least 2 bytes).
+* memo entries: file size / 16 + 100,000, at most 10 million (each costs ~70 bytes
+  of dict; real model pickles memoise a few thousand objects).
+* pickle opcodes: 500,000 + file size / 16 (the pure-Python unpickler runs about a
+  million opcodes a second; real model pickles are big binary blobs, a few opcodes
+  per array), so a flood of cheap opcodes is refused within about a second.
 * `.npz`: all members' uncompressed sizes (read from the zip directory before
   inflating) at most 64 x file size + 64 MiB and never over 1 GiB; the package's own
   default model inflates 4x, a deflate bomb up to 1000x.
@@ -55,7 +59,9 @@ MAX_ITEMS = 64_000_000
 ITEM_SLACK = 1_000_000
 MAX_DEPTH = 100
 MAX_MARK_DEPTH = 1000
-MEMO_SLACK = 1000
+MEMO_SLACK = 100_000
+MAX_MEMO = 10_000_000
+OP_SLACK = 500_000
 NPZ_RATIO = 64
 MAX_METADATA_CHARS = 1 << 16
 MAX_NAME_CHARS = 1024
@@ -72,7 +78,8 @@ class Budget:
         self.file_size = int(file_size)
         self.max_bytes = min(MAX_TOTAL_BYTES, BYTES_PER_FILE_BYTE * self.file_size + SLACK_BYTES)
         self.max_items = min(MAX_ITEMS, self.file_size + ITEM_SLACK)
-        self.max_memo = self.file_size // 2 + MEMO_SLACK
+        self.max_memo = min(MAX_MEMO, self.file_size // 16 + MEMO_SLACK)
+        self.max_ops = OP_SLACK + self.file_size // 16
         self.bytes = 0
         self.items = 0
 
@@ -124,22 +131,32 @@ def file_budget(path: str | os.PathLike) -> Budget:
     return Budget(size, os.fspath(path))
 
 
-def count_leaves(value: Any, limit: int, depth: int = 0) -> int:
+def count_leaves(value: Any, limit: int) -> int:
     """Elements np.asarray(value) would make from nested lists/tuples, counting shared
     references every time (a "billion laughs" list is refused before numpy expands it).
-    Stops as soon as `limit` is passed."""
-    if depth > MAX_DEPTH:
-        return limit + 1
-    if isinstance(value, np.ndarray):
-        return value.size
-    if isinstance(value, (list, tuple)):
+    Each distinct list is counted once (memoised), so this is fast; stops past `limit`."""
+    memo: dict[int, int] = {}
+
+    def count(v: Any, depth: int) -> int:
+        if isinstance(v, np.ndarray):
+            return v.size
+        if not isinstance(v, (list, tuple)):
+            return 1
+        key = id(v)
+        if key in memo:
+            return memo[key]
+        if depth > MAX_DEPTH:
+            return limit + 1
+        memo[key] = limit + 1  # a cycle counts as too many
         total = 0
-        for v in value:
-            total += count_leaves(v, limit - total, depth + 1)
+        for item in v:
+            total += count(item, depth + 1)
             if total > limit:
-                return total
+                break
+        memo[key] = total
         return total
-    return 1
+
+    return count(value, 0)
 
 
 def safe_asarray(value: Any, what: str, budget: Budget | None = None) -> np.ndarray:

@@ -11,7 +11,7 @@ import pickle
 import struct
 from typing import Any, BinaryIO
 
-from ..errors import ModelFileError
+from ..errors import ModelFileError, ResourceLimitError
 from .budget import Budget, file_budget
 from .chumpy import undo_chumpy
 from .errors import CorruptPickleError, UnsafePickleError
@@ -102,6 +102,8 @@ def load_pickled_npy(path: str | os.PathLike[str], *, encoding: str = "latin1") 
     with open(path, "rb") as f:
         try:
             shape, fortran, dtype = _header(f, ".npy file", path, None)
+        except ResourceLimitError:
+            raise
         except ModelFileError as e:
             raise CorruptPickleError(str(e)) from None
         if not dtype.hasobject:

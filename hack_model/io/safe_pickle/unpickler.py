@@ -247,7 +247,31 @@ class RestrictedUnpickler(_P):
 
     # ---------------------------------------------------------------- load
     def load(self) -> Any:
-        data = super().load()
+        """pickle._Unpickler.load with an opcode budget."""
+        self._unframer = pickle._Unframer(self._file_read, self._file_readline)
+        self.read = self._unframer.read
+        self.readinto = self._unframer.readinto
+        self.readline = self._unframer.readline
+        self.metastack = []
+        self.stack = []
+        self.append = self.stack.append
+        self.proto = 0
+        read, dispatch, limit = self.read, self.dispatch, self.budget.max_ops
+        count = 0
+        try:
+            while True:
+                key = read(1)
+                if not key:
+                    raise EOFError
+                count += 1
+                if count > limit:
+                    raise self.budget.refuse("opcodes", f"more than {limit} pickle opcodes")
+                handler = dispatch.get(key[0])
+                if handler is None:
+                    raise pickle.UnpicklingError(f"invalid load key, {key!r}")
+                handler(self)
+        except pickle._Stop as stop:
+            data = stop.value
         return finish(data, self.budget)
 
 
