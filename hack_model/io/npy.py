@@ -17,12 +17,11 @@ import math
 import os
 import zipfile
 import zlib
+from struct import error as struct_error
 from typing import IO, Any
 
 import numpy as np
 import numpy.lib.format as npy_format
-
-from struct import error as struct_error
 
 from .errors import ModelFileError, ResourceLimitError
 from .safe_pickle.budget import (
