@@ -1401,6 +1401,7 @@ def test_suite_is_big_enough() -> None:
     assert kinds == {"pickle", "npy", "model", "params", "obj", "scan", "landmarks"}
 
 
+@pytest.mark.slow  # the first one pays for all loads (about 30 s on one core)
 @pytest.mark.parametrize("c", CASES, ids=IDS)
 def test_crafted_file(c: Case, fuzz_results: dict[str, dict]) -> None:
     r = fuzz_results[c.id]
@@ -1423,6 +1424,7 @@ def test_crafted_file(c: Case, fuzz_results: dict[str, dict]) -> None:
         assert c.needs in r["message"], r["message"]
 
 
+@pytest.mark.slow
 def test_summary(fuzz_results: dict[str, dict]) -> None:
     rows = [r for k, r in fuzz_results.items() if not k.startswith("__")]
     refused = sum(r["outcome"] == "raised" for r in rows)
@@ -1531,3 +1533,12 @@ def test_export_never_writes_non_finite_vertices(tmp_path: Path, capsys: pytest.
     err = capsys.readouterr().err
     assert "'neck_pose'" in err and len(err.strip().splitlines()) == 1
     assert not out.exists() and not list(tmp_path.glob(".head*"))
+
+
+def test_scan_in_km_says_what_was_detected() -> None:
+    from fitting.alignment import detect_units
+
+    head_cm = np.random.default_rng(0).normal(size=(2000, 3)) * np.array([8.0, 12.0, 9.0])
+    with pytest.raises(ValueError, match=r"spans .* across; that is no head in mm, cm or m \(in km\?"):
+        detect_units(head_cm * 1e-5)  # centimetres -> kilometres
+    assert detect_units(head_cm / 100) == "m" and detect_units(head_cm * 10) == "mm"
