@@ -222,6 +222,8 @@ def load_landmarks(path: str | os.PathLike, count: int = 68) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise ScanError(f"{path}: no such landmark file")
+    if path.stat().st_size > (16 << 20):
+        raise ScanError(f"{path}: {path.stat().st_size / 1e6:.0f} MB is not a landmark file (at most 16 MB)")
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
