@@ -24,7 +24,7 @@ import numpy as np
 import numpy.lib.format as npy_format
 
 from .errors import ModelFileError, ResourceLimitError
-from .safe_pickle.budget import (
+from .limits import (
     MAX_ARRAY_ELEMENTS,
     MAX_FILE_BYTES,
     MAX_NDIM,

@@ -18,8 +18,8 @@ import numpy as np
 from ..model_data import ModelData, ModelDataError
 from .atomic import atomic_output
 from .errors import ModelFileError
+from .limits import MAX_METADATA_CHARS, MAX_NAME_CHARS
 from .npy import as_text, read_npz
-from .safe_pickle.budget import MAX_METADATA_CHARS, MAX_NAME_CHARS
 
 FORMAT_NAME = "hack-model"
 FORMAT_VERSION = 1

@@ -48,13 +48,18 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelFileError, ResourceLimitError
+from ..limits import (  # noqa: F401 - re-exported
+    BYTES_PER_FILE_BYTE,
+    MAX_ARRAY_ELEMENTS,
+    MAX_FILE_BYTES,
+    MAX_METADATA_CHARS,
+    MAX_NAME_CHARS,
+    MAX_NDIM,
+    MAX_TOTAL_BYTES,
+    NPZ_RATIO,
+    SLACK_BYTES,
+)
 
-MAX_FILE_BYTES = 1 << 30
-MAX_TOTAL_BYTES = 1 << 30
-BYTES_PER_FILE_BYTE = 4
-SLACK_BYTES = 64 << 20
-MAX_ARRAY_ELEMENTS = 1 << 28
-MAX_NDIM = 32
 MAX_ITEMS = 64_000_000
 ITEM_SLACK = 1_000_000
 MAX_DEPTH = 100
@@ -62,9 +67,6 @@ MAX_MARK_DEPTH = 1000
 MEMO_SLACK = 100_000
 MAX_MEMO = 10_000_000
 OP_SLACK = 500_000
-NPZ_RATIO = 64
-MAX_METADATA_CHARS = 1 << 16
-MAX_NAME_CHARS = 1024
 MAX_ITEMSIZE = 1 << 24
 MAX_FLOPS = 4e9
 
