@@ -25,6 +25,11 @@ def detect_units(points: np.ndarray) -> str:
     extent = float(np.linalg.norm(hi - lo))
     if not np.isfinite(extent) or extent <= 0:
         raise ValueError("the scan has no extent; cannot detect its units")
+    if extent < 0.03 or extent > 60_000:  # under 3 cm in metres, over 60 m in mm
+        raise ValueError(
+            f"the scan spans {extent:.3g} units across; that is no head in mm, cm or m "
+            f"(in km? in inches?): convert it or pass --units"
+        )
     if extent < 3.0:
         return "m"
     if extent < 150.0:

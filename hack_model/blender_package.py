@@ -27,6 +27,9 @@ VENDORED_MODULES = (
     "io/__init__.py",
     "io/npz.py",
     "io/atomic.py",
+    "io/errors.py",
+    "io/npy.py",
+    "io/limits.py",
 )
 ADDON_SUFFIXES = (".py", ".toml")
 _VENDOR_INIT = '"""numpy-only modules of hack-model, vendored by hack_model.blender_package."""\n'
@@ -102,9 +105,12 @@ _ALLOWED_IMPORTS = {
     "contextlib",
     "dataclasses",
     "json",
+    "math",
     "os",
+    "struct",
     "pathlib",
     "tempfile",
     "typing",
     "zipfile",
+    "zlib",
 }

@@ -370,11 +370,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print(f"{PROG}: error: out of memory (an input is larger than this machine holds)", file=sys.stderr)
+        return 1
     except (OSError, ValueError, KeyError, ImportError, RuntimeError) as err:
-        message = str(err) if not isinstance(err, KeyError) else f"missing {err}"
-        print(f"{PROG}: error: {message}", file=sys.stderr)
+        print(f"{PROG}: error: {error_line(err)}", file=sys.stderr)
         return 1
     return 0
+
+
+def error_line(err: BaseException) -> str:
+    """One line for an input-caused error; never advice to load pickles unsafely."""
+    from .io.errors import clean_message
+
+    if isinstance(err, KeyError):
+        message = f"missing {err}"
+    elif isinstance(err, OSError) and err.filename and err.strerror:
+        message = f"{err.filename}: {err.strerror}"
+    else:
+        message = str(err)
+    lines = [line for line in message.splitlines() if line.strip()]
+    return clean_message(" ".join(lines) if lines else type(err).__name__)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .io.errors import ModelFileError
 from .model_data import ModelData
+
+# What a malformed file makes a loader raise besides ModelFileError: converted at
+# this boundary into a ModelFileError naming the file, never a traceback.
+INPUT_ERRORS = (
+    ValueError, TypeError, KeyError, IndexError, AttributeError, MemoryError, RecursionError,
+    OverflowError, UnicodeError, EOFError, ArithmeticError, LookupError,
+)  # fmt: skip
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL_PATH = ASSETS / "default_model.npz"
@@ -33,6 +41,20 @@ def load_model(source: str | os.PathLike | ModelData | None = None) -> ModelData
     if source is None:
         source = default_model_path()
     path = Path(source).expanduser()
+    try:
+        return _load(path)
+    except (ModelFileError, FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except OSError as err:
+        raise ModelFileError(f"cannot read the model ({err.strerror or err})", path=path) from None
+    except INPUT_ERRORS as err:
+        detail = str(err).split("\n")[0][:300]
+        if isinstance(err, ValueError) and not isinstance(err, UnicodeError) and str(path) in detail:
+            raise ModelFileError(detail) from None
+        raise ModelFileError(f"not a valid model file ({type(err).__name__}: {detail})", path=path) from None
+
+
+def _load(path: Path) -> ModelData:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such model file or folder")
     if path.is_dir():

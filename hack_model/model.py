@@ -283,6 +283,7 @@ class HACK(nn.Module):
             world[:, :3, 3] = t
             world[:, 3, 3] = 1.0
             frames = world[:, None] @ frames
+        p.check_finite(vertices, frames)
         vertices = vertices.expand(B, -1, 3)
         landmarks = None if self.landmark_indices is None else vertices[:, self.landmark_indices]
         return HACKOutput(
@@ -392,6 +393,26 @@ class _Params:
     def __init__(self, reference: torch.Tensor) -> None:
         self.reference = reference
         self.sizes: dict[str, int] = {}
+        self.values: dict[str, torch.Tensor] = {}
+
+    def check_finite(self, vertices: torch.Tensor, frames: torch.Tensor) -> None:
+        """Finite in, finite out: a ValueError naming the parameter(s) whose size made
+        the outputs overflow (the largest magnitudes first)."""
+        # A finite sum means every element is finite (NaN and inf propagate); only when it is
+        # not (also when huge finite values overflow it) is the exact check needed.
+        if bool(torch.isfinite(vertices.sum() + frames.sum())):
+            return
+        if bool(torch.isfinite(vertices).all()) and bool(torch.isfinite(frames).all()):
+            return
+        which = "vertices" if not bool(torch.isfinite(vertices).all()) else "joints"
+        sizes = {k: float(v.detach().abs().max()) for k, v in self.values.items() if v.numel()}
+        culprits = sorted(sizes, key=sizes.get, reverse=True)
+        if culprits:
+            named = ", ".join(f"'{k}' (largest |value| {sizes[k]:.3g})" for k in culprits[:3])
+            raise ValueError(
+                f"the output {which} are not finite: parameter {named} too large for this model"
+            )
+        raise ValueError(f"the output {which} are not finite (the model's arrays hold NaN or inf)")
 
     @property
     def batch_size(self) -> int:
@@ -429,6 +450,9 @@ class _Params:
                 raise ValueError(f"{name} must have shape {expected}, got {list(tensor.shape)}")
         if not torch.isfinite(tensor).all():
             raise ValueError(f"{name} contains NaN or inf")
+        if tensor.shape[0] == 0:
+            raise ValueError(f"{name} has batch size 0 (shape {list(tensor.shape)}); give at least one frame")
         self.sizes[name] = tensor.shape[0]
+        self.values[name] = tensor
         self.batch_size  # noqa: B018 - raise early on a mismatch
         return tensor

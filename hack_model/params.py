@@ -11,12 +11,12 @@ forward() does not take and `forward_arguments` leaves out.
 from __future__ import annotations
 
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from .io.atomic import atomic_output
+from .io.errors import ModelFileError
 
 PARAMETER_NAMES = (
     "shape",
@@ -63,6 +63,8 @@ def normalize_params(raw: dict[str, np.ndarray], source: str = "<params>") -> di
     for key, value in raw.items():
         if key in EXTRA_KEYS:
             params[key] = np.asarray(value)
+            if params[key].dtype.hasobject:
+                raise ValueError(f"{source}: '{key}' is not numeric or text")
             continue
         name = canonical_name(key)
         if name is None:
@@ -91,15 +93,18 @@ def normalize_params(raw: dict[str, np.ndarray], source: str = "<params>") -> di
 
 def load_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a parameter `.npz` (no pickles) into API names with a batch axis."""
+    from .io.npy import read_npz
+
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such parameter file")
+    raw = read_npz(path, what="parameter .npz")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            raw = {key: archive[key] for key in archive.files}
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such parameter file") from None
-    except (ValueError, OSError, zipfile.BadZipFile, AttributeError) as err:
-        raise ValueError(f"{path}: not a readable parameter .npz ({err})") from None
-    return normalize_params(raw, str(path))
+        return normalize_params(raw, str(path))
+    except ModelFileError:
+        raise
+    except ValueError as err:
+        raise ModelFileError(str(err), path=path) from None
 
 
 def save_params(path: str | os.PathLike, params: dict, *, overwrite: bool = True) -> Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_output
+from .errors import ModelFileError
 
 
 @dataclass
@@ -39,8 +40,12 @@ class PolygonMesh:
 
 
 def read_obj(path: str | os.PathLike) -> PolygonMesh:
-    """Vertices, polygons and UVs of a Wavefront OBJ (normals and groups ignored)."""
+    """Vertices, polygons and UVs of a Wavefront OBJ (normals and groups ignored).
+    Malformed lines, out-of-range indices and non-finite coordinates raise
+    ModelFileError naming the file and line."""
     path = Path(path)
+    if path.is_file() and path.stat().st_size > (1 << 30):
+        raise ModelFileError("OBJ files over 1 GB are refused", path=path)
     vertices: list[list[float]] = []
     uvs: list[list[float]] = []
     corners: list[int] = []
@@ -55,9 +60,15 @@ def read_obj(path: str | os.PathLike) -> PolygonMesh:
                 tag = parts[0]
                 try:
                     if tag == "v":
-                        vertices.append([float(x) for x in parts[1:4]])
+                        xyz = [float(x) for x in parts[1:4]]
+                        if len(xyz) != 3 or not all(map(np.isfinite, xyz)):
+                            raise ValueError("a vertex needs 3 finite coordinates")
+                        vertices.append(xyz)
                     elif tag == "vt":
-                        uvs.append([float(x) for x in parts[1:3]])
+                        uv = [float(x) for x in parts[1:3]]
+                        if len(uv) != 2 or not all(map(np.isfinite, uv)):
+                            raise ValueError("a texture coordinate needs 2 finite numbers")
+                        uvs.append(uv)
                     elif tag == "f":
                         refs = [p.split("/") for p in parts[1:]]
                         if len(refs) < 3:
@@ -67,14 +78,16 @@ def read_obj(path: str | os.PathLike) -> PolygonMesh:
                             if len(ref) > 1 and ref[1]:
                                 uv_corners.append(_obj_index(ref[1], len(uvs)))
                         sizes.append(len(refs))
-                except (ValueError, IndexError) as err:
-                    raise ValueError(f"{path}:{line_no}: malformed '{tag}' line ({err})") from None
+                except (ValueError, IndexError, OverflowError) as err:
+                    raise ModelFileError(f"{path}:{line_no}: malformed '{tag[:20]}' line ({err})") from None
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
     except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a text OBJ file") from None
+        raise ModelFileError(f"{path}: not a text OBJ file") from None
+    except MemoryError:
+        raise ModelFileError(f"{path}: the OBJ needs more memory than is available") from None
     if not vertices:
-        raise ValueError(f"{path}: no vertices found; not an OBJ mesh")
+        raise ModelFileError(f"{path}: no vertices found; not an OBJ mesh")
     has_uv = bool(uvs) and len(uv_corners) == len(corners)
     return PolygonMesh(
         vertices=np.asarray(vertices, np.float64),
@@ -191,8 +204,11 @@ EXPORT_SUFFIXES = (".obj", ".ply", ".glb", ".gltf")
 
 
 def write_mesh(path: str | os.PathLike, mesh: PolygonMesh, *, overwrite: bool = True) -> Path:
-    """Write OBJ or PLY by the path's suffix."""
+    """Write OBJ or PLY by the path's suffix. Non-finite vertices are refused (ValueError)."""
     suffix = Path(path).suffix.lower()
     if suffix not in MESH_WRITERS:
         raise ValueError(f"{path}: unsupported mesh format '{suffix}' (use .obj or .ply)")
+    bad = ~np.isfinite(np.asarray(mesh.vertices)).all(axis=-1)
+    if bad.any():
+        raise ValueError(f"{path}: not written: {int(bad.sum())} vertices are NaN or infinite")
     return MESH_WRITERS[suffix](path, mesh, overwrite=overwrite)

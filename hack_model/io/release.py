@@ -19,6 +19,7 @@ from ..action_units import default_action_unit_table
 from ..anatomy import ICT_MULTIPIE_LANDMARKS, hack_range_of_motion
 from ..model_data import ModelData
 from .mesh import read_obj
+from .npy import read_npy
 from .safe_pickle import load_pickled_npy
 
 TEMPLATE_OBJ = "000_generic_neutral_mesh.obj"
@@ -59,7 +60,7 @@ def load_release(path: str | os.PathLike) -> ModelData:
     if (folder / "E.npy").exists():
         expression_dirs = np.asarray(_pca_file(folder / "E.npy", (None, V, 3))["mean"], np.float32)
     else:
-        absolute = np.load(folder / "blendshape.npy", allow_pickle=False)
+        absolute = read_npy(folder / "blendshape.npy")
         if absolute.ndim != 3 or absolute.shape[1:] != (V, 3):
             raise ValueError(
                 f"{folder / 'blendshape.npy'}: expected [E+1, {V}, 3], got {list(absolute.shape)}"
@@ -70,7 +71,7 @@ def load_release(path: str | os.PathLike) -> ModelData:
     pose_dirs = np.asarray(_pca_file(folder / "P.npy", (None, 3, 3, V, 3))["mean"], np.float32)
 
     bone_names, parents, rest, lengths = _bones(folder / "bones_neutral.json")
-    weights = np.load(folder / "weight_map_smooth.npy", allow_pickle=False)
+    weights = read_npy(folder / "weight_map_smooth.npy")
     if weights.shape != (len(bone_names), V):
         raise ValueError(
             f"{folder / 'weight_map_smooth.npy'}: expected [{len(bone_names)}, {V}], "
@@ -81,7 +82,7 @@ def load_release(path: str | os.PathLike) -> ModelData:
     larynx_map = larynx_direction = None
     if (folder / "Lc_mid.png").exists() and (folder / "ts_larynx.npy").exists():
         larynx_map = _read_grayscale_png(folder / "Lc_mid.png")
-        larynx_direction = np.load(folder / "ts_larynx.npy", allow_pickle=False).astype(np.float32)
+        larynx_direction = read_npy(folder / "ts_larynx.npy").astype(np.float32)
 
     au_names, au_descriptions, au_matrix = default_action_unit_table(expression_names)
     landmarks = np.asarray(ICT_MULTIPIE_LANDMARKS, np.int64) if V > max(ICT_MULTIPIE_LANDMARKS) else None

@@ -16,7 +16,9 @@ import numpy as np
 
 from ..action_units import default_action_unit_table
 from ..model_data import ModelData
+from .errors import ModelFileError
 from .safe_pickle import load_pickle
+from .safe_pickle.budget import MAX_ARRAY_ELEMENTS
 
 REQUIRED_KEYS = ("v_template", "f", "shapedirs", "posedirs", "J_regressor", "kintree_table", "weights")
 # smplx splits `shapedirs` into 300 shape and the rest expression directions (FLAME, SMPL-X).
@@ -42,8 +44,12 @@ def load_smpl_pickle(path: str | os.PathLike) -> ModelData:
         raise ValueError(f"{path}: not a smplx-style model, missing keys: {', '.join(missing)}")
     try:
         return smpl_arrays_to_model(content, name=path.stem, source=str(path))
-    except (ValueError, IndexError) as err:
-        raise ValueError(f"{path}: {err}") from None
+    except ModelFileError as err:
+        if err.path is None:
+            raise type(err)(str(err), path=path) from None
+        raise
+    except (ValueError, IndexError, TypeError) as err:
+        raise ModelFileError(str(err), path=path) from None
 
 
 def smpl_arrays_to_model(content: dict, name: str = "smpl", source: str = "") -> ModelData:
@@ -53,11 +59,27 @@ def smpl_arrays_to_model(content: dict, name: str = "smpl", source: str = "") ->
     shapedirs = _dense(content["shapedirs"], "shapedirs")
     posedirs = _dense(content["posedirs"], "posedirs")
     regressor = _dense(content["J_regressor"], "J_regressor").astype(np.float64)
-    parents = _dense(content["kintree_table"], "kintree_table")[0].astype(np.int64)
+    kintree = _dense(content["kintree_table"], "kintree_table")
+    if kintree.ndim != 2 or kintree.shape[0] != 2 or kintree.shape[1] < 2:
+        raise ValueError(
+            f"kintree_table must have shape [2, J] with at least 2 joints, got {list(kintree.shape)}"
+            + (" (the model has no joints)" if kintree.size == 0 else "")
+        )
+    if kintree.dtype.kind not in "iu":
+        raise ValueError(f"kintree_table must hold integers, got {kintree.dtype}")
+    parents = kintree[0].astype(np.int64)
     weights = _dense(content["weights"], "weights").astype(np.float64)
     J = len(parents)
-    if template.ndim != 2 or template.shape[1] != 3:
-        raise ValueError(f"v_template must have shape [V, 3], got {list(template.shape)}")
+    if template.ndim != 2 or template.shape[1] != 3 or V == 0:
+        raise ValueError(f"v_template must have shape [V, 3] with V > 0, got {list(template.shape)}")
+    if faces.ndim != 2 or faces.shape[1] not in (3, 4) or faces.size == 0:
+        raise ValueError(f"f must have shape [F, 3], got {list(faces.shape)}")
+    if faces.min() < 0 or faces.max() >= V:
+        raise ValueError(f"f has vertex indices outside 0..{V - 1}")
+    for key, arr in (("v_template", template), ("shapedirs", shapedirs), ("posedirs", posedirs),
+                     ("J_regressor", regressor), ("weights", weights)):  # fmt: skip
+        if arr.dtype.kind not in "fiub" or not np.isfinite(arr).all():
+            raise ValueError(f"{key} must be finite numbers")
     if shapedirs.ndim != 3 or shapedirs.shape[:2] != (V, 3):
         raise ValueError(f"shapedirs must have shape [{V}, 3, K], got {list(shapedirs.shape)}")
     if posedirs.shape != (V, 3, (J - 1) * 9):
@@ -116,8 +138,14 @@ def smpl_arrays_to_model(content: dict, name: str = "smpl", source: str = "") ->
 
 def _dense(value, key: str) -> np.ndarray:
     if hasattr(value, "toarray"):  # scipy sparse
+        if int(np.prod(value.shape, dtype=np.float64)) > MAX_ARRAY_ELEMENTS:
+            raise ValueError(f"'{key}' has shape {list(value.shape)}, too large to use densely")
         value = value.toarray()
-    array = np.asarray(value)
-    if array.dtype == object:
-        raise ValueError(f"'{key}' is not a numeric array")
+    if not isinstance(value, (np.ndarray, list, tuple, int, float)):
+        raise ValueError(f"'{key}' is a {type(value).__name__}, not a numeric array")
+    from .safe_pickle.budget import safe_asarray
+
+    array = safe_asarray(value, key)
+    if array.dtype.kind not in "fiub":
+        raise ValueError(f"'{key}' is not a numeric array ({array.dtype})")
     return array
