@@ -27,6 +27,8 @@ VENDORED_MODULES = (
     "io/__init__.py",
     "io/npz.py",
     "io/atomic.py",
+    "core/__init__.py",
+    "core/numpy_math.py",
 )
 ADDON_SUFFIXES = (".py", ".toml")
 _VENDOR_INIT = '"""numpy-only modules of hack-model, vendored by hack_model.blender_package."""\n'
