@@ -1,9 +1,15 @@
-"""Forward-pass speed on a HACK-size model, beside smplx's `lbs` on the same arrays.
+"""Forward-pass speed, beside smplx's `lbs` and a per-vertex 4x4 blend on the same arrays.
 
-HACK size: 14,062 vertices, 100 shape, 55 expression and 72 pose-corrective
-directions (8 bones x 9), dense random arrays (no sparsity to exploit).
-Prints median milliseconds per call at B=1 and per frame at B=64, CPU with
-2 threads, float32; on CUDA also B=1 and B=1024 when a GPU is present.
+Two models: the embedded default model (13,871 vertices; its expressions and pose
+correctives are sparse, which the kernel exploits) and a HACK-size random model
+(14,062 vertices, 100 shape, 55 expression, 72 pose-corrective directions, dense: no
+sparsity to exploit). Prints median milliseconds per call at B=1 and per frame at
+B=64, CPU float32 on --threads threads, the load average (the numbers mean little on a
+busy machine: run it two or three times), and on CUDA B=1 and B=1024 when a GPU is present.
+
+Columns: "fixed shape" (an animation playing: the shaped template is cached), "new
+shape" (a new shape every call), smplx.lbs.lbs on the same arrays, and the reference
+code's way (dense blendshapes, then a [V, 4, 4] blend with a Python loop over bones).
 
     python benchmarks/forward.py [--threads 2] [--repeats 50]
 """
@@ -20,6 +26,9 @@ import numpy as np
 import torch
 
 from hack_model import HACK
+from hack_model.core.kinematics import forward_kinematics, relative_rest_transforms
+from hack_model.core.rotations import axis_angle_to_matrix
+from hack_model.model_data import ModelData
 from hack_model.synthetic import random_model_data
 
 
@@ -36,81 +45,119 @@ def median_ms(fn, repeats: int, sync=lambda: None) -> float:
     return statistics.median(times)
 
 
+def random_params(data: ModelData, B: int, rng: np.random.Generator, device="cpu") -> dict:
+    def tensor(values):
+        return torch.tensor(values, dtype=torch.float32, device=device)
+
+    return {
+        "shape": tensor(rng.normal(size=(B, data.num_shape))),
+        "expression": tensor(rng.uniform(0, 1, (B, data.num_expression))),
+        "neck_pose": tensor(rng.normal(0, 0.1, (B, data.num_bones, 3))),
+        "larynx_height": tensor(rng.uniform(-0.05, 0.05, (B, 1))),
+        "larynx_scale": tensor(rng.uniform(0.5, 1.5, (B, 1))),
+    }
+
+
+def smplx_forward(data: ModelData):
+    """smplx.lbs.lbs on the model's own arrays (no larynx: smplx has none)."""
+    from smplx.lbs import lbs as smplx_lbs
+
+    V, J = data.num_vertices, data.num_bones
+    shapedirs = torch.tensor(
+        np.concatenate([data.shape_directions, data.expression_directions]).transpose(1, 2, 0)
+    )
+    posedirs = torch.tensor(data.pose_directions[1:].reshape((J - 1) * 9, V * 3))
+    template = torch.tensor(data.template_vertices)
+    regressor = torch.tensor(data.skinning_weights.T / data.skinning_weights.sum(0)[:, None])
+    parents = torch.tensor(data.bone_parents, dtype=torch.long)
+    weights = torch.tensor(data.skinning_weights)
+
+    def run(p):
+        B = p["shape"].shape[0]
+        betas = torch.cat([p["shape"], p["expression"]], 1)
+        return smplx_lbs(
+            betas, p["neck_pose"].reshape(B, -1), template, shapedirs, posedirs, regressor, parents, weights
+        )
+
+    return run
+
+
+def loop_forward(data: ModelData):
+    """The reference code's way: dense blendshapes, then every vertex's 4x4 matrix blended
+    with a Python loop over the bones."""
+    V, J = data.num_vertices, data.num_bones
+    dirs = torch.tensor(
+        np.concatenate([data.shape_directions, data.expression_directions]).reshape(-1, V * 3)
+    )
+    posedirs = torch.tensor(data.pose_directions[1:].reshape((J - 1) * 9, V * 3))
+    template = torch.tensor(data.template_vertices).reshape(-1)
+    weights = torch.tensor(data.skinning_weights)
+    parents = [int(p) for p in data.bone_parents]
+    rest = torch.tensor(data.bone_rest_transforms, dtype=torch.float32)
+    relative = relative_rest_transforms(rest, parents)
+    rest_inv = torch.linalg.inv(rest)
+
+    def run(p):
+        B = p["shape"].shape[0]
+        R = axis_angle_to_matrix(p["neck_pose"])
+        feats = (R[:, 1:] - torch.eye(3)).reshape(B, -1)
+        coef = torch.cat([p["shape"], p["expression"]], 1)
+        v = (template + coef @ dirs + feats @ posedirs).view(B, V, 3)
+        A = forward_kinematics(R, relative, parents) @ rest_inv  # [B, J, 4, 4]
+        T = torch.zeros(B, V, 4, 4)
+        for b in range(J):
+            T = T + weights[None, :, b, None, None] * A[:, b, None]
+        return (T[..., :3, :3] @ v[..., None])[..., 0] + T[..., :3, 3]
+
+    return run
+
+
+def rows_for(name: str, data: ModelData, repeats: int, rng: np.random.Generator) -> None:
+    model = HACK(data)
+    smplx_run, loop_run = smplx_forward(data), loop_forward(data)
+    print(f"\n{name}: {data.num_vertices} vertices, {data.num_shape} shape, {data.num_expression} expression")
+    print(
+        f"{'batch':>6} {'fixed shape':>12} {'new shape':>10} {'smplx':>8} {'4x4 loop':>9}"
+        f" {'smplx/fixed':>12} {'loop/new':>9}   (ms per frame)"
+    )
+    with torch.no_grad():
+        for B in (1, 64):
+            p = random_params(data, B, rng)
+            fixed = median_ms(lambda p=p: model(**p), repeats) / B
+            fresh = itertools.cycle([random_params(data, B, rng) for _ in range(8)])  # a new shape every call
+            new = median_ms(lambda fresh=fresh: model(**next(fresh)), repeats) / B
+            sm = median_ms(lambda p=p: smplx_run(p), repeats) / B
+            loop = median_ms(lambda p=p: loop_run(p), max(5, repeats // 5)) / B
+            print(
+                f"{B:>6} {fixed:>12.4f} {new:>10.4f} {sm:>8.4f} {loop:>9.4f}"
+                f" {sm / fixed:>11.1f}x {loop / new:>8.1f}x"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=50)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    data = random_model_data(num_vertices=14062, num_shape=100, num_expression=55, seed=0)
-    model = HACK(data)
     rng = np.random.default_rng(1)
-
-    def params(B: int, device="cpu"):
-        def tensor(values):
-            return torch.tensor(values, dtype=torch.float32, device=device)
-
-        return {
-            "shape": tensor(rng.normal(size=(B, 100))),
-            "expression": tensor(rng.uniform(0, 1, (B, 55))),
-            "neck_pose": tensor(rng.normal(0, 0.1, (B, 8, 3))),
-            "larynx_height": tensor(rng.uniform(-0.05, 0.05, (B, 1))),
-            "larynx_scale": tensor(rng.uniform(0.5, 1.5, (B, 1))),
-        }
-
     print(
-        f"HACK forward, {data.num_vertices} vertices, float32, {args.threads} CPU threads, "
-        f"load average {os.getloadavg()[0]:.2f}"
+        f"HACK forward, float32, {args.threads} CPU threads, load average "
+        + " ".join(f"{x:.2f}" for x in os.getloadavg())
     )
-    rows = []
-    with torch.no_grad():
-        for B in (1, 64):
-            p = params(B)
-            cached = median_ms(lambda p=p: model(**p), args.repeats)
-            fresh = itertools.cycle([params(B) for _ in range(8)])  # a new shape every call
-            uncached = median_ms(lambda fresh=fresh: model(**next(fresh)), args.repeats)
-            rows.append((B, cached, uncached))
+    from hack_model.loading import load_model
 
-        from smplx.lbs import lbs as smplx_lbs
-
-        V = data.num_vertices
-        shapedirs = torch.tensor(
-            np.concatenate([data.shape_directions, data.expression_directions]).transpose(1, 2, 0)
-        )
-        posedirs = torch.tensor(data.pose_directions[1:].reshape(63, V * 3))
-        template = torch.tensor(data.template_vertices)
-        regressor = torch.tensor(data.skinning_weights.T / data.skinning_weights.sum(0)[:, None])
-        parents = torch.tensor(data.bone_parents, dtype=torch.long)
-        weights = torch.tensor(data.skinning_weights)
-        smplx_rows = []
-        for B in (1, 64):
-            p = params(B)
-            betas = torch.cat([p["shape"], p["expression"]], 1)
-            pose = p["neck_pose"].reshape(B, -1)
-            ms = median_ms(
-                lambda betas=betas, pose=pose: smplx_lbs(
-                    betas, pose, template, shapedirs, posedirs, regressor, parents, weights
-                ),
-                args.repeats,
-            )
-            smplx_rows.append((B, ms))
-
-    print(
-        f"{'batch':>6} {'hack ms/call':>13} {'ms/frame':>9} {'(new shape) ms/frame':>21} "
-        f"{'smplx ms/frame':>15} {'speed-up':>9}"
-    )
-    for (B, cached, uncached), (_, sm) in zip(rows, smplx_rows):
-        print(
-            f"{B:>6} {cached:>13.3f} {cached / B:>9.4f} {uncached / B:>21.4f} {sm / B:>15.4f} "
-            f"{sm / cached:>8.1f}x"
-        )
+    rows_for("default model", load_model(None), args.repeats, rng)
+    random = random_model_data(num_vertices=14062, num_shape=100, num_expression=55, seed=0)
+    rows_for("HACK-size random model (dense)", random, args.repeats, rng)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
     if torch.cuda.is_available():
-        gpu = HACK(data).to("cuda")
-        print(f"CUDA: {torch.cuda.get_device_name()}")
+        gpu = HACK(random).to("cuda")
+        print(f"\nCUDA: {torch.cuda.get_device_name()} (HACK-size random model)")
         with torch.no_grad():
             for B in (1, 1024):
-                p = params(B, "cuda")
+                p = random_params(random, B, rng, "cuda")
                 ms = median_ms(lambda p=p: gpu(**p), args.repeats, torch.cuda.synchronize)
                 print(f"{B:>6} {ms:>13.3f} ms/call {ms / B:>9.4f} ms/frame")
 

@@ -13,98 +13,24 @@ from __future__ import annotations
 
 import numpy as np
 
+try:  # inside the extension: the package's numpy maths, vendored by hack_model.blender_package
+    from ._vendor.hack_model.core import numpy_math
+except ImportError:  # loaded on its own (tests, tools): the package itself
+    from hack_model.core import numpy_math
+
+# The rotations are the package's own (re-exported: the add-on and the tests use these names).
+axis_angle_to_matrix = numpy_math.axis_angle_to_matrix
+axis_angle_to_quaternion = numpy_math.axis_angle_to_quaternion
+euler_xyz_to_matrix = numpy_math.euler_xyz_to_matrix
+matrix_to_axis_angle = numpy_math.matrix_to_axis_angle
+matrix_to_quaternion = numpy_math.matrix_to_quaternion
+quaternion_to_matrix = numpy_math.quaternion_to_matrix
+
 # Larynx height range the rig covers (fraction of the larynx map's height).
 LARYNX_HEIGHT_LIMIT = 0.05
 LARYNX_SCALE_RANGE = (0.0, 2.0)
 # Bones counted from the top that extend (chin forward) while the lower ones flex.
 UPPER_NECK_BONES = 3
-
-
-# ---------------------------------------------------------------- rotations
-def axis_angle_to_matrix(axis_angle: np.ndarray) -> np.ndarray:
-    """Rodrigues' formula. [..., 3] -> [..., 3, 3]."""
-    aa = np.asarray(axis_angle, np.float64)
-    angle = np.linalg.norm(aa, axis=-1)[..., None, None]
-    safe = np.where(angle < 1e-12, 1.0, angle)
-    sinc = np.where(angle < 1e-12, 1.0, np.sin(safe) / safe)
-    cosc = np.where(angle < 1e-12, 0.5, (1.0 - np.cos(safe)) / safe**2)
-    x, y, z = aa[..., 0], aa[..., 1], aa[..., 2]
-    zero = np.zeros_like(x)
-    skew = np.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*x.shape, 3, 3)
-    return np.eye(3) + sinc * skew + cosc * (skew @ skew)
-
-
-def matrix_to_quaternion(matrix: np.ndarray) -> np.ndarray:
-    """[..., 3, 3] rotation -> [..., 4] unit quaternion (w, x, y, z) with w >= 0."""
-    m = np.asarray(matrix, np.float64)
-    flat = m.reshape(-1, 3, 3)
-    out = np.empty((len(flat), 4))
-    for n, r in enumerate(flat):
-        # Shepperd's method: pick the largest diagonal term for stability.
-        t = np.trace(r)
-        candidates = [t, r[0, 0], r[1, 1], r[2, 2]]
-        k = int(np.argmax(candidates))
-        if k == 0:
-            s = np.sqrt(1.0 + t) * 2
-            q = [0.25 * s, (r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s]
-        elif k == 1:
-            s = np.sqrt(1.0 + r[0, 0] - r[1, 1] - r[2, 2]) * 2
-            q = [(r[2, 1] - r[1, 2]) / s, 0.25 * s, (r[0, 1] + r[1, 0]) / s, (r[0, 2] + r[2, 0]) / s]
-        elif k == 2:
-            s = np.sqrt(1.0 + r[1, 1] - r[0, 0] - r[2, 2]) * 2
-            q = [(r[0, 2] - r[2, 0]) / s, (r[0, 1] + r[1, 0]) / s, 0.25 * s, (r[1, 2] + r[2, 1]) / s]
-        else:
-            s = np.sqrt(1.0 + r[2, 2] - r[0, 0] - r[1, 1]) * 2
-            q = [(r[1, 0] - r[0, 1]) / s, (r[0, 2] + r[2, 0]) / s, (r[1, 2] + r[2, 1]) / s, 0.25 * s]
-        q = np.asarray(q)
-        out[n] = q if q[0] >= 0 else -q
-    return out.reshape(*m.shape[:-2], 4)
-
-
-def quaternion_to_matrix(quaternion: np.ndarray) -> np.ndarray:
-    """[..., 4] (w, x, y, z), normalised first -> [..., 3, 3]."""
-    q = np.asarray(quaternion, np.float64)
-    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
-    w, x, y, z = np.moveaxis(q, -1, 0)
-    return np.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        -1,
-    ).reshape(*q.shape[:-1], 3, 3)  # fmt: skip
-
-
-def axis_angle_to_quaternion(axis_angle: np.ndarray) -> np.ndarray:
-    """[..., 3] -> [..., 4] (w, x, y, z); exact, no detour through matrices."""
-    aa = np.asarray(axis_angle, np.float64)
-    angle = np.linalg.norm(aa, axis=-1, keepdims=True)
-    half = angle / 2
-    # sin(a/2)/a with its limit 1/2 at zero.
-    factor = np.where(angle < 1e-12, 0.5, np.sin(half) / np.where(angle < 1e-12, 1.0, angle))
-    return np.concatenate([np.cos(half), aa * factor], -1)
-
-
-def matrix_to_axis_angle(matrix: np.ndarray) -> np.ndarray:
-    """[..., 3, 3] -> [..., 3] (angle below pi)."""
-    q = matrix_to_quaternion(matrix)
-    w = np.clip(q[..., :1], -1.0, 1.0)
-    vec = q[..., 1:]
-    sin_half = np.linalg.norm(vec, axis=-1, keepdims=True)
-    angle = 2 * np.arctan2(sin_half, w)
-    scale = np.where(sin_half < 1e-12, 2.0, angle / np.where(sin_half < 1e-12, 1.0, sin_half))
-    return vec * scale
-
-
-def euler_xyz_to_matrix(angles: np.ndarray) -> np.ndarray:
-    """Blender's XYZ Euler (X applied first): [..., 3] -> [..., 3, 3] = Rz @ Ry @ Rx."""
-    a = np.asarray(angles, np.float64)
-    eye = np.eye(3)
-    rx = axis_angle_to_matrix(a[..., 0:1] * eye[0])
-    ry = axis_angle_to_matrix(a[..., 1:2] * eye[1])
-    rz = axis_angle_to_matrix(a[..., 2:3] * eye[2])
-    return rz @ ry @ rx
 
 
 # ------------------------------------------------------------ pose correctives
@@ -124,7 +50,7 @@ def pose_corrective_expressions() -> list[list[str]]:
 
 def pose_features(rotations: np.ndarray) -> np.ndarray:
     """(R - I) per bone: [J, 3, 3] -> [J, 3, 3] (the pose-corrective key values)."""
-    return np.asarray(rotations, np.float64) - np.eye(3)
+    return numpy_math.pose_features(rotations)
 
 
 # -------------------------------------------------------------- action units
@@ -208,25 +134,14 @@ def combined_rotations(direct: np.ndarray, head_euler: np.ndarray) -> np.ndarray
 # ------------------------------------------------------------------ larynx
 def sample_larynx(larynx_map: np.ndarray, vertex_uvs: np.ndarray, height: float) -> np.ndarray:
     """The map value per vertex at (u, 1 - v + height): bilinear, corner-aligned, border clamp. [V]."""
-    m = np.asarray(larynx_map, np.float64)
-    H, W = m.shape
-    uv = np.asarray(vertex_uvs, np.float64)
-    x = np.clip(uv[:, 0], 0.0, 1.0) * (W - 1)
-    y = np.clip(1.0 - uv[:, 1] + height, 0.0, 1.0) * (H - 1)
-    x0 = np.clip(np.floor(x).astype(np.int64), 0, max(W - 2, 0))
-    y0 = np.clip(np.floor(y).astype(np.int64), 0, max(H - 2, 0))
-    x1, y1 = np.minimum(x0 + 1, W - 1), np.minimum(y0 + 1, H - 1)
-    fx, fy = x - x0, y - y0
-    top = m[y0, x0] * (1 - fx) + m[y0, x1] * fx
-    bottom = m[y1, x0] * (1 - fx) + m[y1, x1] * fx
-    return top * (1 - fy) + bottom * fy
+    return numpy_math.sample_larynx_map(larynx_map, vertex_uvs, height)
 
 
 def larynx_offsets(
     larynx_map: np.ndarray, vertex_uvs: np.ndarray, direction: np.ndarray, height: float, scale: float
 ) -> np.ndarray:
     """Exact larynx displacement [V, 3] (not relative to the rest larynx)."""
-    return scale * sample_larynx(larynx_map, vertex_uvs, height)[:, None] * np.asarray(direction, np.float64)
+    return numpy_math.larynx_offsets(larynx_map, vertex_uvs, direction, height, scale)
 
 
 def larynx_knots(map_height: int, limit: float = LARYNX_HEIGHT_LIMIT) -> np.ndarray:
@@ -302,12 +217,7 @@ def larynx_key_error(
 # ------------------------------------------------------------------- shape
 def shaped_vertices(template: np.ndarray, shape_directions: np.ndarray, shape: np.ndarray) -> np.ndarray:
     """template [V, 3] + sum_i shape[i] directions[i] (any number of leading components)."""
-    shape = np.asarray(shape, np.float64).reshape(-1)
-    out = np.asarray(template, np.float64).copy()
-    n = min(len(shape), len(shape_directions))
-    if n:
-        out += np.tensordot(shape[:n], np.asarray(shape_directions[:n], np.float64), 1)
-    return out
+    return numpy_math.blend_shapes(template, shape, shape_directions)
 
 
 # --------------------------------------------------------------- placement

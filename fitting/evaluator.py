@@ -1,21 +1,24 @@
-"""A float64 evaluation of a HACK-layout model for fitting: vertices of any subset of the
-mesh and their derivatives with respect to every parameter.
+"""The model evaluated for fitting: vertices of any subset of the mesh and their
+derivatives with respect to every parameter, in float64 (or float32) on any torch device.
 
-It mirrors `HACK.forward` (tests compare the two) but works on a vertex subset and returns
-Jacobians cheaply: vertices are linear in shape and expression given the pose, so those
-columns are the skinned blendshape directions; pose and larynx columns come from central
-differences in float64.
+It reads only the model's public basis (`HACK.basis`) and evaluates it with the kernel's
+own functions (`hack_model.core`: rotations, pose features, kinematics, larynx sampling);
+tests compare it with `HACK.forward`. Jacobians are cheap: vertices are linear in shape and
+expression given the pose, so those columns are the skinned blendshape directions; pose
+and larynx columns come from central differences.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from hack_model import lbs
 from hack_model.anatomy import pose_limits_rad
+from hack_model.core import kinematics
+from hack_model.core.blendshapes import pose_features
+from hack_model.core.rotations import axis_angle_to_matrix
 from hack_model.model import HACK
 
 FD_STEP = 1e-5
@@ -32,7 +35,6 @@ class ModelParams:
     neck_pose: np.ndarray
     larynx_height: float = 0.0
     larynx_scale: float = 1.0
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def neutral(cls, num_shape: int, num_expression: int, num_bones: int) -> ModelParams:
@@ -72,144 +74,121 @@ class ModelEvaluator:
 
     Models with a joint regressor move their joints with shape (and expression, as smplx
     does): every bone-matrix method then takes the joints [J, 3] of `joints(params)`.
+
+    device, dtype: where and in which precision the evaluation runs (float64 on the CPU by
+    default); parameters and results are numpy float64 arrays either way.
     """
 
-    def __init__(self, model: HACK, anchor: str = "root") -> None:
+    def __init__(
+        self, model: HACK, anchor: str = "root", device: str | torch.device = "cpu", dtype=torch.float64
+    ) -> None:
         if anchor not in ("root", "head"):
             raise ValueError(f"anchor must be 'root' or 'head', got {anchor!r}")
         self.anchor = anchor
+        self.device, self.dtype = torch.device(device), dtype
         d = model.data
-        f64 = torch.float64
-        V = d.num_vertices
+        basis = model.basis.to(self.device, dtype)
+        self.basis = basis
+        V = basis.num_vertices
         self.model = model
         self.num_vertices = V
-        self.S, self.E, self.J = d.num_shape, d.num_expression, d.num_bones
-        directions = model.directions.detach().to("cpu", f64).view(-1, 3, V)
-        # Shape then expression, contiguous: one product gives the linear part of every vertex.
-        self.linear_dirs = torch.cat([directions[model.num_dynamic :], directions[: self.E]]).contiguous()
-        self.linear_dirs_vm = self.linear_dirs.permute(2, 1, 0).contiguous()  # [V, 3, K]: fast row gathers
-        self.pose_dirs = directions[self.E : model.num_dynamic]  # [P9, 3, V]
-        self.template = model.template.detach().to("cpu", f64).view(3, V)
-        self.weights_t = model.skinning_weights_t.detach().to("cpu", f64)  # [J, V]
-        self.rest_frames = model.rest_frames.detach().to("cpu", f64)
-        relative = model.relative_rest
-        self.relative_rest = None if relative is None else relative.detach().to("cpu", f64)
-        self.joint_template = self.joint_dirs = None
-        if model.joint_regressor is not None:  # the model's regressed joint blendshapes
-            J, E = d.num_bones, self.E
-            self.joint_template = model.joint_template.detach().to("cpu", f64).T.contiguous()  # [J, 3]
-            rows = model.joint_directions.detach().to("cpu", f64).view(-1, 3, J)  # [expression, shape]
-            self.joint_dirs = torch.cat([rows[E:], rows[:E]]).transpose(1, 2).contiguous()  # [K, J, 3]
-        self.parents = model.parents
-        self.posed_bones = model.posed_bones
-        self.has_pose_correctives = bool(self.pose_dirs.abs().max() > 0) if self.pose_dirs.numel() else False
-        # The larynx goes through the model's own sampling (float32; its offsets are piecewise
-        # linear in the height, so a coarser central difference is exact within each piece).
-        self.has_larynx = getattr(model, "larynx_index", None) is not None
+        self.S, self.E, self.J = basis.shape.count, basis.expression.count, basis.num_bones
+        # Shape then expression: one product gives the linear part of every vertex.
+        linear = torch.cat([basis.shape.dense(V), basis.expression.dense(V)])  # [K, V, 3]
+        self.linear_directions = linear.permute(1, 2, 0).contiguous()  # [V, 3, K]: fast row gathers
+        self.pose_directions = basis.pose_correctives.dense(V).transpose(1, 2).contiguous()  # [9P, 3, V]
+        self.template = basis.template.T.contiguous()  # [3, V]
+        self.weights_by_bone = basis.skinning_weights.T.contiguous()  # [J, V]
+        self.rest_frames = basis.rest_frames
+        self.relative_rest = basis.relative_rest
+        self.joint_template = self.joint_directions = None
+        if basis.joints is not None:  # the model's regressed joint blendshapes, rows [shape, expression]
+            self.joint_template = basis.joints.template  # [J, 3]
+            self.joint_directions = torch.cat(
+                [basis.joints.shape_directions, basis.joints.expression_directions]
+            )
+        self.parents = list(basis.parents)
+        self.posed_bones = list(basis.posed_bones)
+        self.has_pose_correctives = basis.pose_correctives.vertex_index.numel() > 0
+        # The larynx's offsets are piecewise linear in the height, so a coarser central
+        # difference is exact within each piece.
+        self.has_larynx = basis.larynx is not None
         if self.has_larynx:
-            self.larynx_index = model.larynx_index.cpu().numpy()
+            self.larynx_index = basis.larynx.vertex_index.cpu().numpy()
             self._larynx_pos = np.full(V, -1, np.int64)
             self._larynx_pos[self.larynx_index] = np.arange(len(self.larynx_index))
-            self._larynx_rest = self.larynx_offsets_raw(torch.zeros(1, 1), torch.ones(1, 1))
+            self._larynx_rest = self.larynx_offsets_raw(self._t([[0.0]]), self._t([[1.0]]))
         rom = d.range_of_motion
         self.pose_limits = pose_limits_rad(rom) if rom is not None else np.full((self.J, 3), np.deg2rad(30.0))
         self.triangles = d.triangles()
 
+    # --------------------------------------------------------------- accessors
+    def _t(self, value) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(value, np.float64), dtype=self.dtype, device=self.device)
+
+    @property
+    def head_weights(self) -> np.ndarray:
+        """[V] every vertex's skinning weight on the head bone (the last, oc1)."""
+        return self.weights_by_bone[-1].cpu().numpy()
+
+    @property
+    def weights_t(self) -> torch.Tensor:
+        """Deprecated name of `weights_by_bone` [J, V]."""
+        return self.weights_by_bone
+
     # ------------------------------------------------------------------ evaluation
     def larynx_offsets_raw(self, height: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """[B, V_larynx, 3] float64 larynx offsets of the support vertices (model.larynx_index)."""
-        m = self.model
-        dev, dt = m.template.device, m.template.dtype
-        with torch.no_grad():
-            out = m._larynx_offsets(height.to(dev, dt), scale.to(dev, dt))
-        return out.to("cpu", torch.float64)
+        """[B, V_larynx, 3] larynx offsets of the support vertices (basis.larynx.vertex_index)."""
+        return self.basis.larynx.offsets(
+            height.to(self.device, self.dtype), scale.to(self.device, self.dtype)
+        )
 
     def larynx_offsets(self, height: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """[B, V_larynx, 3] change from the rest larynx for height, scale [B, 1]."""
         return self.larynx_offsets_raw(height, scale) - self._larynx_rest
 
-    def _larynx_delta(self, idx: np.ndarray, height: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """[B, 3, Vs] larynx offsets (from the rest larynx) of the vertices idx."""
-        out = torch.zeros(height.shape[0], 3, len(idx), dtype=torch.float64)
-        if not self.has_larynx:
-            return out
-        pos = self._larynx_pos[idx]
-        hit = np.nonzero(pos >= 0)[0]
-        if hit.size:
-            out[:, :, hit] = self.larynx_offsets(height, scale)[:, pos[hit]].transpose(1, 2)
-        return out
-
     def joints(self, p: ModelParams) -> torch.Tensor | None:
         """[J, 3] the joints of p's shape and expression (None when the bones are fixed)."""
         if self.joint_template is None:
             return None
-        coef = torch.as_tensor(np.concatenate([p.shape, p.expression]))
-        return self.joint_template + torch.einsum("k,kjc->jc", coef, self.joint_dirs)
+        coef = self._t(np.concatenate([p.shape, p.expression]))
+        return self.joint_template + torch.einsum("k,kjc->jc", coef, self.joint_directions[: len(coef)])
 
     def root_bone_matrices(self, neck_pose: torch.Tensor, joints: torch.Tensor | None = None) -> torch.Tensor:
         """[B, J, 3, 4] the model's own skinning matrices for neck_pose [B, J, 3] (and the
         joints [J, 3] or [B, J, 3] of a model with a joint regressor)."""
-        rotations = lbs.axis_angle_to_matrix(neck_pose)
+        neck_pose = neck_pose.to(self.device, self.dtype)
+        rotations = axis_angle_to_matrix(neck_pose)
         if self.joint_template is None:
             rest, relative = self.rest_frames, self.relative_rest
         else:
             if joints is None:
                 raise ValueError("this model regresses its joints: pass joints(params)")
             joints = joints.expand(neck_pose.shape[0], -1, -1)
-            rest = lbs.rest_frames_from_joints(joints, self.rest_frames[:, :3, :3])
-            relative = lbs.relative_rest_transforms(rest, self.parents)
-        frames = lbs.forward_kinematics(rotations, relative, self.parents)
-        return lbs.skinning_matrices(frames, rest)
+            rest = kinematics.rest_frames_from_joints(joints, self.rest_frames[:, :3, :3])
+            relative = kinematics.relative_rest_transforms(rest, self.parents)
+        frames = kinematics.forward_kinematics(rotations, relative, self.parents)
+        return kinematics.skinning_matrices(frames, rest)
 
     def bone_matrices(self, neck_pose: torch.Tensor, joints: torch.Tensor | None = None) -> torch.Tensor:
         """[B, J, 3, 4] skinning matrices in this evaluator's anchoring."""
         mats = self.root_bone_matrices(neck_pose, joints)
-        if self.anchor == "root":
-            return mats
-        head = mats[:, -1:]  # [B, 1, 3, 4]
-        R_inv = head[..., :3].transpose(-1, -2)
-        rot = R_inv @ mats[..., :3]
-        trans = R_inv @ (mats[..., 3:] - head[..., 3:])
-        return torch.cat([rot, trans], -1)
+        return mats if self.anchor == "root" else kinematics.anchor_at_bone(mats, self.J - 1)
 
     def head_transform(
         self, neck_pose: np.ndarray, joints: torch.Tensor | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Rotation [3, 3] and translation [3] of the head bone (rest -> posed) in the model's frame:
         a head-anchored mesh v' maps to the model's own mesh as R v' + t."""
-        pose = torch.as_tensor(np.asarray(neck_pose, np.float64))[None]
-        A = self.root_bone_matrices(pose, joints)[0, -1].numpy()
         if self.anchor == "root":
             return np.eye(3), np.zeros(3)
+        A = self.root_bone_matrices(self._t(neck_pose)[None], joints)[0, -1].cpu().double().numpy()
         return A[:, :3], A[:, 3]
-
-    def unposed(self, p: ModelParams, idx: np.ndarray) -> torch.Tensor:
-        """[3, Vs] template + shape + expression + larynx (no pose correctives) at idx."""
-        t = torch.as_tensor
-        coef = t(np.concatenate([p.shape, p.expression]))
-        full = self.template + (coef @ self.linear_dirs.view(len(coef), -1)).view(3, -1)
-        base = full[:, idx]
-        base += self._larynx_delta(idx, t([[p.larynx_height]]), t([[p.larynx_scale]]))[0]
-        return base
-
-    def _pose(
-        self, base: torch.Tensor, neck_pose: torch.Tensor, idx: np.ndarray, joints: torch.Tensor | None
-    ) -> torch.Tensor:
-        """Pose correctives + skinning of base [3, Vs] or [B, 3, Vs] for neck_pose [B, J, 3] -> [B, Vs, 3]."""
-        B = neck_pose.shape[0]
-        planes = base.expand(B, 3, len(idx))
-        if self.has_pose_correctives:
-            feats = lbs.pose_features(lbs.axis_angle_to_matrix(neck_pose), self.posed_bones)
-            planes = planes + torch.einsum("bk,kcv->bcv", feats, self.pose_dirs[:, :, idx])
-        return lbs.skin_vertex_planes(
-            planes.contiguous(), self.weights_t[:, idx], self.bone_matrices(neck_pose, joints)
-        )
 
     def vertices(self, p: ModelParams, idx: np.ndarray | None = None) -> np.ndarray:
         """[Vs, 3] posed vertices (all when idx is None)."""
         idx = np.arange(self.num_vertices) if idx is None else idx
-        base = self.unposed(p, idx)
-        return self._pose(base, torch.as_tensor(p.neck_pose)[None], idx, self.joints(p))[0].numpy()
+        return self.subset(idx).vertices(p)
 
     def subset(self, idx: np.ndarray) -> Subset:
         """Precomputed gathers for repeated evaluations on the vertices idx."""
@@ -235,84 +214,95 @@ class Subset:
     def __init__(self, ev: ModelEvaluator, idx: np.ndarray) -> None:
         self.ev = ev
         self.idx = np.asarray(idx)
-        ti = torch.as_tensor(self.idx)
+        ti = torch.as_tensor(self.idx, device=ev.device)
         self.template = ev.template[:, ti].T.contiguous()  # [Vs, 3]
-        self.dirs = ev.linear_dirs_vm[ti]  # [Vs, 3, K]
-        self.weights = ev.weights_t[:, ti]  # [J, Vs]
-        self.pose_dirs = ev.pose_dirs[:, :, ti] if ev.has_pose_correctives else None
+        self.linear_directions = ev.linear_directions[ti]  # [Vs, 3, K] shape then expression
+        self.weights_by_bone = ev.weights_by_bone[:, ti]  # [J, Vs]
+        self.pose_directions = (
+            ev.pose_directions[:, :, ti] if ev.has_pose_correctives else None
+        )  # [9P, 3, Vs]
         self.larynx_hit = None
         if ev.has_larynx:
             pos = ev._larynx_pos[self.idx]
             hit = np.nonzero(pos >= 0)[0]
             if hit.size:
-                self.larynx_hit = torch.as_tensor(hit)
-                self.larynx_pos = torch.as_tensor(pos[hit])
+                self.larynx_hit = torch.as_tensor(hit, device=ev.device)
+                self.larynx_pos = torch.as_tensor(pos[hit], device=ev.device)
+
+    @property
+    def weights(self) -> torch.Tensor:
+        """Deprecated name of `weights_by_bone` [J, Vs]."""
+        return self.weights_by_bone
 
     def larynx_delta(self, height: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """[B, Vs, 3] larynx offsets from the rest larynx for height, scale [B, 1]."""
-        out = torch.zeros(height.shape[0], len(self.idx), 3, dtype=torch.float64)
+        ev = self.ev
+        out = torch.zeros(height.shape[0], len(self.idx), 3, dtype=ev.dtype, device=ev.device)
         if self.larynx_hit is not None:
-            out[:, self.larynx_hit] = self.ev.larynx_offsets(height, scale)[:, self.larynx_pos]
+            out[:, self.larynx_hit] = ev.larynx_offsets(height, scale)[:, self.larynx_pos]
         return out
 
-    def _rest(self, p: ModelParams) -> torch.Tensor:
-        """[Vs, 3] unposed vertices without pose correctives."""
-        t = torch.as_tensor
-        coef = t(np.concatenate([p.shape, p.expression]))
-        base = self.template + self.dirs @ coef
+    def rest_vertices(self, p: ModelParams) -> torch.Tensor:
+        """[Vs, 3] unposed vertices (template, shape, expression, larynx) without pose correctives."""
+        t = self.ev._t
+        base = self.template + self.linear_directions @ t(np.concatenate([p.shape, p.expression]))
         if self.larynx_hit is not None:
             base = base + self.larynx_delta(t([[p.larynx_height]]), t([[p.larynx_scale]]))[0]
         return base
 
-    def _planes(self, rest: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
+    _rest = rest_vertices  # deprecated name
+
+    def _unposed(self, rest: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
         """[Vs, 3] rest + pose correctives for one pose [J, 3]."""
-        if self.pose_dirs is None:
+        if self.pose_directions is None:
             return rest
-        feats = lbs.pose_features(lbs.axis_angle_to_matrix(pose[None]), self.ev.posed_bones)[0]
-        return rest + torch.einsum("k,kcv->vc", feats, self.pose_dirs)
+        feats = pose_features(axis_angle_to_matrix(pose[None]), self.ev.posed_bones)[0]
+        return rest + torch.einsum("k,kcv->vc", feats, self.pose_directions)
 
     def _blend(self, pose: torch.Tensor, joints: torch.Tensor | None) -> torch.Tensor:
         """[Vs, 3, 4] blended skinning matrices."""
         A = self.ev.bone_matrices(pose[None], joints)[0]  # [J, 3, 4]
-        return (A.reshape(-1, 12).T @ self.weights).T.reshape(-1, 3, 4)
+        return (A.reshape(-1, 12).T @ self.weights_by_bone).T.reshape(-1, 3, 4)
 
-    def _through_bones(self, dA: torch.Tensor, planes: torch.Tensor) -> torch.Tensor:
+    def _through_bones(self, dA: torch.Tensor, unposed: torch.Tensor) -> torch.Tensor:
         """Change of the vertices [Vs, 3, P] for changes of the bone matrices dA [P, J, 3, 4]."""
         P = len(dA)
-        per_vertex = (dA.reshape(P, -1, 12).permute(0, 2, 1) @ self.weights).view(P, 3, 4, -1)
-        d = per_vertex[:, :, 3] + sum(per_vertex[:, :, k] * planes[:, k] for k in range(3))  # [P, 3, Vs]
+        per_vertex = (dA.reshape(P, -1, 12).permute(0, 2, 1) @ self.weights_by_bone).view(P, 3, 4, -1)
+        d = per_vertex[:, :, 3] + sum(per_vertex[:, :, k] * unposed[:, k] for k in range(3))  # [P, 3, Vs]
         return d.permute(2, 1, 0)
 
     def vertices(self, p: ModelParams) -> np.ndarray:
-        pose = torch.as_tensor(p.neck_pose)
-        planes = self._planes(self._rest(p), pose)
-        B = self._blend(pose, self.ev.joints(p))
-        return _apply(B, planes).numpy()
+        """[Vs, 3] posed vertices."""
+        pose = self.ev._t(p.neck_pose)
+        unposed = self._unposed(self.rest_vertices(p), pose)
+        blended = self._blend(pose, self.ev.joints(p))
+        return _numpy(_apply(blended, unposed))
 
     def jacobian(
         self, p: ModelParams, use_shape: bool, use_expression: bool, pose_bones: list[int], use_larynx: bool
     ) -> tuple[np.ndarray, np.ndarray]:
+        """Vertices [Vs, 3] and d vertices / d (shape, expression, pose of pose_bones, larynx)
+        [Vs, 3, P] in that column order (only the blocks asked for)."""
         ev = self.ev
-        t = torch.as_tensor
+        t = ev._t
         pose = t(p.neck_pose)
         joints = ev.joints(p)
-        rest = self._rest(p)
-        planes = self._planes(rest, pose)
+        unposed = self._unposed(self.rest_vertices(p), pose)
         blended = self._blend(pose, joints)
         M = blended[:, :, :3]
-        verts = _apply(blended, planes)
+        verts = _apply(blended, unposed)
         blocks = []
         lo = 0 if use_shape else ev.S
         hi = ev.S + ev.E if use_expression else ev.S
         if hi > lo:
-            linear = _rotate_columns(M, self.dirs[:, :, lo:hi])
+            linear = _rotate_columns(M, self.linear_directions[:, :, lo:hi])
             if joints is not None:
                 # Regressed joints move only the bones' translations (the rotations do not depend
                 # on the joints), affinely: a unit step of each coefficient gives the exact change.
-                moved = joints[None] + ev.joint_dirs[lo:hi]  # [K, J, 3]
+                moved = joints[None] + ev.joint_directions[lo:hi]  # [K, J, 3]
                 steps = ev.bone_matrices(pose.expand(hi - lo, -1, -1), moved)
                 d_translation = (steps - ev.bone_matrices(pose[None], joints))[..., 3]  # [K, J, 3]
-                linear = linear + torch.einsum("kjc,jv->vck", d_translation, self.weights)
+                linear = linear + torch.einsum("kjc,jv->vck", d_translation, self.weights_by_bone)
             blocks.append(linear)
         if pose_bones:
             steps = []
@@ -325,12 +315,12 @@ class Subset:
             steps = torch.stack(steps)
             # LBS is linear in the bone matrices: differentiate those only...
             mats = ev.bone_matrices(steps, joints)  # [2P, J, 3, 4]
-            d = self._through_bones((mats[0::2] - mats[1::2]) / (2 * FD_STEP), planes)  # [Vs, 3, P]
-            if self.pose_dirs is not None:
+            d = self._through_bones((mats[0::2] - mats[1::2]) / (2 * FD_STEP), unposed)  # [Vs, 3, P]
+            if self.pose_directions is not None:
                 # ...plus the pose correctives' change of the rest shape, carried by the skinning.
-                feats = lbs.pose_features(lbs.axis_angle_to_matrix(steps), ev.posed_bones)  # [2P, K]
+                feats = pose_features(axis_angle_to_matrix(steps), ev.posed_bones)  # [2P, K]
                 d_feats = (feats[0::2] - feats[1::2]) / (2 * FD_STEP)  # [P, K]
-                d_rest = torch.einsum("pk,kcv->vcp", d_feats, self.pose_dirs)  # [Vs, 3, P]
+                d_rest = torch.einsum("pk,kcv->vcp", d_feats, self.pose_directions)  # [Vs, 3, P]
                 d = d + _rotate_columns(M, d_rest)
             blocks.append(d)
         if use_larynx and ev.has_larynx:
@@ -341,13 +331,20 @@ class Subset:
             delta = self.larynx_delta(heights, scales)  # [4, Vs, 3]
             d_rest = torch.stack([delta[0] - delta[1], delta[2] - delta[3]], -1) / (2 * step)  # [Vs, 3, 2]
             blocks.append(_rotate_columns(M, d_rest))
-        jac = torch.cat(blocks, -1) if blocks else torch.zeros(len(self.idx), 3, 0, dtype=torch.float64)
-        return verts.numpy(), jac.numpy()
+        if blocks:
+            jac = torch.cat(blocks, -1)
+        else:
+            jac = torch.zeros(len(self.idx), 3, 0, dtype=ev.dtype, device=ev.device)
+        return _numpy(verts), _numpy(jac)
 
 
-def _apply(blended: torch.Tensor, planes: torch.Tensor) -> torch.Tensor:
+def _numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().to("cpu", torch.float64).numpy()
+
+
+def _apply(blended: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Per-vertex affine maps [Vs, 3, 4] applied to points [Vs, 3] -> [Vs, 3] (no tiny bmm)."""
-    return blended[:, :, 3] + sum(blended[:, :, k] * planes[:, k : k + 1] for k in range(3))
+    return blended[:, :, 3] + sum(blended[:, :, k] * points[:, k : k + 1] for k in range(3))
 
 
 def _rotate_columns(M: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:

@@ -42,11 +42,14 @@ HACK_BONE_HEADS = np.array(
 # Which axis of a bone's rest frame each motion turns about (+y runs up the spine,
 # +x to the subject's left, +z forward): positive x is flexion (chin down),
 # positive z bends towards the subject's right, positive y turns the face to the left.
-MOTION_AXIS = {"flexion_extension": 0, "axial_rotation": 1, "lateral_bending": 2}
+# (The range-of-motion table's columns are another order: model_data.RANGE_OF_MOTION_COLUMNS;
+# pose_limits_rad converts between the two.)
+BONE_AXIS_OF_MOTION = {"flexion_extension": 0, "axial_rotation": 1, "lateral_bending": 2}
+MOTION_AXIS = BONE_AXIS_OF_MOTION  # deprecated name
 
 
 def hack_range_of_motion() -> np.ndarray:
-    """[8, 3] degrees in HACK bone order, columns as in model_data.MOTION_AXES."""
+    """[8, 3] degrees in HACK bone order, columns as in model_data.RANGE_OF_MOTION_COLUMNS."""
     return np.array([RANGE_OF_MOTION_DEG[name] for name in HACK_BONE_NAMES], np.float64)
 
 
@@ -57,9 +60,9 @@ def pose_limits_rad(range_of_motion: np.ndarray) -> np.ndarray:
     """
     rom = np.deg2rad(np.asarray(range_of_motion, np.float64))
     limits = np.zeros_like(rom)
-    limits[:, MOTION_AXIS["flexion_extension"]] = rom[:, 0] / 2.0
-    limits[:, MOTION_AXIS["lateral_bending"]] = rom[:, 1]
-    limits[:, MOTION_AXIS["axial_rotation"]] = rom[:, 2]
+    limits[:, BONE_AXIS_OF_MOTION["flexion_extension"]] = rom[:, 0] / 2.0  # a total range: half each way
+    limits[:, BONE_AXIS_OF_MOTION["lateral_bending"]] = rom[:, 1]
+    limits[:, BONE_AXIS_OF_MOTION["axial_rotation"]] = rom[:, 2]
     return limits
 
 
@@ -156,6 +159,6 @@ def head_movement_pose(range_of_motion: np.ndarray, movement: str, amount: float
     motion, sign = HEAD_MOVEMENTS[movement]
     limits = pose_limits_rad(range_of_motion)
     pose = np.zeros_like(limits)
-    axis = MOTION_AXIS[motion]
+    axis = BONE_AXIS_OF_MOTION[motion]
     pose[:, axis] = sign * amount * limits[:, axis]
     return pose

@@ -30,6 +30,8 @@ VENDORED_MODULES = (
     "io/errors.py",
     "io/npy.py",
     "io/limits.py",
+    "core/__init__.py",
+    "core/numpy_math.py",
 )
 ADDON_SUFFIXES = (".py", ".toml")
 _VENDOR_INIT = '"""numpy-only modules of hack-model, vendored by hack_model.blender_package."""\n'

@@ -2,11 +2,13 @@
 
 The module holds the model's arrays as buffers and nothing about any one
 evaluation: every parameter is an argument of `forward`, so any batch size
-works with the same module. The maths lives in `hack_model.lbs`.
+works with the same module. The maths lives in `hack_model.core`: the arrays are one
+read-only `ModelBasis` (`HACK.basis`) and the forward pass is `core.forward.evaluate`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
@@ -16,7 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import keywords, lbs
+from . import keywords
+from .core.basis import ModelBasis, build_basis
+from .core.forward import KernelBasis, evaluate, shaped_template
 from .loading import load_model
 from .model_data import ModelData
 
@@ -59,92 +63,37 @@ class HACK(nn.Module):
         super().__init__()
         data = source if isinstance(source, ModelData) else load_model(source)
         self.data = data
-        V, E = data.num_vertices, data.num_expression
         self.parents: list[int] = [int(p) for p in data.bone_parents]
         self.posed_bones: list[int] = [b for b, p in enumerate(self.parents) if p >= 0]
-        f32 = torch.float32
-
-        def buffer(name: str, value: Any, dtype: torch.dtype = f32) -> None:
-            if isinstance(value, torch.Tensor):
-                value = value.numpy()
-            if value is not None and dtype.is_floating_point:
-                # Subnormal floats make CPU arithmetic many times slower; they are zero here.
-                value = np.where(np.abs(value) < np.finfo(np.float32).tiny, 0.0, value)
-            tensor = None if value is None else torch.as_tensor(np.ascontiguousarray(value), dtype=dtype)
-            self.register_buffer(name, tensor, persistent=False)
-
-        # One matrix for every linear blendshape, rows ordered [expression, pose, shape] so
-        # that the rows used while the shaped template is cached form one contiguous slice;
-        # columns coordinate-major (all x, then y, then z) for the skinning kernel.
-        def planes(directions: np.ndarray) -> np.ndarray:  # [K, V, 3] -> [K, 3*V]
-            return directions.transpose(0, 2, 1).reshape(len(directions), 3 * V)
-
-        pose_dirs = data.pose_directions[self.posed_bones].reshape(-1, V, 3)
-        directions = np.concatenate(
-            [planes(data.expression_directions), planes(pose_dirs), planes(data.shape_directions)]
+        # The model's arrays, public and read-only as `basis`, laid out for the kernel.
+        self._kernel = KernelBasis.from_basis(build_basis(data))
+        au = data.action_unit_matrix
+        self.register_buffer("action_unit_matrix", torch.as_tensor(au, dtype=torch.float32), persistent=False)
+        self.register_buffer(
+            "triangles", torch.as_tensor(data.triangles(), dtype=torch.long), persistent=False
         )
-        self.num_dynamic = E + pose_dirs.shape[0]
-        buffer("directions", directions)
-        buffer("template", data.template_vertices.T.reshape(-1))  # [3*V]
-        buffer("skinning_weights_t", data.skinning_weights.T)  # [J, V]
-        buffer("rest_frames", data.bone_rest_transforms)
-        buffer("joint_regressor", data.joint_regressor)
-        buffer("action_unit_matrix", data.action_unit_matrix)
-        buffer("triangles", data.triangles(), torch.long)
-        buffer("landmark_indices", data.landmark_indices, torch.long)
-        if data.joint_regressor is None:
-            relative = lbs.relative_rest_transforms(
-                torch.as_tensor(data.bone_rest_transforms, dtype=torch.float64), self.parents
-            )
-            buffer("relative_rest", relative)
-        else:
-            buffer("relative_rest", None)
-        self._setup_larynx(data)
-        self._setup_joint_regression(data)
+        landmarks = data.landmark_indices
+        landmarks = None if landmarks is None else torch.as_tensor(landmarks, dtype=torch.long)
+        self.register_buffer("landmark_indices", landmarks, persistent=False)
         self._shape_cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def _setup_joint_regression(self, data: ModelData) -> None:
-        """Regress the joints' rest template and blendshapes once: per call the joints are then
-        a [K] x [K, 3J] product instead of a blend over every vertex."""
-        if data.joint_regressor is None:
-            self.register_buffer("joint_template", None, persistent=False)
-            self.register_buffer("joint_directions", None, persistent=False)
-            return
-        V, E = data.num_vertices, data.num_expression
-        R = torch.as_tensor(data.joint_regressor, dtype=torch.float64).T  # [V, J]
-        template = self.template.view(3, V).double() @ R  # [3, J], larynx at rest included
-        # smplx counts expression as shape for the joints: rows [expression, shape]
-        rows = torch.cat([self.directions[:E], self.directions[self.num_dynamic :]]).double()
-        directions = rows.view(len(rows), 3, V) @ R  # [E + S, 3, J]
-        self.register_buffer("joint_template", template.float(), persistent=False)
-        self.register_buffer("joint_directions", directions.reshape(len(rows), -1).float(), persistent=False)
+    @property
+    def basis(self) -> ModelBasis:
+        """The model's arrays (template, blendshapes by kind with their names, skinning
+        weights, rest frames, larynx, joint regressor) on the model's device and dtype, in the
+        model's vertex order: see `hack_model.core.basis.ModelBasis`. Read-only."""
+        return self._kernel.basis
 
-    def _setup_larynx(self, data: ModelData) -> None:
-        """Keep only vertices whose map columns are non-zero: nothing else can ever move."""
-        names = ("larynx_map", "larynx_uvs", "larynx_direction", "larynx_index", "larynx_rest_offsets")
-        if not data.has_larynx:
-            for name in names:
-                self.register_buffer(name, None, persistent=False)
-            return
-        W = data.larynx_map.shape[1]
-        u = np.clip(data.vertex_uvs[:, 0], 0.0, 1.0) * (W - 1)
-        column_used = np.abs(data.larynx_map).max(axis=0) > 0
-        left = np.floor(u).astype(np.int64)
-        right = np.minimum(left + 1, W - 1)
-        support = np.nonzero(column_used[left] | column_used[right])[0]
-        values = (data.larynx_map, data.vertex_uvs[support], data.larynx_direction)
-        for name, value in zip(names, values):
-            self.register_buffer(name, torch.as_tensor(value, dtype=torch.float32), persistent=False)
-        self.register_buffer("larynx_index", torch.as_tensor(support, dtype=torch.long), persistent=False)
-        # The rest mesh carries the larynx at height 0 and scale 1, as in the reference.
-        neutral = self._larynx_offsets(torch.zeros(1, 1), torch.ones(1, 1))  # [1, V_larynx, 3]
-        self.register_buffer("larynx_rest_offsets", neutral, persistent=False)
-        planes = self.template.view(3, -1).index_add(1, self.larynx_index, neutral[0].T)
-        self.template = planes.reshape(-1)
+    @property
+    def template(self) -> torch.Tensor:
+        """[V, 3] the rest mesh (as `basis.template`)."""
+        return self._kernel.basis.template
 
-    def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .double(): drop device-bound caches
+    def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .double(): move the basis, drop caches
         self._shape_cache = None
-        return super()._apply(fn, *args, **kwargs)
+        result = super()._apply(fn, *args, **kwargs)
+        self._kernel = _map_tensors(self._kernel, fn)
+        return result
 
     # ----------------------------------------------------------------- names
     @property
@@ -234,55 +183,22 @@ class HACK(nn.Module):
         global_orient = p.take("global_orient", global_orient, (3,))
         transl = p.take("transl", transl, (3,))
         B = p.batch_size
-        dtype, device = self.template.dtype, self.template.device
 
         if au_weights is not None:
             au_expression = au_weights @ self.action_unit_matrix
             expression = au_expression if expression is None else expression + au_expression
-        if neck_pose is not None:
-            rotations = lbs.axis_angle_to_matrix(neck_pose)  # [B, J, 3, 3]
-        else:
-            rotations = torch.eye(3, dtype=dtype, device=device).expand(B, J, 3, 3)
-
-        # Coefficients of every linear blendshape in one row per frame.
-        zeros = self.template.new_zeros
-        coefficients = [
-            (expression if expression is not None else zeros(B, E)).expand(B, E),
-            lbs.pose_features(rotations, self.posed_bones)
-            if neck_pose is not None
-            else zeros(B, self.num_dynamic - E),
-        ]
-        shaped = self._cached_shaped_template(shape)
-        if shaped is None and shape is not None:  # shape needs gradients: blend it with the rest
-            coefficients.append(torch.nn.functional.pad(shape, (0, S - shape.shape[1])).expand(B, S))
-            planes = lbs.blend_shapes(self.template, torch.cat(coefficients, 1), self.directions)
-        else:
-            base = self.template if shaped is None else shaped
-            planes = lbs.blend_shapes(base, torch.cat(coefficients, 1), self.directions[: self.num_dynamic])
-
-        if larynx_height is not None or larynx_scale is not None:
-            planes = self._add_larynx(planes, larynx_height, larynx_scale)
-
-        rest_frames, relative_rest = self._rest_frames(shape, coefficients[0], B)
-        frames = lbs.forward_kinematics(rotations, relative_rest, self.parents)
-        if neck_pose is not None or self.joint_regressor is not None:
-            bone_matrices = lbs.skinning_matrices(frames, rest_frames)
-            vertices = lbs.skin_vertex_planes(planes, self.skinning_weights_t, bone_matrices)
-        else:
-            vertices = planes.transpose(1, 2).contiguous()
-        if global_orient is not None or transl is not None:
-            R = (
-                lbs.axis_angle_to_matrix(global_orient)
-                if global_orient is not None
-                else (torch.eye(3, dtype=dtype, device=device).expand(B, 3, 3))
-            )
-            t = transl.expand(B, 3) if transl is not None else self.template.new_zeros(B, 3)
-            vertices = lbs.rigid_transform(vertices, R.expand(B, 3, 3), t)
-            world = self.template.new_zeros(B, 4, 4)
-            world[:, :3, :3] = R
-            world[:, :3, 3] = t
-            world[:, 3, 3] = 1.0
-            frames = world[:, None] @ frames
+        vertices, frames = evaluate(
+            self._kernel,
+            shape=shape,
+            expression=expression,
+            neck_pose=neck_pose,
+            larynx_height=larynx_height,
+            larynx_scale=larynx_scale,
+            global_orient=global_orient,
+            transl=transl,
+            batch_size=B,
+            shaped=self._cached_shaped_template(shape),
+        )
         p.check_finite(vertices, frames)
         vertices = vertices.expand(B, -1, 3)
         landmarks = None if self.landmark_indices is None else vertices[:, self.landmark_indices]
@@ -292,7 +208,8 @@ class HACK(nn.Module):
 
     # -------------------------------------------------------------- helpers
     def _cached_shaped_template(self, shape: torch.Tensor | None) -> torch.Tensor | None:
-        """T + shape offsets, reused while the same shape values come back without gradients."""
+        """T + shape offsets (kernel layout), reused while the same shape values come back
+        without gradients; None when shape needs gradients (the kernel then blends it)."""
         if shape is None:
             return None
         if shape.requires_grad and torch.is_grad_enabled():
@@ -305,47 +222,9 @@ class HACK(nn.Module):
             and torch.equal(cache[0], shape)
         ):
             return cache[1]
-        S = self.num_shape
-        padded = torch.nn.functional.pad(shape.detach(), (0, S - shape.shape[1]))
-        shaped = lbs.blend_shapes(self.template, padded, self.directions[self.num_dynamic :])
-        shaped = shaped.reshape(len(padded), -1)  # [B_shape, 3*V]
+        shaped = shaped_template(self._kernel, shape.detach())  # [B_shape, 3*V]
         self._shape_cache = (shape.detach().clone(), shaped)
         return shaped
-
-    def _larynx_offsets(self, height: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """[B, V_larynx, 3] offsets of the larynx-support vertices."""
-        return lbs.sample_larynx_offsets(
-            self.larynx_map, self.larynx_uvs, self.larynx_direction, height, scale
-        )
-
-    def _add_larynx(self, planes: torch.Tensor, height, scale) -> torch.Tensor:
-        """planes [B, 3, V] plus the change from the rest larynx (height 0, scale 1)."""
-        if self.larynx_map is None:
-            raise ValueError("larynx_height/larynx_scale given, but this model has no larynx map")
-        B = planes.shape[0]
-        height = (height if height is not None else planes.new_zeros(1, 1)).expand(B, 1)
-        scale = (scale if scale is not None else planes.new_ones(1, 1)).expand(B, 1)
-        delta = self._larynx_offsets(height, scale) - self.larynx_rest_offsets  # [B, V_larynx, 3]
-        # planes is a fresh result of blend_shapes, so adding in place is safe for autograd.
-        return planes.index_add_(2, self.larynx_index, delta.transpose(1, 2))
-
-    def _rest_frames(
-        self, shape: torch.Tensor | None, expression: torch.Tensor, B: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.joint_regressor is None:
-            return self.rest_frames, self.relative_rest
-        # SMPL-style: joints regressed from the shaped template, before pose offsets
-        # (smplx counts expression as shape here).
-        S = self.num_shape
-        if shape is None:
-            shape = self.template.new_zeros(1, S)
-        coefficients = torch.cat(
-            [expression, torch.nn.functional.pad(shape, (0, S - shape.shape[1])).expand(B, S)], 1
-        )
-        J = self.joint_template.shape[1]
-        joints = (coefficients @ self.joint_directions).view(B, 3, J) + self.joint_template  # [B, 3, J]
-        rest = lbs.rest_frames_from_joints(joints.transpose(1, 2), self.rest_frames[:, :3, :3])
-        return rest, lbs.relative_rest_transforms(rest, self.parents)
 
     def _action_unit_weights(self, p: _Params, action_units) -> torch.Tensor | None:
         names = self.action_unit_names
@@ -456,3 +335,14 @@ class _Params:
         self.values[name] = tensor
         self.batch_size  # noqa: B018 - raise early on a mismatch
         return tensor
+
+
+def _map_tensors(value, fn):
+    """value with fn applied to every tensor inside (frozen dataclasses rebuilt)."""
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return type(value)(
+            **{f.name: _map_tensors(getattr(value, f.name), fn) for f in dataclasses.fields(value)}
+        )
+    return value

@@ -13,8 +13,12 @@ from typing import Any
 
 import numpy as np
 
-# Range-of-motion columns, degrees.
-MOTION_AXES = ("flexion_extension", "lateral_bending", "axial_rotation")
+# The columns of `ModelData.range_of_motion` (degrees): flexion-extension is the total
+# sagittal range, lateral bending and axial rotation are to one side. Not bone axes: which
+# axis of a bone each motion turns about is `anatomy.BONE_AXIS_OF_MOTION`, and
+# `anatomy.pose_limits_rad` is the one conversion from these columns to per-axis limits.
+RANGE_OF_MOTION_COLUMNS = ("flexion_extension", "lateral_bending", "axial_rotation")
+MOTION_AXES = RANGE_OF_MOTION_COLUMNS  # deprecated name
 
 
 class ModelDataError(ValueError):
@@ -49,7 +53,7 @@ class ModelData:
     action_unit_names: list[str] = field(default_factory=list)  # [A], "AU12"
     action_unit_descriptions: list[str] = field(default_factory=list)  # [A]
     action_unit_matrix: np.ndarray | None = None  # [A, E] expression weight per AU
-    range_of_motion: np.ndarray | None = None  # [J, 3] degrees, see MOTION_AXES
+    range_of_motion: np.ndarray | None = None  # [J, 3] degrees, see RANGE_OF_MOTION_COLUMNS
     mirror_vertex_map: np.ndarray | None = None  # [V] int, index of the x-mirrored vertex
     vertex_colors: np.ndarray | None = None  # [V, 3] sRGB in [0, 1]: preview albedo (skin, lips, eyes)
     units: str = "cm"
@@ -91,10 +95,6 @@ class ModelData:
         return str(self.metadata.get("name", "unnamed"))
 
     # ---------------------------------------------------------------- derived
-    def polygons(self) -> list[np.ndarray]:
-        """The faces as a list of vertex-index arrays (triangles, quads, ...)."""
-        return np.split(self.polygon_vertex_indices, np.cumsum(self.polygon_sizes)[:-1])
-
     def triangles(self) -> np.ndarray:
         """Fan triangulation of every polygon. [F_tri, 3] int64."""
         return fan_triangulate(self.polygon_vertex_indices, self.polygon_sizes)

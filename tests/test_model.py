@@ -22,7 +22,7 @@ def test_neutral_is_template_plus_rest_larynx(small):
     template = torch.tensor(small.data.template_vertices)
     moved = (out.vertices[0] - template).norm(dim=1)
     # Only larynx vertices differ from the template at rest.
-    support = set(small.larynx_index.tolist())
+    support = set(small.basis.larynx.vertex_index.tolist())
     assert all(i in support for i in torch.nonzero(moved > 1e-6).flatten().tolist())
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.numpy_math import axis_angle_to_matrix, vertex_normals
 from . import head_mesh as hm
 from .sdf import HeadParams, eye_center
 
@@ -28,10 +29,9 @@ LOWER_LIP_REACH = 1.2  # cm below the lower lip margin over which mouthClose fad
 
 
 def rotation(axis: np.ndarray, deg: float) -> np.ndarray:
+    """[3, 3] rotation by deg degrees about axis (any length)."""
     a = np.asarray(axis, float) / np.linalg.norm(axis)
-    t = np.radians(deg)
-    K = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
-    return np.eye(3) + np.sin(t) * K + (1 - np.cos(t)) * K @ K
+    return axis_angle_to_matrix(a * np.radians(deg))
 
 
 def rotate_about(P: np.ndarray, centre: np.ndarray, R: np.ndarray) -> np.ndarray:
@@ -356,9 +356,4 @@ def build_expressions(
 
 
 def vertex_normals_fn(topo: hm.Topology, P: np.ndarray) -> np.ndarray:
-    tris = hm.all_triangles(topo)
-    fn = np.cross(P[tris[:, 1]] - P[tris[:, 0]], P[tris[:, 2]] - P[tris[:, 0]])
-    n = np.zeros_like(P)
-    for k in range(3):
-        np.add.at(n, tris[:, k], fn)
-    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+    return vertex_normals(P, hm.all_triangles(topo))

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.numpy_math import sample_larynx_map
+
 MAP_SIZE = 256
 PROMINENCE_Y = -12.0  # cm, thyroid prominence at rest (about C4-C5)
 DIRECTION = np.array([0.0, -0.45, 0.89])
@@ -44,13 +46,4 @@ def larynx_map(vertex_uvs: np.ndarray, P: np.ndarray, front_ids: np.ndarray) -> 
 
 def sample_map(m: np.ndarray, uv: np.ndarray, tau: float = 0.0) -> np.ndarray:
     """Bilinear, border-clamped, corner-aligned sampling at (u, 1 - v + tau). [V]"""
-    H, W = m.shape
-    x = np.clip(uv[:, 0], 0, 1) * (W - 1)
-    y = np.clip(1.0 - uv[:, 1] + tau, 0, 1) * (H - 1)
-    x0 = np.clip(np.floor(x).astype(int), 0, W - 1)
-    y0 = np.clip(np.floor(y).astype(int), 0, H - 1)
-    x1, y1 = np.minimum(x0 + 1, W - 1), np.minimum(y0 + 1, H - 1)
-    fx, fy = x - x0, y - y0
-    top = m[y0, x0] * (1 - fx) + m[y0, x1] * fx
-    bot = m[y1, x0] * (1 - fx) + m[y1, x1] * fx
-    return top * (1 - fy) + bot * fy
+    return sample_larynx_map(m, uv, tau)

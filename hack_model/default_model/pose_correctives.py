@@ -14,44 +14,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..anatomy import BONE_AXIS_OF_MOTION, pose_limits_rad
+from ..core import numpy_math as nm
 from .skeleton import RANGE_OF_MOTION
 
 
-def rodrigues(aa: np.ndarray) -> np.ndarray:
-    """Axis-angle [..., 3] to rotation matrices [..., 3, 3]."""
-    aa = np.asarray(aa, float)
-    th = np.linalg.norm(aa, axis=-1, keepdims=True)
-    k = aa / np.maximum(th, 1e-12)
-    K = np.zeros(aa.shape[:-1] + (3, 3))
-    K[..., 0, 1], K[..., 0, 2] = -k[..., 2], k[..., 1]
-    K[..., 1, 0], K[..., 1, 2] = k[..., 2], -k[..., 0]
-    K[..., 2, 0], K[..., 2, 1] = -k[..., 1], k[..., 0]
-    s = np.sin(th)[..., None]
-    c = np.cos(th)[..., None]
-    return np.eye(3) + s * K + (1 - c) * K @ K
-
-
 def bone_matrices(theta: np.ndarray, G_rest: np.ndarray, parents: np.ndarray) -> np.ndarray:
-    """Skinning matrices [J, 4, 4] (posed world frame times inverse rest frame)."""
-    J = len(parents)
-    R = rodrigues(theta)
-    G = np.zeros((J, 4, 4))
-    for b in range(J):
-        Rb = np.eye(4)
-        Rb[:3, :3] = R[b]
-        if parents[b] < 0:
-            G[b] = G_rest[b] @ Rb
-        else:
-            Lb = np.linalg.inv(G_rest[parents[b]]) @ G_rest[b]
-            G[b] = G[parents[b]] @ Lb @ Rb
-    return G @ np.linalg.inv(G_rest)
+    """Skinning matrices [J, 4, 4] (posed world frame times inverse rest frame) for pose theta [J, 3]."""
+    return nm.skinning_matrices(theta, G_rest, parents)
 
 
 def lbs(T: np.ndarray, W: np.ndarray, A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Linear blend skinning of rest vertices T [V, 3]: (posed [V, 3], blended matrices [V, 4, 4])."""
-    M = np.einsum("vj,jab->vab", W, A)
-    x = np.einsum("vab,vb->va", M[:, :3, :3], T) + M[:, :3, 3]
-    return x, M
+    return nm.linear_blend_skinning(T, W, A)
 
 
 def _mat_to_dq(A: np.ndarray) -> np.ndarray:
@@ -62,22 +37,8 @@ def _mat_to_dq(A: np.ndarray) -> np.ndarray:
     q = np.concatenate([q[:, 3:], q[:, :3]], 1)
     t = A[:, :3, 3]
     tq = np.concatenate([np.zeros((len(t), 1)), t], 1)
-    d = 0.5 * _qmul(tq, q)
+    d = 0.5 * nm.quaternion_multiply(tq, q)
     return np.concatenate([q, d], 1)
-
-
-def _qmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    w1, x1, y1, z1 = a[..., 0], a[..., 1], a[..., 2], a[..., 3]
-    w2, x2, y2, z2 = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
-    return np.stack(
-        [
-            w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
-            w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-            w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
-            w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
-        ],
-        -1,
-    )
 
 
 def dqs(T: np.ndarray, W: np.ndarray, A: np.ndarray) -> np.ndarray:
@@ -92,22 +53,24 @@ def dqs(T: np.ndarray, W: np.ndarray, A: np.ndarray) -> np.ndarray:
     q0, qe = b[:, :4], b[:, 4:]
     # rotate, then translate by 2 * qe * conj(q0)
     conj = q0 * [1, -1, -1, -1]
-    tq = 2 * _qmul(qe, conj)
+    tq = 2 * nm.quaternion_multiply(qe, conj)
     pq = np.concatenate([np.zeros((len(T), 1)), T], 1)
-    r = _qmul(_qmul(q0, pq), conj)[:, 1:]
+    r = nm.quaternion_multiply(nm.quaternion_multiply(q0, pq), conj)[:, 1:]
     return r + tq[:, 1:]
 
 
 def pose_features(theta: np.ndarray) -> np.ndarray:
     """`R_b - I` of the non-root bones, flattened. theta [J, 3] -> [(J - 1) * 9]"""
-    R = rodrigues(theta)
-    return (R[1:] - np.eye(3)).reshape(-1)
+    return nm.pose_features(nm.axis_angle_to_matrix(theta))[1:].reshape(-1)
 
 
 def sample_poses(n: int, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
     """Poses [n, J, 3] within the ranges of motion (bone-local x, y, z = flexion,
     axial rotation, lateral bending), some single-axis, some combined."""
-    lim = np.radians(RANGE_OF_MOTION)[:, [0, 2, 1]] * scale  # to x, y, z order
+    lim = pose_limits_rad(RANGE_OF_MOTION) * scale  # [J, 3] bone x, y, z
+    # Flexion-extension is sampled over its total range each way (twice its one-way limit),
+    # as the shipped model's correctives were fitted: they then hold past the limits too.
+    lim[:, BONE_AXIS_OF_MOTION["flexion_extension"]] *= 2.0
     J = lim.shape[0]
     u = rng.uniform(-1, 1, (n, J, 3))
     # a third of the poses move one anatomical axis only, up to its limit

@@ -1,0 +1,257 @@
+"""The forward pass as one pure function of (kernel layout, parameters).
+
+`KernelBasis.from_basis` lays a `ModelBasis` out for speed, once:
+- vertices are reordered so that each kind of blendshape moves one contiguous range
+  (expressions [expression_start, +V_e), pose correctives [pose_start, +V_p)): the
+  zero rows of sparse directions are never stored nor multiplied, and no scatter is
+  needed;
+- vertices carried by one bone alone (weight 1) form runs skinned by that bone's matrix,
+  without a blend;
+- meshes are coordinate-major ([B, 3, V]: x of every vertex, then y, then z).
+`evaluate` returns the vertices in the model's own order.
+
+Shape notes: B batch, V vertices, J bones, S shape, E expression, P posed bones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import kinematics
+from .basis import ModelBasis
+from .blendshapes import add_blend_shapes_to_range, pose_features
+from .larynx import sample_larynx_offsets
+from .rotations import axis_angle_to_matrix
+from .skinning import skin_coordinate_major, skin_rigid_range
+
+
+@dataclass(frozen=True)
+class SkinningRun:
+    """Kernel vertices [start, stop) skinned by one bone (bone >= 0) or blended (bone = -1);
+    weights_by_bone [J, stop - start] for a blended run."""
+
+    start: int
+    stop: int
+    bone: int
+
+
+@dataclass(frozen=True)
+class KernelBasis:
+    """A `ModelBasis` laid out for the forward kernel (see the module's docstring).
+
+    order [V]: kernel vertex p is model vertex order[p]; model_position [V]: where model
+    vertex v sits in the kernel (order's inverse). template [3 * V]; shape_directions
+    [S, 3 * V]; expression_directions [E, 3 * V_e] from expression_start;
+    pose_directions [9 P, 3 * V_p] from pose_start; weights_by_bone [J, V]; runs: the
+    skinning runs covering [0, V); larynx_position [V_l] (kernel positions of the larynx
+    vertices, in LarynxBasis order).
+    """
+
+    basis: ModelBasis
+    order: torch.Tensor
+    model_position: torch.Tensor
+    template: torch.Tensor
+    shape_directions: torch.Tensor
+    expression_directions: torch.Tensor
+    expression_start: int
+    pose_directions: torch.Tensor
+    pose_start: int
+    weights_by_bone: torch.Tensor
+    runs: tuple[SkinningRun, ...]
+    larynx_position: torch.Tensor | None
+
+    @staticmethod
+    def layout(basis: ModelBasis) -> tuple[np.ndarray, tuple[SkinningRun, ...], int, int]:
+        """(order [V], runs, expression_start, pose_start) of a basis (numpy, once)."""
+        V, J = basis.num_vertices, basis.num_bones
+        in_expr = np.zeros(V, bool)
+        in_expr[basis.expression.vertex_index.cpu().numpy()] = True
+        in_pose = np.zeros(V, bool)
+        in_pose[basis.pose_correctives.vertex_index.cpu().numpy()] = True
+        w = basis.skinning_weights.cpu().numpy()
+        rigid_bone = np.where(((w != 0).sum(1) == 1) & (w.max(1) == 1.0), w.argmax(1), -1)
+        # Groups keep both supports contiguous: [expression only, both, pose only, neither].
+        group = np.select([in_expr & ~in_pose, in_expr & in_pose, in_pose], [0, 1, 2], 3)
+        # Inside the groups blended vertices sit next to each other across group borders:
+        # last in group 0, first in the others; rigid ones by bone.
+        blended_key = np.where(group == 0, J, -1)
+        sub = np.where(rigid_bone >= 0, rigid_bone, blended_key)
+        order = np.lexsort((np.arange(V), sub, group))
+        labels = rigid_bone[order]
+        runs, start = [], 0
+        for p in range(1, V + 1):
+            if p == V or labels[p] != labels[start]:
+                runs.append(SkinningRun(start, p, int(labels[start])))
+                start = p
+        expression_start = int(np.searchsorted(group[order], 0))
+        pose_start = int(np.searchsorted(group[order], 1))
+        return order, tuple(runs), expression_start, pose_start
+
+    @classmethod
+    def from_basis(cls, basis: ModelBasis) -> KernelBasis:
+        V = basis.num_vertices
+        order, runs, expression_start, pose_start = cls.layout(basis)
+        position = np.empty(V, np.int64)
+        position[order] = np.arange(V)
+
+        def coordinate_major(kind, start) -> torch.Tensor:  # [K, V_k, 3] -> [K, 3 * V_k] in kernel order
+            index = kind.vertex_index.cpu().numpy()
+            if index.size == 0:
+                return kind.directions.new_zeros(kind.count, 0)
+            rows = np.argsort(position[index])  # kernel order within the range
+            if not np.array_equal(position[index][rows], np.arange(start, start + len(index))):
+                raise AssertionError("blendshape support is not contiguous in the kernel layout")
+            return (
+                kind.directions[:, torch.as_tensor(rows)].transpose(1, 2).reshape(kind.count, -1).contiguous()
+            )
+
+        t_order = torch.as_tensor(order)
+        shape = basis.shape.dense(V)[:, t_order]
+        larynx = basis.larynx
+        return cls(
+            basis=basis,
+            order=t_order,
+            model_position=torch.as_tensor(position),
+            template=basis.template[t_order].T.reshape(-1).contiguous(),
+            shape_directions=shape.transpose(1, 2).reshape(basis.shape.count, -1).contiguous(),
+            expression_directions=coordinate_major(basis.expression, expression_start),
+            expression_start=expression_start,
+            pose_directions=coordinate_major(basis.pose_correctives, pose_start),
+            pose_start=pose_start,
+            weights_by_bone=basis.skinning_weights[t_order].T.contiguous(),
+            runs=runs,
+            larynx_position=None if larynx is None else torch.as_tensor(position)[larynx.vertex_index],
+        )
+
+    def to(self, device=None, dtype: torch.dtype | None = None) -> KernelBasis:
+        def move(x):
+            if isinstance(x, torch.Tensor):
+                return x.to(device=device, dtype=dtype if x.is_floating_point() else None)
+            return x
+
+        fields = {k: move(v) for k, v in vars(self).items()}
+        fields["basis"] = self.basis.to(device, dtype)
+        return KernelBasis(**fields)
+
+
+def shaped_template(kernel: KernelBasis, shape: torch.Tensor) -> torch.Tensor:
+    """Template + shape offsets, kernel layout: shape [B, S'] (S' <= S) -> [B, 3 * V]."""
+    S = kernel.shape_directions.shape[0]
+    padded = torch.nn.functional.pad(shape, (0, S - shape.shape[1]))
+    return torch.addmm(kernel.template.expand(len(padded), -1), padded, kernel.shape_directions)
+
+
+def evaluate(
+    kernel: KernelBasis,
+    shape: torch.Tensor | None = None,
+    expression: torch.Tensor | None = None,
+    neck_pose: torch.Tensor | None = None,
+    larynx_height: torch.Tensor | None = None,
+    larynx_scale: torch.Tensor | None = None,
+    global_orient: torch.Tensor | None = None,
+    transl: torch.Tensor | None = None,
+    batch_size: int = 1,
+    shaped: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's vertices [B, V, 3] (model order) and posed bone frames [B, J, 4, 4].
+
+    shape [B, S'], expression [B, E], neck_pose [B, J, 3] axis-angle in each bone's rest
+    frame, larynx_height / larynx_scale [B, 1], global_orient [B, 3] axis-angle about
+    the origin, transl [B, 3]; None is neutral, batch size 1 broadcasts to batch_size.
+    shaped: `shaped_template(kernel, shape)` computed earlier (a cache; shape is then
+    used for the joints only). Pose correctives are linear in R - I of the posed bones;
+    the larynx is sampled from its map at height and replaces the rest larynx.
+    """
+    basis = kernel.basis
+    B = batch_size
+    template = kernel.template
+    dtype, device = template.dtype, template.device
+    J = basis.num_bones
+    V = basis.num_vertices
+
+    if shaped is None and shape is not None:
+        shaped = shaped_template(kernel, shape)
+    base = template if shaped is None else shaped
+    # A fresh [B, 3, V] mesh that the blendshapes are added to in place.
+    mesh = base.expand(B, -1).clone().view(B, 3, V)
+    if expression is not None:
+        add_blend_shapes_to_range(
+            mesh, expression.expand(B, -1), kernel.expression_directions, kernel.expression_start
+        )
+    if neck_pose is not None:
+        rotations = axis_angle_to_matrix(neck_pose).expand(B, J, 3, 3)  # [B, J, 3, 3]
+        features = pose_features(rotations, list(basis.posed_bones))
+        add_blend_shapes_to_range(mesh, features, kernel.pose_directions, kernel.pose_start)
+    else:
+        rotations = torch.eye(3, dtype=dtype, device=device).expand(B, J, 3, 3)
+    if larynx_height is not None or larynx_scale is not None:
+        mesh = _add_larynx(kernel, mesh, larynx_height, larynx_scale)
+
+    rest_frames, relative_rest = _rest_frames(basis, shape, expression, B)
+    frames = kinematics.forward_kinematics(rotations, relative_rest, list(basis.parents))
+    if neck_pose is not None or basis.joints is not None:
+        vertices = _skin(kernel, mesh, kinematics.skinning_matrices(frames, rest_frames))
+    else:
+        vertices = mesh.transpose(1, 2)
+    vertices = vertices.index_select(1, kernel.model_position)  # back to the model's order
+
+    if global_orient is not None or transl is not None:
+        R = (
+            axis_angle_to_matrix(global_orient).expand(B, 3, 3)
+            if global_orient is not None
+            else torch.eye(3, dtype=dtype, device=device).expand(B, 3, 3)
+        )
+        t = transl.expand(B, 3) if transl is not None else template.new_zeros(B, 3)
+        vertices = kinematics.rigid_transform(vertices, R, t)
+        frames = kinematics.rigid_frame(R, t)[:, None] @ frames
+    return vertices, frames
+
+
+def _skin(kernel: KernelBasis, mesh: torch.Tensor, bone_matrices: torch.Tensor) -> torch.Tensor:
+    """mesh [B, 3, V] (kernel order), bone_matrices [B, J, 3, 4] -> [B, V, 3] (kernel order)."""
+    pieces = []
+    for run in kernel.runs:
+        part = mesh[:, :, run.start : run.stop]
+        if run.bone >= 0:
+            pieces.append(skin_rigid_range(part, bone_matrices[:, run.bone]))
+        else:
+            weights = kernel.weights_by_bone[:, run.start : run.stop]
+            pieces.append(skin_coordinate_major(part, weights, bone_matrices))
+    return torch.cat(pieces, 1) if len(pieces) > 1 else pieces[0]
+
+
+def _add_larynx(kernel: KernelBasis, mesh: torch.Tensor, height, scale) -> torch.Tensor:
+    """mesh [B, 3, V] plus the change from the rest larynx (height 0, scale 1)."""
+    larynx = kernel.basis.larynx
+    if larynx is None:
+        raise ValueError("larynx_height/larynx_scale given, but this model has no larynx map")
+    B = mesh.shape[0]
+    height = (height if height is not None else mesh.new_zeros(1, 1)).expand(B, 1)
+    scale = (scale if scale is not None else mesh.new_ones(1, 1)).expand(B, 1)
+    offsets = sample_larynx_offsets(larynx.map, larynx.vertex_uvs, larynx.direction, height, scale)
+    delta = offsets - larynx.rest_offsets  # [B, V_l, 3]
+    return mesh.index_add_(2, kernel.larynx_position, delta.transpose(1, 2))
+
+
+def _rest_frames(
+    basis: ModelBasis, shape: torch.Tensor | None, expression: torch.Tensor | None, B: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """World rest frames and rest frames relative to the parents ([J or B, J, 4, 4])."""
+    joints = basis.joints
+    if joints is None:
+        return basis.rest_frames, basis.relative_rest
+    # SMPL-style: joints regressed from the shaped template, before pose offsets
+    # (smplx counts expression as shape here).
+    position = joints.template.expand(B, -1, -1)
+    if shape is not None:
+        S = shape.shape[1]
+        position = position + torch.einsum("bk,kjc->bjc", shape.expand(B, -1), joints.shape_directions[:S])
+    if expression is not None:
+        position = position + torch.einsum(
+            "bk,kjc->bjc", expression.expand(B, -1), joints.expression_directions
+        )
+    rest = kinematics.rest_frames_from_joints(position, basis.rest_frames[:, :3, :3])
+    return rest, kinematics.relative_rest_transforms(rest, list(basis.parents))

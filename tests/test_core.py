@@ -1,0 +1,150 @@
+"""hack_model.core: the numpy and torch maths agree, the basis holds the model's arrays,
+and the sparse, reordered kernel equals a plain dense evaluation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from scipy.spatial.transform import Rotation
+
+from fitting.evaluator import ModelEvaluator, ModelParams
+from hack_model import HACK
+from hack_model.core import numpy_math as nm
+from hack_model.core.forward import KernelBasis
+from hack_model.core.larynx import sample_larynx_offsets
+from hack_model.core.normals import vertex_normals
+from hack_model.core.rotations import axis_angle_to_matrix, axis_angle_to_quaternion, quaternion_to_matrix
+from hack_model.synthetic import random_model_data
+
+
+def sparse_data(seed: int = 3):
+    """A random model whose expressions and pose correctives move only some vertices and
+    whose skinning has rigid (one-bone) vertices, as the default model's."""
+    data = random_model_data(num_vertices=300, num_shape=6, num_expression=5, seed=seed)
+    rng = np.random.default_rng(seed)
+    expr = data.expression_directions.copy()
+    for e in range(len(expr)):
+        expr[e, rng.random(300) > 0.2] = 0.0
+    w = data.skinning_weights.copy()
+    rigid = rng.random(300) > 0.5
+    w[rigid] = 0.0
+    w[rigid, rng.integers(0, w.shape[1], rigid.sum())] = 1.0
+    pose = data.pose_directions.copy()
+    pose[..., rigid, :] = 0.0
+    return data.replace(expression_directions=expr, skinning_weights=w, pose_directions=pose)
+
+
+def test_rotations_torch_numpy_scipy_agree():
+    aa = np.random.default_rng(0).normal(0, 1.0, (40, 3))
+    aa[0] = 0.0
+    ref = Rotation.from_rotvec(aa).as_matrix()
+    assert np.abs(nm.axis_angle_to_matrix(aa) - ref).max() < 1e-12
+    assert np.abs(axis_angle_to_matrix(torch.tensor(aa)).numpy() - ref).max() < 1e-12
+    q = axis_angle_to_quaternion(torch.tensor(aa))
+    assert np.abs(q.numpy() - nm.axis_angle_to_quaternion(aa)).max() < 1e-12
+    assert np.abs(quaternion_to_matrix(q).numpy() - ref).max() < 1e-12
+    assert np.abs(nm.matrix_to_axis_angle(ref) - aa * 1).max() < 1e-9  # angles below pi here
+
+
+def test_larynx_sampling_torch_equals_numpy():
+    rng = np.random.default_rng(1)
+    lmap, uvs, direction = rng.random((17, 23)), rng.random((200, 2)), rng.normal(size=3)
+    for height in (-0.3, 0.0, 0.041, 0.5):
+        ours = sample_larynx_offsets(
+            torch.tensor(lmap), torch.tensor(uvs), torch.tensor(direction),
+            torch.tensor([[height]]), torch.tensor([[1.7]]),
+        )[0].numpy()  # fmt: skip
+        # (grid_sample maps the coordinates through [-1, 1]: rounding of a few 1e-7)
+        assert np.abs(ours - nm.larynx_offsets(lmap, uvs, direction, height, 1.7)).max() < 2e-6
+
+
+def test_vertex_normals_match_trimesh():
+    mesh = trimesh.creation.icosphere(subdivisions=2)
+    mesh.vertices += np.random.default_rng(2).normal(0, 0.02, mesh.vertices.shape)
+    tm = trimesh.Trimesh(mesh.vertices, mesh.faces)
+    ref = np.zeros_like(tm.vertices)  # area-weighted, from trimesh's face normals and areas
+    for face, normal, area in zip(tm.faces, tm.face_normals, tm.area_faces):
+        ref[face] += area * normal
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    assert np.abs(nm.vertex_normals(mesh.vertices, mesh.faces) - ref).max() < 1e-6
+    ours = vertex_normals(torch.tensor(mesh.vertices)[None], torch.tensor(mesh.faces))[0].numpy()
+    assert np.abs(ours - ref).max() < 1e-6
+
+
+def test_basis_holds_the_arrays_sparsely_and_is_read_only():
+    data = sparse_data()
+    model = HACK(data).to(torch.float64)
+    basis = model.basis
+    V = data.num_vertices
+    assert np.allclose(basis.expression.dense(V).numpy(), data.expression_directions)
+    assert np.allclose(basis.shape.dense(V).numpy(), data.shape_directions)
+    pose = data.pose_directions[1:].reshape(-1, V, 3)
+    assert np.allclose(basis.pose_correctives.dense(V).numpy(), pose)
+    moved = np.abs(data.expression_directions).max(axis=(0, 2)) > 0
+    assert sorted(basis.expression.vertex_index.tolist()) == np.nonzero(moved)[0].tolist()
+    assert basis.expression.names == tuple(data.expression_names)
+    assert len(basis.pose_correctives.names) == pose.shape[0]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        basis.template = None
+
+
+def dense_reference(data, shape, expression, pose):
+    """The recipe with numpy_math on the dense arrays, float64 (the larynx at rest)."""
+    V = data.num_vertices
+    v = data.template_vertices + nm.larynx_offsets(
+        data.larynx_map, data.vertex_uvs, data.larynx_direction, 0.0, 1.0
+    )
+    v = nm.blend_shapes(v, shape, data.shape_directions)
+    v = nm.blend_shapes(v, expression, data.expression_directions)
+    feats = nm.pose_features(nm.axis_angle_to_matrix(pose))[1:].reshape(-1)
+    v = nm.blend_shapes(v, feats, data.pose_directions[1:].reshape(-1, V, 3))
+    A = nm.skinning_matrices(pose, data.bone_rest_transforms, data.bone_parents)
+    return nm.linear_blend_skinning(v, data.skinning_weights, A)[0]
+
+
+def test_sparse_kernel_equals_dense_reference():
+    data = sparse_data()
+    model = HACK(data).to(torch.float64)
+    kernel = KernelBasis.from_basis(model.basis)
+    assert any(run.bone >= 0 for run in kernel.runs) and any(run.bone < 0 for run in kernel.runs)
+    assert kernel.expression_directions.shape[1] < 3 * data.num_vertices  # zero rows not stored
+    rng = np.random.default_rng(4)
+    for _ in range(3):
+        shape, expr = rng.normal(size=6), rng.uniform(0, 1, 5)
+        pose = rng.normal(0, 0.3, (data.num_bones, 3))
+        with torch.no_grad():
+            ours = model(shape=shape[None], expression=expr[None], neck_pose=pose[None]).vertices[0].numpy()
+        # (the basis is float32, moved to float64: a few 1e-7 cm of rounding)
+        assert np.abs(ours - dense_reference(data, shape, expr, pose)).max() < 1e-5
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-9), (torch.float32, 2e-4)])
+def test_evaluator_on_any_dtype_matches_forward(dtype, tolerance):
+    data = sparse_data()
+    model = HACK(data).to(torch.float64)
+    ev = ModelEvaluator(model, dtype=dtype)
+    rng = np.random.default_rng(5)
+    p = ModelParams(rng.normal(size=6), rng.uniform(0, 1, 5), rng.normal(0, 0.2, (data.num_bones, 3)))
+    with torch.no_grad():
+        ref = model(shape=p.shape[None], expression=p.expression[None], neck_pose=p.neck_pose[None])
+    assert np.abs(ev.vertices(p) - ref.vertices[0].numpy()).max() < tolerance
+    assert ev.head_weights.shape == (data.num_vertices,)
+    idx = np.arange(0, data.num_vertices, 7)
+    assert (
+        np.abs(ev.subset(idx).rest_vertices(p).cpu().numpy() - ev.subset(idx)._rest(p).cpu().numpy()).max()
+        == 0
+    )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_evaluator_on_cuda_matches_cpu():
+    data = sparse_data()
+    model = HACK(data).to(torch.float64)
+    p = ModelParams(np.ones(6) * 0.3, np.ones(5) * 0.2, np.full((data.num_bones, 3), 0.05))
+    cpu = ModelEvaluator(model).jacobian(p, np.arange(50), True, True, [1, 2], False)
+    gpu = ModelEvaluator(model, device="cuda").jacobian(p, np.arange(50), True, True, [1, 2], False)
+    assert all(np.abs(a - b).max() < 1e-9 for a, b in zip(cpu, gpu))
