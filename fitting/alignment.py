@@ -105,7 +105,6 @@ class Alignment:
     transform: Similarity  # model -> scan (scan already in cm)
     score: float  # trimmed scan-to-model distance, cm
     hypotheses: int
-    candidates: list  # distinct plausible transforms, best first
 
 
 def rigid_icp(
@@ -160,7 +159,7 @@ def initial_alignment(
     if head is None or head.sum() < 100:
         refined = [rigid_icp(more, tree, model_points, r[0], 2 * iterations, keep) for r in results[:3]]
         best = min(refined, key=lambda r: r[1])
-        return Alignment(best[0], best[1], len(results), [best[0]])
+        return Alignment(best[0], best[1], len(results))
     # A bent neck and an unusual head shape make the whole-model fit a compromise that can
     # be tens of degrees off, and ICP on the head alone stalls near it. The head's trimmed
     # distance does rank orientations correctly, so search: perturb the best whole-model
@@ -188,7 +187,7 @@ def initial_alignment(
             break
     refined = [rigid_icp(more, head_tree, head_points, k, 2 * iterations, head_keep) for k in kept]
     best = min(refined, key=lambda r: r[1])
-    return Alignment(best[0], best[1], len(results), [best[0]])
+    return Alignment(best[0], best[1], len(results))
 
 
 def landmark_alignment(
@@ -199,15 +198,6 @@ def landmark_alignment(
     if ok.sum() < 4:
         raise ValueError(f"only {int(ok.sum())} usable landmarks; need at least 4")
     return umeyama(model_landmarks[ok], scan_landmarks[ok], with_scale=with_scale)
-
-
-def head_vertices(ev, neutral: np.ndarray, sample: int, rng: np.random.Generator) -> np.ndarray:
-    """Up to `sample` neutral vertices [M, 3] that move with the head bone (not the neck)."""
-    weights = ev.weights_t[-1].numpy()
-    idx = np.nonzero(weights >= 0.5)[0]
-    if len(idx) > sample:
-        idx = rng.choice(idx, sample, replace=False)
-    return neutral[idx]
 
 
 def neck_search(
@@ -235,9 +225,10 @@ def neck_search(
 
     from .evaluator import ModelParams
     from .geometry import sample_surface
+    from .regions import head_weights
 
     J = ev.J
-    head_w = ev.weights_t[-1].numpy()
+    head_w = head_weights(ev.model.data)
     tris = ev.triangles
     neck_tris = tris[(head_w[tris] < 0.5).any(1)]
     if len(neck_tris) == 0 or len(scan_cm) < 10:
@@ -302,9 +293,3 @@ def neck_search(
         new = Similarity(sim.scale, sim.rotation @ R.T, sim.translation - sim.scale * sim.rotation @ R.T @ t)
         out.append((poses[best], new, float(score[best])))
     return out
-
-
-def _neutral_params(ev):
-    from .evaluator import ModelParams
-
-    return ModelParams.neutral(ev.S, ev.E, ev.J)
