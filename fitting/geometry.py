@@ -98,21 +98,21 @@ class MeshProximity:
     """Closest-point queries on one mesh: a k-d tree over triangle centroids proposes
     `candidates` triangles per query, the exact point-triangle test picks the best.
 
-    With exact=True every answer is the true closest point: a triangle outside the
-    candidates is at least (distance to the k-th centroid - the largest centroid-to-corner
-    radius) away, and queries where that bound does not rule one out are answered again
-    from all triangles whose centroid lies within (best distance + radius)."""
+    With exact=True every answer is the true closest point: the triangles are grouped by
+    their centroid-to-corner radius (within a factor of two), and a triangle of a group
+    outside its k nearest centroids is at least (distance to the k-th centroid - the
+    group's largest radius) away; where that bound does not rule a closer one out, the
+    query is asked again with more candidates (finally all of the group)."""
 
     def __init__(self, vertices: np.ndarray, triangles: np.ndarray, candidates: int = 8) -> None:
         self.vertices = np.asarray(vertices, np.float64)
         self.triangles = np.asarray(triangles, np.int64)
         corners = self.vertices[self.triangles]  # [F, 3, 3]
         self.centroids = corners.mean(1)
-        self.radius = (
-            float(np.linalg.norm(corners - self.centroids[:, None], axis=2).max()) if len(corners) else 0.0
-        )
+        self.radii = np.linalg.norm(corners - self.centroids[:, None], axis=2).max(1)  # [F]
         self.tree = cKDTree(self.centroids)
         self.candidates = min(candidates, len(self.triangles))
+        self._groups = None
 
     def query(self, points: np.ndarray, chunk: int = 50_000, exact: bool = False) -> Closest:
         points = np.asarray(points, np.float64)
@@ -135,22 +135,47 @@ class MeshProximity:
         return Closest(q[sel], cand[rows, best], bary[sel], d[rows, best])
 
     def _query(self, points: np.ndarray, exact: bool) -> Closest:
-        k = self.candidates
-        dist_c, cand = self.tree.query(points, k=k)
-        out = self._best_of(points, cand.reshape(len(points), k))
-        if not exact or k == len(self.triangles):
-            return out
-        kth = np.asarray(dist_c).reshape(len(points), k)[:, -1]
-        doubt = np.nonzero(out.distance > kth - self.radius)[0]
-        for i in doubt:  # rare on a fine mesh: far points and coarse triangles
-            near = self.tree.query_ball_point(points[i], out.distance[i] + self.radius + 1e-12)
-            if len(near) <= k:
-                continue
-            c = self._best_of(points[i : i + 1], np.asarray(near, np.int64)[None])
-            if c.distance[0] < out.distance[i]:
-                out.point[i], out.triangle[i] = c.point[0], c.triangle[0]
-                out.bary[i], out.distance[i] = c.bary[0], c.distance[0]
+        k = min(max(self.candidates, 16) if exact else self.candidates, len(self.triangles))
+        _, cand = self.tree.query(points, k=k)
+        out = self._best_of(points, np.asarray(cand).reshape(len(points), k))
+        if exact and len(points):
+            for members, tree, radius in self._radius_groups():
+                self._settle(points, out, members, tree, radius)
         return out
+
+    def _radius_groups(self) -> list:
+        """(triangle indices, centroid tree, largest radius) per radius class."""
+        if self._groups is None:
+            r = np.maximum(self.radii, 1e-12)
+            level = np.floor(np.log2(r / r.max())).astype(np.int64)
+            level = np.maximum(level, -8)  # tiny triangles share one group
+            self._groups = []
+            for lv in np.unique(level):
+                members = np.nonzero(level == lv)[0]
+                self._groups.append(
+                    (members, cKDTree(self.centroids[members]), float(self.radii[members].max()))
+                )
+        return self._groups
+
+    def _settle(self, points: np.ndarray, out: Closest, members, tree, radius: float) -> None:
+        """Make `out` exact with respect to one radius group of triangles."""
+        # Only queries that a triangle of this group could beat: bound by the nearest centroid.
+        nearest, _ = tree.query(points, k=1)
+        todo = np.nonzero(out.distance > np.asarray(nearest) - radius)[0]
+        k = min(self.candidates, len(members))
+        while len(todo):
+            dist_c, idx = tree.query(points[todo], k=k)
+            dist_c = np.asarray(dist_c).reshape(len(todo), k)
+            idx = np.asarray(idx).reshape(len(todo), k)
+            c = self._best_of(points[todo], members[idx])
+            better = c.distance < out.distance[todo]
+            for f in Closest.__dataclass_fields__:
+                getattr(out, f)[todo[better]] = getattr(c, f)[better]
+            if k == len(members):
+                break
+            # Some triangle beyond the k-th centroid may still be closer than the best so far.
+            todo = todo[out.distance[todo] > dist_c[:, -1] - radius]
+            k = min(4 * k, len(members))
 
 
 @dataclass

@@ -18,7 +18,7 @@ class FitOptions:
     sigma_cm: float = 0.1  # expected scan noise, sets the data weight against the priors
     landmark_weight: float = 1.0  # each landmark counts like this many (noise-free) scan points
     seed: int = 0
-    report_points: int = 50_000  # scan points used for the distances in the report
+    report_points: int = 20_000  # scan points used for the distances in the report
     neck_hypotheses: int = 4  # neck twist/bend hypotheses tried after the rigid alignment (0: none)
     reset_after_probe: bool = True
     tilt_hypotheses: bool = True
