@@ -50,6 +50,10 @@ class Stage:
     pose: bool = False
     larynx: bool = False
     points: int = 4000
+    # The detected units fix the scale; it moves (under its prior) only in stages that also
+    # move the shape's size, never in a rigid or probe stage, where it would take up
+    # the head's size and leave the shape to undo it.
+    scale: bool = False
     trim_floor_cm: float = 0.5  # correspondences within this distance are never trimmed
     # A fresh scan sample each iteration shakes early stages out of shallow minima; a fixed
     # one lets the energy settle, so the last stage can tell that it converged.
@@ -79,6 +83,7 @@ DEFAULT_STAGES = (
         points=8000,
         trim_floor_cm=0.3,
         resample=False,
+        scale=True,
     ),
 )
 
@@ -245,7 +250,8 @@ class Problem:
         J = np.zeros((N, self.size))
         n = rows.normals
         if self.sim:
-            J[:, 0] = -np.einsum("nc,nc->n", n, z)
+            if self.stage.scale:
+                J[:, 0] = -np.einsum("nc,nc->n", n, z)
             J[:, 1:4] = np.cross(n, z)
             J[:, 4:7] = -n
         if jv.shape[2]:
