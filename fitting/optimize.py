@@ -11,7 +11,8 @@ LM step on the point-to-plane residuals and the priors:
     expression  weak N(0, 1), projected onto [0, 1]
     neck pose   N(0, limit^2) per axis, projected into the range of motion
     larynx      height N(0, 0.05^2), scale N(1, 0.3^2)
-    scale       log scale ~ N(0, 0.02^2) (the detected units fix the scale)
+    scale       fixed by the detected units (a head's size is in its shape); a Stage with
+                scale=True moves it under log scale ~ N(0, 0.02^2)
 
 The root bone (c7t1) turns everything about its head, like the similarity does, so it is
 left at zero and its rotation is absorbed into the similarity.
@@ -50,9 +51,9 @@ class Stage:
     pose: bool = False
     larynx: bool = False
     points: int = 4000
-    # The detected units fix the scale; it moves (under its prior) only in stages that also
-    # move the shape's size, never in a rigid or probe stage, where it would take up
-    # the head's size and leave the shape to undo it.
+    # The units fix the scale: a head's size is in its shape, and a free scale trades
+    # against the shape's size modes (fits drifted 3-8% in scale with the surface still
+    # within 0.1 mm). A stage with scale=True moves it under its prior LOG_SCALE_SIGMA.
     scale: bool = False
     trim_floor_cm: float = 0.5  # correspondences within this distance are never trimmed
     # A fresh scan sample each iteration shakes early stages out of shallow minima; a fixed
@@ -83,7 +84,6 @@ DEFAULT_STAGES = (
         points=8000,
         trim_floor_cm=0.3,
         resample=False,
-        scale=True,
     ),
 )
 

@@ -11,7 +11,7 @@ from scipy.spatial.transform import Rotation
 
 from .alignment import initial_alignment, neck_search
 from .evaluator import ModelEvaluator, ModelParams
-from .geometry import sample_surface
+from .geometry import face_normals, sample_surface
 from .optimize import PROBE_STAGE, Fitter, Problem, State
 from .regions import FACE, head_weights, vertex_regions
 
@@ -37,7 +37,16 @@ def search_start(
     model_samples, face, _ = sample_surface(neutral, ev.triangles, 5000, rng)
     head_weight = head_weights(ev.model.data)[ev.triangles[face]].mean(1)
     on_face = (vertex_regions(ev.model.data)[ev.triangles[face]] == FACE).all(1)
-    alignment = initial_alignment(scan_cm, model_samples, rng, head=head_weight >= 0.5, face=on_face)
+    # What a frontal camera sees: the head's surface facing the front (+z) within 45 degrees.
+    facing = face_normals(neutral, ev.triangles)[face][:, 2] >= np.cos(np.deg2rad(45.0))
+    alignment = initial_alignment(
+        scan_cm,
+        model_samples,
+        rng,
+        head=head_weight >= 0.5,
+        face=on_face,
+        parts=[facing & (head_weight >= 0.5)],
+    )
     pool: list[tuple[float, State]] = []
     # The rigid start, then neck twist/bend hypotheses for it: each gets a short
     # similarity+shape+neck solve, which tells them apart far better than rigid scores.
