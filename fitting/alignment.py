@@ -105,6 +105,7 @@ class Alignment:
     transform: Similarity  # model -> scan (scan already in cm)
     score: float  # trimmed scan-to-model distance, cm
     hypotheses: int
+    others: list  # the next best distinct transforms (other basins to try when a fit is doubted)
 
 
 def rigid_icp(
@@ -172,8 +173,8 @@ def initial_alignment(
     more = scan_cm[rng.choice(len(scan_cm), size=min(3 * sample, len(scan_cm)), replace=False)]
     if head is None or head.sum() < 100:
         refined = [rigid_icp(more, tree, model_points, r[0], 2 * iterations, keep) for r in results[:3]]
-        best = min(refined, key=lambda r: r[1])
-        return Alignment(best[0], best[1], hypotheses)
+        refined.sort(key=lambda r: r[1])
+        return Alignment(refined[0][0], refined[0][1], hypotheses, _distinct(refined, 3, degrees=20.0)[1:])
     # A bent neck and an unusual head shape make the whole-model fit a compromise that can
     # be tens of degrees off, and ICP on the head alone stalls near it. The head's trimmed
     # distance does rank orientations correctly, so search: perturb the best whole-model
@@ -198,9 +199,12 @@ def initial_alignment(
         rigid_icp(medium, head_tree, head_points, s0, 2 * coarse_iterations, head_keep) for s0 in starts
     ]
     kept = _distinct(middle, 4)  # the best few distinct orientations
-    refined = [rigid_icp(more, head_tree, head_points, k, 2 * iterations, head_keep) for k in kept]
-    best = min(refined, key=lambda r: r[1])
-    return Alignment(best[0], best[1], hypotheses + len(starts))
+    refined = sorted(
+        (rigid_icp(more, head_tree, head_points, k, 2 * iterations, head_keep) for k in kept),
+        key=lambda r: r[1],
+    )
+    others = _distinct(refined + [(s, 1e9) for s in _distinct(middle, 8)], 4, degrees=20.0)[1:]
+    return Alignment(refined[0][0], refined[0][1], hypotheses + len(starts), others)
 
 
 def _distinct(results: list[tuple[Similarity, float]], count: int, degrees: float = 8.0) -> list[Similarity]:

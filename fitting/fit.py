@@ -27,7 +27,7 @@ from .optimize import Correspondences, Fitter, Problem, SolveLog, Stage, State, 
 from .regions import FACE, REGION_NAMES, vertex_regions
 from .result import FitOptions, FitResult
 from .scan_io import ScanData, mesh_to_points, valid_triangles
-from .search import DEBUG, search_start
+from .search import DEBUG, search_from, search_start
 
 _EVALUATORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -38,6 +38,8 @@ COVERED_LATERAL_CM = 0.05
 # next best start hypotheses (a good fit of a scan with 0.5 mm noise and 5% outliers: ~0.085).
 RETRY_SCORE_CM = 0.092
 RETRIES = 2
+# Other rigid basins searched when the evidence doubts the fit.
+OTHER_BASINS = 2
 
 
 def evaluator_for(model: HACK) -> ModelEvaluator:
@@ -119,7 +121,7 @@ def _fit_scan(
     ev = evaluator_for(model)
     fitter = Fitter(ev, rng, sigma_cm=opts.sigma_cm)
     t0 = time.perf_counter()
-    extra, pool, align_score = None, [], float("nan")
+    extra, pool, alignment = None, [], None
     if landmarks is not None:
         lm_cm = _landmarks_cm(model, landmarks, prepared.to_cm)
         neutral = ev.vertices(ModelParams.neutral(ev.S, ev.E, ev.J))
@@ -128,53 +130,78 @@ def _fit_scan(
         state = State.from_similarity(ModelParams.neutral(ev.S, ev.E, ev.J), sim)
         extra = _landmark_rows(model.data.landmark_indices, lm_cm, opts.landmark_weight)
     else:
-        state, pool, align_score = search_start(
+        state, pool, alignment = search_start(
             fitter, ev, scan_cm, normals, rng, opts.neck_hypotheses, opts.tilt_hypotheses
         )
-        if opts.reset_after_probe:
-            # Keep the probe's similarity and neck; its quick shape may have absorbed some
-            # misalignment (shape modes can tilt a face), so the stages start from the mean.
-            state.params.shape = np.zeros_like(state.params.shape)
     timings["align"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    chosen = state
-    state, log, converged = _run_stages(fitter, ev, opts.stages, state, scan_cm, normals, extra)
-    final = fitter.score(state, scan_cm)
-    if DEBUG:
-        print("final score", round(final, 4))
-    if landmarks is None and final > RETRY_SCORE_CM:
+    best = _Attempt.run(fitter, ev, opts, state, prepared, extra)
+    iterations = best.log.iterations
+    if landmarks is None and best.score > RETRY_SCORE_CM:
         # A poor residual: the probe may have picked the wrong basin. Fit from the next best
         # distinct hypotheses too and keep the fit that explains the scan best.
-        alternatives = [st for _, st in sorted(pool, key=lambda x: x[0]) if st is not chosen]
+        alternatives = [st for _, st in sorted(pool, key=lambda x: x[0]) if st is not state]
         for alt in alternatives[:RETRIES]:
-            alt = alt.copy()
-            if opts.reset_after_probe:
-                alt.params.shape = np.zeros_like(alt.params.shape)
-            s2, log2, conv2 = _run_stages(fitter, ev, opts.stages, alt, scan_cm, normals, extra)
-            f2 = fitter.score(s2, scan_cm)
-            if DEBUG:
-                print("retry score", round(f2, 4))
-            log.iterations += log2.iterations
-            if f2 < final:
-                log2.iterations = log.iterations
-                state, log, converged, final = s2, log2, conv2, f2
-            if final <= RETRY_SCORE_CM:
+            attempt = _Attempt.run(fitter, ev, opts, alt.copy(), prepared, extra)
+            iterations += attempt.log.iterations
+            if attempt.score < best.score:
+                best = attempt
+            if best.score <= RETRY_SCORE_CM:
                 break
     timings["optimize"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    result = _finish(model, ev, state, prepared, rng, opts)
-    result.converged = bool(converged)
-    result.iterations = log.iterations
-    result.stages = log.stages
+    result = _finish(model, ev, best.state, prepared, rng, opts)
     timings["report"] = time.perf_counter() - t0
+    if landmarks is None and result.failed and alignment is not None and alignment.others:
+        # Doubted: the rigid search may have picked the wrong basin (a small frontal view
+        # matches the model in more than one orientation). Search from the next rigid
+        # basins too and keep the fit the evidence trusts most.
+        t0 = time.perf_counter()
+        for sim in alignment.others[:OTHER_BASINS]:
+            alt, _ = search_from(
+                fitter, ev, sim, scan_cm, normals, rng, opts.neck_hypotheses, opts.tilt_hypotheses
+            )
+            attempt = _Attempt.run(fitter, ev, opts, alt, prepared, extra)
+            iterations += attempt.log.iterations
+            other = _finish(model, ev, attempt.state, prepared, rng, opts)
+            if DEBUG:
+                print("other basin", round(attempt.score, 4), round(other.confidence, 3))
+            if (other.confidence, -attempt.score) > (result.confidence, -best.score):
+                best, result = attempt, other
+            if not result.failed:
+                break
+        timings["retry"] = time.perf_counter() - t0
+    result.converged = bool(best.converged)
+    result.iterations = iterations
+    result.stages = best.log.stages
     timings["total"] = time.perf_counter() - t_start
     result.timings = timings
-    if landmarks is None and np.isfinite(align_score) and align_score > 2.0:
-        note = f"poor initial alignment (trimmed distance {align_score * 10:.1f} mm)"
+    if alignment is not None and alignment.score > 2.0:
+        note = f"poor initial alignment (trimmed distance {alignment.score * 10:.1f} mm)"
         result.message = f"{result.message}; {note}" if result.message else note
     return result
+
+
+class _Attempt:
+    """One run of the stages from a start state: the state, its log, whether the last
+    stage converged and its capped scan distance (Fitter.score, cm)."""
+
+    def __init__(self, state: State, log: SolveLog, converged: bool, score: float) -> None:
+        self.state, self.log, self.converged, self.score = state, log, converged, score
+
+    @classmethod
+    def run(cls, fitter, ev, opts: FitOptions, state: State, scan: _Scan, extra) -> _Attempt:
+        if opts.reset_after_probe and extra is None:
+            # Keep the probe's similarity and neck; its quick shape may have absorbed some
+            # misalignment (shape modes can tilt a face), so the stages start from the mean.
+            state.params.shape = np.zeros_like(state.params.shape)
+        state, log, converged = _run_stages(fitter, ev, opts.stages, state, scan.points, scan.normals, extra)
+        score = fitter.score(state, scan.points)
+        if DEBUG:
+            print("fit score", round(score, 4))
+        return cls(state, log, converged, score)
 
 
 def _landmarks_cm(model: HACK, landmarks: np.ndarray, to_cm: float) -> np.ndarray:

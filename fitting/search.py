@@ -9,7 +9,7 @@ import os
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from .alignment import initial_alignment, neck_search
+from .alignment import Alignment, initial_alignment, neck_search
 from .evaluator import ModelEvaluator, ModelParams
 from .geometry import face_normals, sample_surface
 from .optimize import PROBE_STAGE, Fitter, Problem, State
@@ -29,9 +29,9 @@ def search_start(
     rng: np.random.Generator,
     neck_hypotheses: int = 4,
     tilts: bool = True,
-) -> tuple[State, list[tuple[float, State]], float]:
+) -> tuple[State, list[tuple[float, State]], Alignment]:
     """The best probed start state, every probed hypothesis (score, state) and the rigid
-    alignment's trimmed distance (cm)."""
+    alignment (its trimmed distance, and the other rigid basins)."""
     neutral_params = ModelParams.neutral(ev.S, ev.E, ev.J)
     neutral = ev.vertices(neutral_params)
     model_samples, face, _ = sample_surface(neutral, ev.triangles, 5000, rng)
@@ -47,12 +47,27 @@ def search_start(
         face=on_face,
         parts=[facing & (head_weight >= 0.5)],
     )
+    state, pool = search_from(fitter, ev, alignment.transform, scan_cm, normals, rng, neck_hypotheses, tilts)
+    return state, pool, alignment
+
+
+def search_from(
+    fitter: Fitter,
+    ev: ModelEvaluator,
+    sim,
+    scan_cm: np.ndarray,
+    normals: np.ndarray | None,
+    rng: np.random.Generator,
+    neck_hypotheses: int = 4,
+    tilts: bool = True,
+) -> tuple[State, list[tuple[float, State]]]:
+    """The best probed state around one rigid start `sim` (model -> scan cm) and every
+    probed hypothesis (score, state)."""
+    neutral_params = ModelParams.neutral(ev.S, ev.E, ev.J)
     pool: list[tuple[float, State]] = []
     # The rigid start, then neck twist/bend hypotheses for it: each gets a short
     # similarity+shape+neck solve, which tells them apart far better than rigid scores.
-    state = best_probe(
-        fitter, ev, [State.from_similarity(neutral_params, alignment.transform)], scan_cm, normals, pool=pool
-    )
+    state = best_probe(fitter, ev, [State.from_similarity(neutral_params, sim)], scan_cm, normals, pool=pool)
     if neck_hypotheses:
         states = [state]
         for pose, sim_h, _ in neck_search(ev, state.similarity(), scan_cm, rng, top=neck_hypotheses):
@@ -69,7 +84,7 @@ def search_start(
             if new_state is state:
                 break
             state = new_state
-    return state, pool, alignment.score
+    return state, pool
 
 
 def best_probe(
