@@ -262,9 +262,10 @@ def _finish(
     sim_cm = state.similarity()  # head-anchored model -> scan (cm)
     # The model's own mesh is R_h v' + t_h of the head-anchored one: undo that.
     R_h, t_h = ev.head_transform(p.neck_pose, ev.joints(p))
+    U, _, Vt = np.linalg.svd(sim_cm.rotation @ R_h.T)  # orthonormal to float64 precision
     sim_cm = Similarity(
         sim_cm.scale,
-        sim_cm.rotation @ R_h.T,
+        U @ Vt,
         sim_cm.translation - sim_cm.scale * sim_cm.rotation @ R_h.T @ t_h,
     )
     to_units = 1.0 / scan.to_cm
@@ -318,6 +319,7 @@ def _finish(
         scan_regions=scan_regions,
         vertex_distances_mm=vert_mm,
         vertex_covered=covered,
+        scan_sample=scan_cm[pick] / scan.to_cm,
         units=scan.units,
         converged=False,
         confidence=confidence,

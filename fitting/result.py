@@ -51,6 +51,7 @@ class FitResult:
     confidence: float
     iterations: int
     vertex_covered: np.ndarray | None = None  # [V] bool: the scan covers this vertex
+    scan_sample: np.ndarray | None = None  # [N', 3] the scan points (scan units) of scan_distances_mm
     evidence: dict = field(default_factory=dict)  # the numbers the confidence comes from
     timings: dict[str, float] = field(default_factory=dict)
     stages: list = field(default_factory=list)
