@@ -79,13 +79,13 @@ def truth_error_mm(scan, result, ev) -> float:
     return float(fitted.query(scan.true_vertices[covered], exact=True).distance.mean() * UNIT_MM[scan.units])
 
 
-def make(kind: str, ev, rng, frames, points: int):
+def make(kind: str, ev, rng, frames, points: int, facing: float = 35.0):
     if kind == "generator":
         return make_scan(ev, rng, points=points)
-    return make_kind_scan(ev, rng, kind, frames, points=points)
+    return make_kind_scan(ev, rng, kind, frames, points=points, facing_deg=facing)
 
 
-def bench_model(name, model, kinds, count, seed, points, frames, device, jsonl) -> list[dict]:
+def bench_model(name, model, kinds, count, seed, points, frames, jsonl, facing=35.0) -> list[dict]:
     ev = evaluator_for(model)
     rows = []
     print(f"\n== {name}: {model.num_vertices} vertices, {model.num_shape} shape components; {count} per kind")
@@ -97,7 +97,7 @@ def bench_model(name, model, kinds, count, seed, points, frames, device, jsonl) 
         for i in range(count):
             # One seed per (model, kind, scan): the same scans whatever else runs.
             rng = np.random.default_rng([seed, ALL_KINDS.index(kind), i, len(name)])
-            scan = make(kind, ev, rng, frames, points)
+            scan = make(kind, ev, rng, frames, points, facing)
             t0 = time.perf_counter()
             result = fit_scan(model, scan.points, options=FitOptions(seed=i))
             elapsed = time.perf_counter() - t0
@@ -233,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--points", type=int, default=100_000)
     parser.add_argument("--threads", type=int, default=2, help="torch threads outside the fit")
+    parser.add_argument(
+        "--facing", type=float, default=35.0, help="frontal kind: surface within this angle of the camera"
+    )
     parser.add_argument("--jsonl", help="append one JSON row per scan to this file")
     parser.add_argument("--ict", action="store_true", help="also fit the ICT-FaceKit heads")
     parser.add_argument("--no-synthetic", action="store_true", help="skip the synthetic scans")

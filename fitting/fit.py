@@ -39,7 +39,7 @@ COVERED_LATERAL_CM = 0.05
 RETRY_SCORE_CM = 0.092
 RETRIES = 2
 # Other rigid basins searched when the evidence doubts the fit.
-OTHER_BASINS = 2
+OTHER_BASINS = 1
 
 
 def evaluator_for(model: HACK) -> ModelEvaluator:

