@@ -393,10 +393,10 @@ class Fitter:
             energy = e0
             # Correspondences and weights are refreshed every iteration, so the energy never
             # settles exactly: converged means less than 0.2% left to gain in a step.
-            if not accepted or (e0 - e1) < 2e-3 * max(e0, 1e-12):
-                converged = True
-                if it >= 1:
-                    break
+            # converged: the energy settled in the last iteration run (not in some earlier one).
+            converged = not accepted or (e0 - e1) < 2e-3 * max(e0, 1e-12)
+            if converged and it >= 1:
+                break
         return state, StageLog(st.name, it + 1, energy, median, inliers), converged
 
 
