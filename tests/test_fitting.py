@@ -241,6 +241,7 @@ def test_fit_registered_recovers_parameters(model, ev):
     assert result.scale == pytest.approx(10.0, rel=0.03)
 
 
+@pytest.mark.slow
 def test_fit_scan_with_landmarks(model, ev):
     rng = np.random.default_rng(6)
     scan = make_scan(ev, rng, points=30_000, units="cm")
@@ -251,6 +252,7 @@ def test_fit_scan_with_landmarks(model, ev):
     assert not result.failed and result.confidence > 0.8
 
 
+@pytest.mark.slow
 def test_fit_scan_without_landmarks_any_orientation(model, ev):
     rng = np.random.default_rng(7)
     scan = make_scan(ev, rng, points=30_000)
@@ -272,6 +274,7 @@ def test_fit_scan_without_landmarks_any_orientation(model, ev):
     assert np.abs(sim.apply(mesh) - result.vertices).max() < 1e-3 * result.scale
 
 
+@pytest.mark.slow
 def test_bad_scans_are_refused_or_flagged(model):
     with pytest.raises(ValueError, match="finite points"):
         fit_scan(model, np.zeros((0, 3)))
