@@ -110,7 +110,7 @@ class Alignment:
     transform: Similarity  # model -> scan (scan already in cm)
     score: float  # trimmed scan-to-model distance, cm
     hypotheses: int
-    candidates: list  # distinct plausible transforms, best first
+    others: list  # the next best distinct transforms (other basins to try when a fit is doubted)
 
 
 def rigid_icp(
@@ -139,33 +139,47 @@ def initial_alignment(
     keep: float = 0.8,
     head: np.ndarray | None = None,
     face: np.ndarray | None = None,
+    parts: list[np.ndarray] | None = None,
+    coarse_sample: int = 400,
+    coarse_iterations: int = 8,
+    survivors: int = 6,
 ) -> Alignment:
     """Model -> scan similarity (scale 1: the scan is in cm) from any starting orientation.
 
     scan_cm [N, 3]; model_points [M, 3] samples of the neutral model surface; face [M] bool
-    marks the samples on the face (a second set of PCA hypotheses for face-only scans);
+    marks the samples on the face (a second set of PCA hypotheses for face-only scans), and
+    each mask of `parts` another part a partial scan may show alone (a frontal view);
     head [M] bool marks the samples on the head: the best hypothesis is refined on those alone, because a
     bent neck makes the whole-model fit a compromise that tilts the head.
+
+    Coarse to fine: every start is first run on `coarse_sample` points for
+    `coarse_iterations`; only the best `survivors` distinct ones go on with `sample` points.
     """
     pts = scan_cm[rng.choice(len(scan_cm), size=min(sample, len(scan_cm)), replace=False)]
+    few = pts[: min(coarse_sample, len(pts))]  # pts is a random sample: its head is one too
     tree = cKDTree(model_points)
     E_scan, c_scan = _principal_axes(pts), pts.mean(0)
     # Whole scans match the whole model's principal frame, face-only scans the face's.
     frames = [(_principal_axes(model_points), model_points.mean(0))]
-    if face is not None and face.sum() >= 100:
-        frames.append((_principal_axes(model_points[face]), model_points[face].mean(0)))
+    for part in ([face] if face is not None else []) + list(parts or []):
+        if part.sum() >= 100:
+            frames.append((_principal_axes(model_points[part]), model_points[part].mean(0)))
     results = []
     for E_model, c_model in frames:
         for P in _axis_rotations():
             R = E_scan @ P @ E_model.T  # model axes -> scan axes
             start = Similarity(1.0, R, c_scan - R @ c_model)
-            results.append(rigid_icp(pts, tree, model_points, start, iterations, keep))
+            results.append(rigid_icp(few, tree, model_points, start, coarse_iterations, keep))
+    hypotheses = len(results)
+    results = [
+        rigid_icp(pts, tree, model_points, sim, iterations, keep) for sim in _distinct(results, survivors)
+    ]
     results.sort(key=lambda r: r[1])
     more = scan_cm[rng.choice(len(scan_cm), size=min(3 * sample, len(scan_cm)), replace=False)]
     if head is None or head.sum() < 100:
         refined = [rigid_icp(more, tree, model_points, r[0], 2 * iterations, keep) for r in results[:3]]
-        best = min(refined, key=lambda r: r[1])
-        return Alignment(best[0], best[1], len(results), [best[0]])
+        refined.sort(key=lambda r: r[1])
+        return Alignment(refined[0][0], refined[0][1], hypotheses, _distinct(refined, 3, degrees=20.0)[1:])
     # A bent neck and an unusual head shape make the whole-model fit a compromise that can
     # be tens of degrees off, and ICP on the head alone stalls near it. The head's trimmed
     # distance does rank orientations correctly, so search: perturb the best whole-model
@@ -183,17 +197,31 @@ def initial_alignment(
                 R = sim.rotation @ _rodrigues(omega)  # turn the model about its head's centre
                 starts.append(Similarity(1.0, R, sim.apply(centre[None])[0] - R @ centre))
     head_keep = 0.6
-    coarse = [rigid_icp(pts, head_tree, head_points, s0, iterations, head_keep) for s0 in starts]
-    coarse.sort(key=lambda r: r[1])
+    # The head's ranking needs more iterations than the whole model's (ICP slides slowly
+    # over a small frontal view), on a medium sample.
+    medium = pts[: min(3 * coarse_sample // 2, len(pts))]
+    middle = [
+        rigid_icp(medium, head_tree, head_points, s0, 2 * coarse_iterations, head_keep) for s0 in starts
+    ]
+    kept = _distinct(middle, 4)  # the best few distinct orientations
+    refined = sorted(
+        (rigid_icp(more, head_tree, head_points, k, 2 * iterations, head_keep) for k in kept),
+        key=lambda r: r[1],
+    )
+    others = _distinct(refined + [(s, 1e9) for s in _distinct(middle, 8)], 4, degrees=20.0)[1:]
+    return Alignment(refined[0][0], refined[0][1], hypotheses + len(starts), others)
+
+
+def _distinct(results: list[tuple[Similarity, float]], count: int, degrees: float = 8.0) -> list[Similarity]:
+    """The best `count` transforms of (transform, score) pairs that differ by more than
+    `degrees` in rotation."""
     kept: list[Similarity] = []
-    for sim, _ in coarse:  # the best few distinct orientations
-        if all(_rotation_angle(sim.rotation, k.rotation) > np.deg2rad(8.0) for k in kept):
+    for sim, _ in sorted(results, key=lambda r: r[1]):
+        if all(_rotation_angle(sim.rotation, k.rotation) > np.deg2rad(degrees) for k in kept):
             kept.append(sim)
-        if len(kept) == 4:
+        if len(kept) == count:
             break
-    refined = [rigid_icp(more, head_tree, head_points, k, 2 * iterations, head_keep) for k in kept]
-    best = min(refined, key=lambda r: r[1])
-    return Alignment(best[0], best[1], len(results), [best[0]])
+    return kept
 
 
 def landmark_alignment(
@@ -204,15 +232,6 @@ def landmark_alignment(
     if ok.sum() < 4:
         raise ValueError(f"only {int(ok.sum())} usable landmarks; need at least 4")
     return umeyama(model_landmarks[ok], scan_landmarks[ok], with_scale=with_scale)
-
-
-def head_vertices(ev, neutral: np.ndarray, sample: int, rng: np.random.Generator) -> np.ndarray:
-    """Up to `sample` neutral vertices [M, 3] that move with the head bone (not the neck)."""
-    weights = ev.weights_t[-1].numpy()
-    idx = np.nonzero(weights >= 0.5)[0]
-    if len(idx) > sample:
-        idx = rng.choice(idx, sample, replace=False)
-    return neutral[idx]
 
 
 def neck_search(
@@ -240,9 +259,10 @@ def neck_search(
 
     from .evaluator import ModelParams
     from .geometry import sample_surface
+    from .regions import head_weights
 
     J = ev.J
-    head_w = ev.weights_t[-1].numpy()
+    head_w = head_weights(ev.model.data)
     tris = ev.triangles
     neck_tris = tris[(head_w[tris] < 0.5).any(1)]
     if len(neck_tris) == 0 or len(scan_cm) < 10:
@@ -307,9 +327,3 @@ def neck_search(
         new = Similarity(sim.scale, sim.rotation @ R.T, sim.translation - sim.scale * sim.rotation @ R.T @ t)
         out.append((poses[best], new, float(score[best])))
     return out
-
-
-def _neutral_params(ev):
-    from .evaluator import ModelParams
-
-    return ModelParams.neutral(ev.S, ev.E, ev.J)

@@ -1,56 +1,45 @@
-"""`fit_scan` and `fit_registered`: the public entry points of the fitting package."""
+"""`fit_scan` and `fit_registered`: the public entry points of the fitting package.
+
+A fit runs in four steps, each in its own module:
+    prepare   scan_io (ScanData, mesh sampling) and alignment (units)
+    start     search: rigid hypotheses, neck twists and tilts, probed and ranked
+    solve     optimize: staged Levenberg-Marquardt (`_run_stages`), retried from the next
+              best hypotheses when the residual stays high
+    finish    `_finish`: the mesh through HACK.forward, point-to-surface distances both
+              ways and the confidence (confidence.py)
+"""
 
 from __future__ import annotations
 
-import os
 import time
 import weakref
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 
 from hack_model.model import HACK
 
-from .alignment import (
-    UNIT_TO_CM,
-    Similarity,
-    detect_units,
-    initial_alignment,
-    landmark_alignment,
-    neck_search,
-    umeyama,
-)
+from . import confidence as conf
+from .alignment import UNIT_TO_CM, Similarity, detect_units, landmark_alignment, umeyama
 from .evaluator import ModelEvaluator, ModelParams
-from .geometry import MeshProximity, sample_surface
-from .optimize import (
-    DEFAULT_STAGES,
-    PROBE_STAGE,
-    Fitter,
-    Problem,
-    Rows,
-    SolveLog,
-    Stage,
-    State,
-    torch_threads,
-)
+from .geometry import MeshProximity, distance_to_cloud, distance_to_mesh, face_normals
+from .optimize import Correspondences, Fitter, Problem, SolveLog, Stage, State, torch_threads
 from .regions import FACE, REGION_NAMES, vertex_regions
+from .result import FitOptions, FitResult
+from .scan_io import ScanData, mesh_to_points, valid_triangles
+from .search import DEBUG, search_from, search_start
 
-# FIT_DEBUG=1 prints the hypothesis scores and the final residual of each fit.
-_DEBUG = bool(os.environ.get("FIT_DEBUG"))
 _EVALUATORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-# A scan point within this distance of the fitted surface counts as explained by the fit.
-INLIER_CM = 0.3
-# A model vertex within this distance of a scan point counts as covered by the scan.
-COVERAGE_CM = 0.5
+# A model vertex whose offset to the scan's surface runs sideways by more than this (past
+# an edge of the scan, across a hole) is not covered by the scan.
+COVERED_LATERAL_CM = 0.05
 # A fit whose capped scan-to-model distance (Fitter.score) exceeds this is retried from the
 # next best start hypotheses (a good fit of a scan with 0.5 mm noise and 5% outliers: ~0.085).
 RETRY_SCORE_CM = 0.092
 RETRIES = 2
-# Rounds of the tilt search (each continues from the previous round's winner).
-TILT_ROUNDS = 3
+# Other rigid basins searched when the evidence doubts the fit.
+OTHER_BASINS = 1
 
 
 def evaluator_for(model: HACK) -> ModelEvaluator:
@@ -62,284 +51,178 @@ def evaluator_for(model: HACK) -> ModelEvaluator:
     return ev
 
 
-@dataclass
-class ScanData:
-    """A scan: points [N, 3] in its own units, optional normals [N, 3] and triangles [F, 3]."""
-
-    points: np.ndarray
-    normals: np.ndarray | None = None
-    triangles: np.ndarray | None = None
-    name: str = "scan"
-
-
-@dataclass
-class FitOptions:
-    units: str = "auto"  # auto | mm | cm | m
-    max_points: int = 200_000  # scans are subsampled to this many points first
-    stages: tuple[Stage, ...] = DEFAULT_STAGES
-    sigma_cm: float = 0.1  # expected scan noise, sets the data weight against the priors
-    landmark_weight: float = 1.0  # each landmark counts like this many (noise-free) scan points
-    seed: int = 0
-    report_points: int = 50_000  # scan points used for the distances in the report
-    neck_hypotheses: int = 4  # neck twist/bend hypotheses tried after the rigid alignment (0: none)
-    reset_after_probe: bool = True
-    tilt_hypotheses: bool = True
-    threads: int | None = 1  # torch threads during the fit: its many small ops run fastest on one
-    min_confidence: float = 0.5  # below this the fit is flagged as failed
-
-
-@dataclass
-class FitResult:
-    """Model parameters (API names), the similarity model (cm) -> scan (scan units)
-    x_scan = scale * rotation @ x_model + translation, the fitted mesh and diagnostics."""
-
-    params: ModelParams
-    scale: float
-    rotation: np.ndarray  # [3, 3]
-    translation: np.ndarray  # [3]
-    vertices: np.ndarray  # [V, 3] fitted mesh in scan coordinates and units
-    model_vertices: np.ndarray  # [V, 3] fitted mesh in model space (cm)
-    scan_distances_mm: np.ndarray  # [N'] each (sub-sampled) scan point to the fitted surface
-    scan_regions: np.ndarray  # [N'] region of the closest model triangle
-    vertex_distances_mm: np.ndarray  # [V] each fitted vertex to the nearest scan point
-    units: str
-    converged: bool
-    confidence: float
-    iterations: int
-    timings: dict[str, float] = field(default_factory=dict)
-    stages: list = field(default_factory=list)
-    failed: bool = False
-    message: str = ""
-
-    def parameter_arrays(self) -> dict[str, np.ndarray]:
-        """What `hack_model.params.save_params` writes: forward() arguments with a batch axis
-        plus scale, rotation and translation (model -> scan)."""
-        out = self.params.forward_arguments()
-        out["scale"] = np.array(self.scale, np.float64)
-        out["rotation"] = self.rotation.astype(np.float64)
-        out["translation"] = self.translation.astype(np.float64)
-        return out
-
-
-def mesh_to_points(scan: ScanData, count: int, rng: np.random.Generator) -> ScanData:
-    """A mesh scan as `count` area-uniform surface samples with face normals (a scanner
-    mesh's vertex density is uneven); a scan without triangles comes back unchanged."""
-    if scan.triangles is None or len(scan.triangles) == 0:
-        return scan
-    from .geometry import face_normals
-
-    v = np.asarray(scan.points, np.float64)
-    tris = np.asarray(scan.triangles, np.int64)
-    tris = tris[np.isfinite(v[tris]).all((1, 2))]
-    if len(tris) == 0:
-        return ScanData(v, None, None, scan.name)
-    try:
-        points, face, _ = sample_surface(v, tris, count, rng)
-    except ValueError:  # no area: use the vertices as points
-        return ScanData(v, None, None, scan.name)
-    return ScanData(points, face_normals(v, tris)[face], None, scan.name)
-
-
-def _clean_points(points: np.ndarray) -> np.ndarray:
-    pts = np.asarray(points, np.float64)
-    if pts.ndim != 2 or pts.shape[1] != 3:
-        raise ValueError(f"scan points must have shape [N, 3], got {list(pts.shape)}")
-    return np.isfinite(pts).all(1)
-
-
 def fit_scan(
     model: HACK,
     scan: ScanData | np.ndarray,
     landmarks: np.ndarray | None = None,
     options: FitOptions | None = None,
 ) -> FitResult:
-    """Fit the model to a scan (points [N, 3], or a ScanData with normals/triangles) in any
-    pose, scale (units) and orientation; landmarks [68, 3] (Multi-PIE order, NaN = missing)
-    in the scan's coordinates are optional. Raises ValueError for scans that cannot be fitted
-    at all (empty, NaN, no extent); a fit that does not explain the scan comes back with
-    failed=True and a low confidence."""
+    """Fit the model to a scan (points [N, 3], or a ScanData with normals or triangles) in
+    any pose, scale (units) and orientation; landmarks [68, 3] (Multi-PIE order, NaN =
+    missing) in the scan's coordinates are optional. A mesh scan is sampled here and its
+    triangles give the report's model-to-scan distances. Raises ValueError for scans that
+    cannot be fitted at all (empty, NaN, no extent); a fit that the evidence doubts comes
+    back with failed=True, a low confidence and the reasons in `message`."""
     opts = options or FitOptions()
     with torch_threads(opts.threads):
         return _fit_scan(model, scan, landmarks, opts)
 
 
+class _Scan:
+    """A scan prepared for fitting: points [N, 3] and normals in cm, its units, and the
+    surface the report measures to (triangles over vertices in cm, or None)."""
+
+    def __init__(self, scan: ScanData | np.ndarray, opts: FitOptions, rng: np.random.Generator) -> None:
+        if not isinstance(scan, ScanData):
+            scan = ScanData(np.asarray(scan, np.float64))
+        surface = None
+        if scan.has_triangles:
+            v = np.asarray(scan.points, np.float64)
+            if v.ndim == 2 and v.shape[1] == 3:
+                tris = valid_triangles(v, scan.triangles)
+                surface = (v, tris) if len(tris) else None
+            scan = mesh_to_points(scan, opts.max_points, rng)
+        points = np.asarray(scan.points, np.float64)
+        if points.ndim != 2 or points.shape[1] != 3:
+            raise ValueError(f"scan points must have shape [N, 3], got {list(points.shape)}")
+        ok = np.isfinite(points).all(1)
+        if ok.sum() < 100:
+            raise ValueError(f"the scan has {int(ok.sum())} finite points; at least 100 are needed")
+        points = points[ok]
+        normals = None if scan.normals is None else np.asarray(scan.normals, np.float64)[ok]
+        if len(points) > opts.max_points:  # bounded memory and time for huge scans
+            pick = rng.choice(len(points), opts.max_points, replace=False)
+            points = points[pick]
+            normals = None if normals is None else normals[pick]
+        if normals is not None:
+            length = np.linalg.norm(normals, axis=1, keepdims=True)
+            normals = np.where(length > 0, normals / np.maximum(length, 1e-12), 0.0)
+        units = detect_units(points) if opts.units == "auto" else opts.units
+        if units not in UNIT_TO_CM:
+            raise ValueError(f"unknown units {units!r} (use auto, mm, cm or m)")
+        self.units, self.to_cm = units, UNIT_TO_CM[units]
+        self.points = points * self.to_cm
+        self.normals = normals
+        if float(np.ptp(self.points, axis=0).max()) < 1.0:
+            raise ValueError("the scan is smaller than 1 cm across; not a head scan")
+        self.surface = None if surface is None else (surface[0] * self.to_cm, surface[1])
+
+
 def _fit_scan(
-    model: HACK,
-    scan: ScanData | np.ndarray,
-    landmarks: np.ndarray | None,
-    opts: FitOptions,
+    model: HACK, scan: ScanData | np.ndarray, landmarks: np.ndarray | None, opts: FitOptions
 ) -> FitResult:
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    if not isinstance(scan, ScanData):
-        scan = ScanData(np.asarray(scan, np.float64))
     rng = np.random.default_rng(opts.seed)
-    if scan.triangles is not None and len(scan.triangles):
-        scan = mesh_to_points(scan, opts.max_points, rng)
-    ok = _clean_points(scan.points)
-    if ok.sum() < 100:
-        raise ValueError(f"the scan has {int(ok.sum())} finite points; at least 100 are needed")
-    points = np.asarray(scan.points, np.float64)[ok]
-    normals = None if scan.normals is None else np.asarray(scan.normals, np.float64)[ok]
-    if len(points) > opts.max_points:  # bounded memory and time for huge scans
-        pick = rng.choice(len(points), opts.max_points, replace=False)
-        points = points[pick]
-        normals = None if normals is None else normals[pick]
-    if normals is not None:
-        length = np.linalg.norm(normals, axis=1, keepdims=True)
-        normals = np.where(length > 0, normals / np.maximum(length, 1e-12), 0.0)
-    units = detect_units(points) if opts.units == "auto" else opts.units
-    if units not in UNIT_TO_CM:
-        raise ValueError(f"unknown units {units!r} (use auto, mm, cm or m)")
-    to_cm = UNIT_TO_CM[units]
-    scan_cm = points * to_cm
-    if float(np.ptp(scan_cm, axis=0).max()) < 1.0:
-        raise ValueError("the scan is smaller than 1 cm across; not a head scan")
+    prepared = _Scan(scan, opts, rng)
+    scan_cm, normals = prepared.points, prepared.normals
     timings["load"] = time.perf_counter() - t_start
 
     ev = evaluator_for(model)
-    data = model.data
-    neutral = ev.vertices(ModelParams.neutral(ev.S, ev.E, ev.J))
-    t0 = time.perf_counter()
-    lm_cm = None
-    if landmarks is not None:
-        lm = np.asarray(landmarks, np.float64).reshape(-1, 3)
-        if data.landmark_indices is None:
-            raise ValueError("this model has no landmark vertices; fit without --landmarks")
-        if len(lm) != len(data.landmark_indices):
-            raise ValueError(f"expected {len(data.landmark_indices)} landmarks, got {len(lm)}")
-        lm_cm = lm * to_cm
-        # Rotation and translation from the landmarks; the units fix the scale.
-        sim = landmark_alignment(lm_cm, neutral[data.landmark_indices], with_scale=False)
-        align_score = float("nan")
-    else:
-        model_samples, face, _ = sample_surface(neutral, ev.triangles, 5000, rng)
-        head_weight = ev.weights_t[-1].numpy()[ev.triangles[face]].mean(1)
-        on_face = (vertex_regions(data)[ev.triangles[face]] == FACE).all(1)
-        alignment = initial_alignment(scan_cm, model_samples, rng, head=head_weight >= 0.5, face=on_face)
-        sim, align_score, candidates = alignment.transform, alignment.score, alignment.candidates
     fitter = Fitter(ev, rng, sigma_cm=opts.sigma_cm)
-    start = ModelParams.neutral(ev.S, ev.E, ev.J)
-    state = State.from_similarity(start, sim)
-    pool: list = []  # every probed hypothesis with its score
-    if lm_cm is None:
-        # Rigid candidates, then neck twist/bend hypotheses for the best: each gets a short
-        # similarity+shape+neck solve, which tells them apart far better than rigid scores.
-        state = _best_probe(
-            fitter, ev, [State.from_similarity(start, s) for s in candidates], scan_cm, normals, pool=pool
+    t0 = time.perf_counter()
+    extra, pool, alignment = None, [], None
+    if landmarks is not None:
+        lm_cm = _landmarks_cm(model, landmarks, prepared.to_cm)
+        neutral = ev.vertices(ModelParams.neutral(ev.S, ev.E, ev.J))
+        # Rotation and translation from the landmarks; the units fix the scale.
+        sim = landmark_alignment(lm_cm, neutral[model.data.landmark_indices], with_scale=False)
+        state = State.from_similarity(ModelParams.neutral(ev.S, ev.E, ev.J), sim)
+        extra = _landmark_rows(model.data.landmark_indices, lm_cm, opts.landmark_weight)
+    else:
+        state, pool, alignment = search_start(
+            fitter, ev, scan_cm, normals, rng, opts.neck_hypotheses, opts.tilt_hypotheses
         )
-        if opts.neck_hypotheses:
-            states = [state]
-            for pose, sim_h, _ in neck_search(ev, state.similarity(), scan_cm, rng, top=opts.neck_hypotheses):
-                p = state.params.copy()
-                p.neck_pose = pose
-                states.append(State.from_similarity(p, sim_h))
-            state = _best_probe(fitter, ev, states, scan_cm, normals, skip_first=True, pool=pool)
-        if opts.tilt_hypotheses:
-            # The rigid head fit can stay ~10-30 degrees off; probe small tilts of the best,
-            # and again from a tilt that won (a descent over tilts in 10 degree steps).
-            for _ in range(TILT_ROUNDS):
-                states = [state] + [_tilted(state, axis, angle) for axis in (0, 1) for angle in (-10.0, 10.0)]
-                new_state = _best_probe(fitter, ev, states, scan_cm, normals, skip_first=True, pool=pool)
-                if new_state is state:
-                    break
-                state = new_state
-        if opts.reset_after_probe:
-            # Keep the probe's similarity and neck; its quick shape may have absorbed some
-            # misalignment (shape modes can tilt a face), so the stages start from the mean.
-            state.params.shape = np.zeros_like(state.params.shape)
     timings["align"] = time.perf_counter() - t0
 
-    extra = None
-    if lm_cm is not None:
-        extra = _landmark_rows(data.landmark_indices, lm_cm, opts.landmark_weight)
     t0 = time.perf_counter()
-    chosen = state
-    state, log, converged = _run_stages(fitter, ev, opts, state, scan_cm, normals, extra)
-    final = fitter.score(state, scan_cm)
-    extra_iterations = 0
-    if _DEBUG:
-        print("final score", round(final, 4))
-    if lm_cm is None and final > RETRY_SCORE_CM:
+    best = _Attempt.run(fitter, ev, opts, state, prepared, extra)
+    iterations = best.log.iterations
+    if landmarks is None and best.score > RETRY_SCORE_CM:
         # A poor residual: the probe may have picked the wrong basin. Fit from the next best
         # distinct hypotheses too and keep the fit that explains the scan best.
-        alternatives = [st for sc, st in sorted(pool, key=lambda x: x[0]) if st is not chosen]
+        alternatives = [st for _, st in sorted(pool, key=lambda x: x[0]) if st is not state]
         for alt in alternatives[:RETRIES]:
-            alt = alt.copy()
-            if opts.reset_after_probe:
-                alt.params.shape = np.zeros_like(alt.params.shape)
-            s2, log2, conv2 = _run_stages(fitter, ev, opts, alt, scan_cm, normals, extra)
-            f2 = fitter.score(s2, scan_cm)
-            if _DEBUG:
-                print("retry score", round(f2, 4))
-            extra_iterations += log2.iterations
-            if f2 < final:
-                state, log, converged, final = s2, log2, conv2, f2
-            if final <= RETRY_SCORE_CM:
+            attempt = _Attempt.run(fitter, ev, opts, alt.copy(), prepared, extra)
+            iterations += attempt.log.iterations
+            if attempt.score < best.score:
+                best = attempt
+            if best.score <= RETRY_SCORE_CM:
                 break
     timings["optimize"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    result = _finish(model, ev, state, scan_cm, units, rng, opts)
-    result.converged = bool(converged)
-    result.iterations = log.iterations + extra_iterations
-    result.stages = log.stages
+    result = _finish(model, ev, best.state, prepared, rng, opts)
     timings["report"] = time.perf_counter() - t0
+    if landmarks is None and result.failed and alignment is not None and alignment.others:
+        # Doubted: the rigid search may have picked the wrong basin (a small frontal view
+        # matches the model in more than one orientation). Search from the next rigid
+        # basins too and keep the fit the evidence trusts most.
+        t0 = time.perf_counter()
+        for sim in alignment.others[:OTHER_BASINS]:
+            alt, _ = search_from(
+                fitter, ev, sim, scan_cm, normals, rng, opts.neck_hypotheses, opts.tilt_hypotheses
+            )
+            attempt = _Attempt.run(fitter, ev, opts, alt, prepared, extra)
+            iterations += attempt.log.iterations
+            other = _finish(model, ev, attempt.state, prepared, rng, opts)
+            if DEBUG:
+                print("other basin", round(attempt.score, 4), round(other.confidence, 3))
+            if (other.confidence, -attempt.score) > (result.confidence, -best.score):
+                best, result = attempt, other
+            if not result.failed:
+                break
+        timings["retry"] = time.perf_counter() - t0
+    result.converged = bool(best.converged)
+    result.iterations = iterations
+    result.stages = best.log.stages
     timings["total"] = time.perf_counter() - t_start
     result.timings = timings
-    if lm_cm is None and np.isfinite(align_score) and align_score > 2.0:
-        result.message = f"poor initial alignment (trimmed distance {align_score * 10:.1f} mm)"
-    if lm_cm is None and final > RETRY_SCORE_CM:
-        note = f"high residual (capped mean scan distance {final * 10:.2f} mm): check the alignment"
+    if alignment is not None and alignment.score > 2.0:
+        note = f"poor initial alignment (trimmed distance {alignment.score * 10:.1f} mm)"
         result.message = f"{result.message}; {note}" if result.message else note
     return result
 
 
-def _run_stages(fitter, ev, opts, state, scan_cm, normals, extra):
+class _Attempt:
+    """One run of the stages from a start state: the state, its log, whether the last
+    stage converged and its capped scan distance (Fitter.score, cm)."""
+
+    def __init__(self, state: State, log: SolveLog, converged: bool, score: float) -> None:
+        self.state, self.log, self.converged, self.score = state, log, converged, score
+
+    @classmethod
+    def run(cls, fitter, ev, opts: FitOptions, state: State, scan: _Scan, extra) -> _Attempt:
+        if opts.reset_after_probe and extra is None:
+            # Keep the probe's similarity and neck; its quick shape may have absorbed some
+            # misalignment (shape modes can tilt a face), so the stages start from the mean.
+            state.params.shape = np.zeros_like(state.params.shape)
+        state, log, converged = _run_stages(fitter, ev, opts.stages, state, scan.points, scan.normals, extra)
+        score = fitter.score(state, scan.points)
+        if DEBUG:
+            print("fit score", round(score, 4))
+        return cls(state, log, converged, score)
+
+
+def _landmarks_cm(model: HACK, landmarks: np.ndarray, to_cm: float) -> np.ndarray:
+    lm = np.asarray(landmarks, np.float64).reshape(-1, 3)
+    indices = model.data.landmark_indices
+    if indices is None:
+        raise ValueError("this model has no landmark vertices; fit without --landmarks")
+    if len(lm) != len(indices):
+        raise ValueError(f"expected {len(indices)} landmarks, got {len(lm)}")
+    return lm * to_cm
+
+
+def _run_stages(fitter, ev, stages, state, scan_cm, normals, extra) -> tuple[State, SolveLog, bool]:
+    """All stages in turn; converged is the last stage's."""
     log = SolveLog()
     converged = False
-    for stage in opts.stages:
+    for stage in stages:
         state, slog, converged = fitter.run_stage(Problem(ev, stage), state, scan_cm, normals, extra)
         log.stages.append(slog)
         log.iterations += slog.iterations
     return state, log, converged
-
-
-def _best_probe(
-    fitter: Fitter,
-    ev: ModelEvaluator,
-    states: list[State],
-    scan_cm: np.ndarray,
-    normals,
-    skip_first=False,
-    pool: list | None = None,
-) -> State:
-    """Run the probe stage from each state (the first as it is when skip_first: it was probed);
-    return the one whose trimmed scan distance is lowest."""
-    scored = []
-    for i, cand in enumerate(states):
-        if not (skip_first and i == 0):
-            cand, _, _ = fitter.run_stage(Problem(ev, PROBE_STAGE), cand, scan_cm, normals)
-        scored.append((fitter.score(cand, scan_cm), i, cand))
-    if _DEBUG:
-        print("probe scores", [round(x[0], 4) for x in scored])
-    if pool is not None:
-        pool.extend((x[0], x[2]) for x in scored[1 if skip_first else 0 :])
-    return min(scored, key=lambda x: (x[0], x[1]))[2]
-
-
-def _tilted(state: State, axis: int, degrees: float) -> State:
-    """The state with its model turned about a model axis through the model's head bone."""
-    from .optimize import _rotation
-
-    omega = np.zeros(3)
-    omega[axis] = np.deg2rad(degrees)
-    R = _rotation(omega)
-    # y = a Q x + b -> the model frame turned by R: y' = R y (about the origin, near the head).
-    new = state.copy()
-    new.Q = R @ state.Q
-    new.b = R @ state.b
-    return new
 
 
 def _landmark_rows(indices: np.ndarray, lm_cm: np.ndarray, weight: float):
@@ -351,49 +234,80 @@ def _landmark_rows(indices: np.ndarray, lm_cm: np.ndarray, weight: float):
     corners = np.repeat(np.stack([idx, idx, idx], 1), 3, axis=0)
     bary = np.tile([1.0, 0.0, 0.0], (3 * n, 1))
     normals = np.tile(np.eye(3), (n, 1))
-    rows = Rows(corners, bary, normals, np.repeat(pts, 3, axis=0), np.full(3 * n, weight))
+    rows = Correspondences(corners, bary, normals, np.repeat(pts, 3, axis=0), np.full(3 * n, weight))
     return lambda state: rows
+
+
+def _model_mesh(model: HACK, p: ModelParams) -> np.ndarray:
+    """[V, 3] float64: the mesh HACK.forward gives (what the saved parameters reproduce)."""
+    with torch.no_grad():
+        args = {
+            k: torch.as_tensor(v, dtype=model.template.dtype, device=model.template.device)
+            for k, v in p.forward_arguments().items()
+        }
+        return model(**args).vertices[0].double().cpu().numpy()
 
 
 def _finish(
     model: HACK,
     ev: ModelEvaluator,
     state: State,
-    scan_cm: np.ndarray,
-    units: str,
+    scan: _Scan,
     rng: np.random.Generator,
     opts: FitOptions,
 ) -> FitResult:
-    """Final mesh through HACK.forward (what the saved parameters reproduce), distances, confidence."""
+    """Final mesh through HACK.forward, distances both ways, confidence."""
     p = state.params
-    with torch.no_grad():
-        args = {
-            k: torch.as_tensor(v, dtype=model.template.dtype, device=model.template.device)
-            for k, v in p.forward_arguments().items()
-        }
-        verts_model = model(**args).vertices[0].double().cpu().numpy()
+    verts_model = _model_mesh(model, p)
     sim_cm = state.similarity()  # head-anchored model -> scan (cm)
     # The model's own mesh is R_h v' + t_h of the head-anchored one: undo that.
     R_h, t_h = ev.head_transform(p.neck_pose, ev.joints(p))
+    U, _, Vt = np.linalg.svd(sim_cm.rotation @ R_h.T)  # orthonormal to float64 precision
     sim_cm = Similarity(
         sim_cm.scale,
-        sim_cm.rotation @ R_h.T,
+        U @ Vt,
         sim_cm.translation - sim_cm.scale * sim_cm.rotation @ R_h.T @ t_h,
     )
-    to_units = 1.0 / UNIT_TO_CM[units]
+    to_units = 1.0 / scan.to_cm
     scale = sim_cm.scale * to_units
     translation = sim_cm.translation * to_units
     vertices = scale * verts_model @ sim_cm.rotation.T + translation
+    verts_cm = sim_cm.apply(verts_model)
+    triangles = ev.triangles
 
+    # scan -> model: exact point-to-triangle distances in the model's frame, then to mm.
+    scan_cm = scan.points
     pick = rng.choice(len(scan_cm), min(opts.report_points, len(scan_cm)), replace=False)
-    y = sim_cm.inverse_apply(scan_cm[pick])  # into the model's own frame
-    closest = MeshProximity(verts_model, ev.triangles).query(y)
+    y = sim_cm.inverse_apply(scan_cm[pick])
+    closest = MeshProximity(verts_model, triangles).query(y, exact=True)
     regions = vertex_regions(model.data)
-    tri = ev.triangles[closest.triangle]
+    tri = triangles[closest.triangle]
     scan_regions = regions[tri[np.arange(len(tri)), closest.bary.argmax(1)]]
-    scan_mm = closest.distance * 10.0 * sim_cm.scale  # model space -> scan cm -> mm
-    vert_mm = cKDTree(y).query(verts_model, k=1)[0] * 10.0 * sim_cm.scale
-    confidence, message = _confidence(scan_mm, vert_mm, regions, p)
+    to_mm = 10.0 * sim_cm.scale
+    scan_mm = closest.distance * to_mm
+    signed_mm = np.einsum("nc,nc->n", y - closest.point, face_normals(verts_model, tri)) * to_mm
+    # model -> scan: to the scan's triangles, or local planes through a cloud's points.
+    if scan.surface is not None:
+        back = distance_to_mesh(verts_cm, scan.surface[0], scan.surface[1], COVERED_LATERAL_CM)
+    else:
+        back = distance_to_cloud(verts_cm, scan_cm, COVERED_LATERAL_CM)
+    vert_mm = back.distance * 10.0
+    covered = back.covered & (vert_mm <= 10.0 * conf.INLIER_MM)
+
+    inlier = scan_mm <= conf.INLIER_MM
+    noise = conf.scan_noise_mm(scan_cm[pick] * 10.0, np.random.default_rng(1))
+    residual = 1.4826 * float(np.median(np.abs(signed_mm[inlier]))) if inlier.any() else float("inf")
+    face = regions == FACE
+    evidence = conf.Evidence(
+        bias_mm=conf.patch_bias_mm(y[inlier], signed_mm[inlier], np.random.default_rng(2)),
+        excess_mm=float(np.sqrt(max(residual**2 - noise**2, 0.0))) if np.isfinite(noise) else residual,
+        noise_mm=noise,
+        explained=float(inlier.mean()),
+        face_coverage=float(covered[face].mean()) if face.any() else 0.0,
+        scale_offset=float(1.0 / state.scale - 1.0),
+        shape_rms=float(np.sqrt(np.mean(p.shape**2))) if p.shape.size else 0.0,
+    )
+    confidence, reasons = conf.judge(evidence)
     return FitResult(
         params=p,
         scale=float(scale),
@@ -404,36 +318,16 @@ def _finish(
         scan_distances_mm=scan_mm,
         scan_regions=scan_regions,
         vertex_distances_mm=vert_mm,
-        units=units,
+        vertex_covered=covered,
+        scan_sample=scan_cm[pick] / scan.to_cm,
+        units=scan.units,
         converged=False,
         confidence=confidence,
         iterations=0,
+        evidence=evidence.as_dict(),
         failed=confidence < opts.min_confidence,
-        message=message,
+        message="; ".join(reasons),
     )
-
-
-def _confidence(
-    scan_mm: np.ndarray, vert_mm: np.ndarray, regions: np.ndarray, p: ModelParams
-) -> tuple[float, str]:
-    """0..1: how much of the scan the fit explains, how much of the face the scan covers, and
-    whether the shape stayed plausible. A sphere or a box fits badly on at least one count."""
-    inliers = float((scan_mm <= INLIER_CM * 10).mean())
-    face = regions == FACE
-    coverage = float((vert_mm[face] <= COVERAGE_CM * 10).mean()) if face.any() else 0.0
-    mahalanobis = float(np.sqrt(np.mean(p.shape**2))) if p.shape.size else 0.0
-    s_in = np.clip((inliers - 0.4) / 0.4, 0.0, 1.0)
-    s_cov = np.clip(coverage / 0.5, 0.0, 1.0)
-    s_shape = np.clip((4.0 - mahalanobis) / 2.0, 0.0, 1.0)
-    confidence = float(s_in * s_cov * s_shape)
-    reasons = []
-    if s_in < 1:
-        reasons.append(f"only {inliers:.0%} of the scan lies within {INLIER_CM * 10:.0f} mm of the fit")
-    if s_cov < 1:
-        reasons.append(f"the scan covers {coverage:.0%} of the face")
-    if s_shape < 1:
-        reasons.append(f"implausible shape (RMS coefficient {mahalanobis:.1f} SD)")
-    return confidence, "; ".join(reasons)
 
 
 def fit_registered(
@@ -453,16 +347,20 @@ def fit_registered(
     ok = np.isfinite(verts).all(1)
     if ok.sum() < 10:
         raise ValueError("fewer than 10 finite vertices")
-    units = detect_units(verts[ok]) if opts.units == "auto" else opts.units
-    cm = verts * UNIT_TO_CM[units]
+    tris = ev.triangles[ok[ev.triangles].all(1)]
+    scan = ScanData(np.where(ok[:, None], verts, 0.0), None, tris if len(tris) else None)
+    rng = np.random.default_rng(opts.seed)
+    prepared = _Scan(ScanData(verts[ok]), opts, rng)
+    if len(tris):
+        prepared.surface = (scan.points * prepared.to_cm, tris)
+    cm = verts * prepared.to_cm
     neutral = ev.vertices(ModelParams.neutral(ev.S, ev.E, ev.J))
     sim = umeyama(neutral[ok], cm[ok], with_scale=False)
-    rng = np.random.default_rng(opts.seed)
     use = np.nonzero(ok)[0]
     if len(use) > max_vertices:
         use = np.sort(rng.choice(use, max_vertices, replace=False))
     corners = np.repeat(np.stack([use, use, use], 1), 3, axis=0)
-    rows = Rows(
+    rows = Correspondences(
         corners,
         np.tile([1.0, 0.0, 0.0], (len(corners), 1)),
         np.tile(np.eye(3), (len(use), 1)),
@@ -476,14 +374,10 @@ def fit_registered(
         Stage("shape+neck", 5, shape=True, pose=True),
         Stage("all", 8, shape=True, expression=True, pose=True, larynx=True),
     )
-    converged, iterations, logs = False, 0, []
-    for stage in stages:
-        state, slog, converged = fitter.run_stage(Problem(ev, stage), state, None, None, lambda s: rows)
-        logs.append(slog)
-        iterations += slog.iterations
-    pts = cm[ok]
-    result = _finish(model, ev, state, pts, units, rng, opts)
-    result.converged, result.iterations, result.stages = bool(converged), iterations, logs
+    with torch_threads(opts.threads):
+        state, log, converged = _run_stages(fitter, ev, stages, state, None, None, lambda s: rows)
+        result = _finish(model, ev, state, prepared, rng, opts)
+    result.converged, result.iterations, result.stages = bool(converged), log.iterations, log.stages
     result.timings = {"total": time.perf_counter() - t_start}
     return result
 
@@ -491,7 +385,7 @@ def fit_registered(
 __all__ = [
     "FitOptions",
     "FitResult",
-    "ScanData",
+    "ScanData",  # lives in scan_io; importable from here as before
     "fit_registered",
     "fit_scan",
     "evaluator_for",

@@ -19,16 +19,6 @@ def face_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     return n / np.maximum(length, 1e-12)
 
 
-def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals [V, 3]."""
-    v = vertices[triangles]
-    n = np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
-    out = np.zeros_like(vertices, dtype=np.float64)
-    for k in range(3):
-        np.add.at(out, triangles[:, k], n)
-    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-
-
 def triangle_areas(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     v = vertices[triangles]
     return 0.5 * np.linalg.norm(np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0]), axis=1)
@@ -106,38 +96,130 @@ class Closest:
 
 class MeshProximity:
     """Closest-point queries on one mesh: a k-d tree over triangle centroids proposes
-    `candidates` triangles per query, the exact point-triangle test picks the best."""
+    `candidates` triangles per query, the exact point-triangle test picks the best.
+
+    With exact=True every answer is the true closest point: the triangles are grouped by
+    their centroid-to-corner radius (within a factor of two), and a triangle of a group
+    outside its k nearest centroids is at least (distance to the k-th centroid - the
+    group's largest radius) away; where that bound does not rule a closer one out, the
+    query is asked again with more candidates (finally all of the group)."""
 
     def __init__(self, vertices: np.ndarray, triangles: np.ndarray, candidates: int = 8) -> None:
         self.vertices = np.asarray(vertices, np.float64)
         self.triangles = np.asarray(triangles, np.int64)
-        self.centroids = self.vertices[self.triangles].mean(1)
+        corners = self.vertices[self.triangles]  # [F, 3, 3]
+        self.centroids = corners.mean(1)
+        self.radii = np.linalg.norm(corners - self.centroids[:, None], axis=2).max(1)  # [F]
         self.tree = cKDTree(self.centroids)
         self.candidates = min(candidates, len(self.triangles))
+        self._groups = None
 
-    def query(self, points: np.ndarray, chunk: int = 50_000) -> Closest:
+    def query(self, points: np.ndarray, chunk: int = 50_000, exact: bool = False) -> Closest:
         points = np.asarray(points, np.float64)
-        out = [self._query(points[i : i + chunk]) for i in range(0, len(points), chunk)] or [
-            self._query(points)
+        out = [self._query(points[i : i + chunk], exact) for i in range(0, len(points), chunk)] or [
+            self._query(points, exact)
         ]
         return Closest(*(np.concatenate([getattr(o, f) for o in out]) for f in Closest.__dataclass_fields__))
 
-    def _query(self, points: np.ndarray) -> Closest:
-        k = self.candidates
-        _, cand = self.tree.query(points, k=k)
-        cand = cand.reshape(len(points), k)
-        tri = self.triangles[cand]  # [N, k, 3]
+    def _best_of(self, points: np.ndarray, cand: np.ndarray) -> Closest:
+        """The closest point of each point [N, 3] among its candidate triangles [N, k]."""
+        n, k = cand.shape
+        flat = self.triangles[cand].reshape(-1, 3)
         p = np.repeat(points, k, axis=0)
         v = self.vertices
-        flat = tri.reshape(-1, 3)
         q, bary = closest_point_on_triangles(p, v[flat[:, 0]], v[flat[:, 1]], v[flat[:, 2]])
-        d = np.linalg.norm(q - p, axis=1).reshape(len(points), k)
+        d = np.linalg.norm(q - p, axis=1).reshape(n, k)
         best = np.argmin(d, axis=1)
-        rows = np.arange(len(points))
+        rows = np.arange(n)
         sel = rows * k + best
         return Closest(q[sel], cand[rows, best], bary[sel], d[rows, best])
 
+    def _query(self, points: np.ndarray, exact: bool) -> Closest:
+        k = min(max(self.candidates, 16) if exact else self.candidates, len(self.triangles))
+        _, cand = self.tree.query(points, k=k)
+        out = self._best_of(points, np.asarray(cand).reshape(len(points), k))
+        if exact and len(points):
+            for members, tree, radius in self._radius_groups():
+                self._settle(points, out, members, tree, radius)
+        return out
 
-def nearest_distance(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Distance [N] from each point to the nearest reference point [M, 3]."""
-    return cKDTree(reference).query(points, k=1)[0]
+    def _radius_groups(self) -> list:
+        """(triangle indices, centroid tree, largest radius) per radius class."""
+        if self._groups is None:
+            r = np.maximum(self.radii, 1e-12)
+            level = np.floor(np.log2(r / r.max())).astype(np.int64)
+            level = np.maximum(level, -8)  # tiny triangles share one group
+            self._groups = []
+            for lv in np.unique(level):
+                members = np.nonzero(level == lv)[0]
+                self._groups.append(
+                    (members, cKDTree(self.centroids[members]), float(self.radii[members].max()))
+                )
+        return self._groups
+
+    def _settle(self, points: np.ndarray, out: Closest, members, tree, radius: float) -> None:
+        """Make `out` exact with respect to one radius group of triangles."""
+        # Only queries that a triangle of this group could beat: bound by the nearest centroid.
+        nearest, _ = tree.query(points, k=1)
+        todo = np.nonzero(out.distance > np.asarray(nearest) - radius)[0]
+        k = min(self.candidates, len(members))
+        while len(todo):
+            dist_c, idx = tree.query(points[todo], k=k)
+            dist_c = np.asarray(dist_c).reshape(len(todo), k)
+            idx = np.asarray(idx).reshape(len(todo), k)
+            c = self._best_of(points[todo], members[idx])
+            better = c.distance < out.distance[todo]
+            for f in Closest.__dataclass_fields__:
+                getattr(out, f)[todo[better]] = getattr(c, f)[better]
+            if k == len(members):
+                break
+            # Some triangle beyond the k-th centroid may still be closer than the best so far.
+            todo = todo[out.distance[todo] > dist_c[:, -1] - radius]
+            k = min(4 * k, len(members))
+
+
+@dataclass
+class SurfaceDistance:
+    """Distances [N] from query points to a surface, and whether each query lies over it
+    (`covered`: its offset to the surface is along the surface normal, not sideways past
+    an edge of the scan or across a hole)."""
+
+    distance: np.ndarray
+    covered: np.ndarray
+
+
+def distance_to_mesh(
+    points: np.ndarray, vertices: np.ndarray, triangles: np.ndarray, lateral: float
+) -> SurfaceDistance:
+    """Exact point-to-triangle distances [N] from points [N, 3] to a mesh; a query is covered
+    when the sideways part of its offset (perpendicular to the closest triangle's normal) is
+    at most `lateral`."""
+    c = MeshProximity(vertices, triangles).query(points, exact=True)
+    n = face_normals(vertices, triangles[c.triangle])
+    offset = points - c.point
+    along = np.einsum("nc,nc->n", offset, n)
+    sideways = np.linalg.norm(offset - along[:, None] * n, axis=1)
+    return SurfaceDistance(c.distance, sideways <= lateral)
+
+
+def distance_to_cloud(
+    points: np.ndarray, cloud: np.ndarray, lateral: float, neighbours: int = 10
+) -> SurfaceDistance:
+    """Distances [N] from points [N, 3] to the surface a point cloud [M, 3] samples: the
+    plane through each query's `neighbours` nearest cloud points (principal axes), with
+    the sideways offset beyond the neighbours' spread added back (so a query past the
+    cloud's edge is as far as it looks); covered when that sideways excess is at most
+    `lateral`."""
+    k = min(neighbours, len(cloud))
+    _, idx = cKDTree(cloud).query(points, k=k)
+    nb = cloud[np.asarray(idx).reshape(len(points), k)]  # [N, k, 3]
+    centre = nb.mean(1)
+    rel = nb - centre[:, None]
+    _, vecs = np.linalg.eigh(np.einsum("nki,nkj->nij", rel, rel))
+    normal = vecs[:, :, 0]  # smallest variance
+    offset = points - centre
+    along = np.einsum("nc,nc->n", offset, normal)
+    side = offset - along[:, None] * normal
+    spread = np.sqrt(np.einsum("nkc,nkc->nk", rel, rel).mean(1) * 2.0)  # ~ the neighbourhood's radius
+    excess = np.maximum(np.linalg.norm(side, axis=1) - spread, 0.0)
+    return SurfaceDistance(np.hypot(along, excess), excess <= lateral)

@@ -1,7 +1,7 @@
 """Staged Levenberg-Marquardt fitting of a HACK-layout model to scan points.
 
 Everything is solved in model space: the scan is mapped by the inverse similarity
-y = a * Q @ x + b (x in scan centimetres), so the priors keep fixed scales. Each iteration
+y = scale * rotation @ x + shift (x in scan centimetres), so the priors keep fixed scales. Each iteration
 refreshes closest-point correspondences on the current mesh (k-d tree over triangle
 centroids + exact point-triangle test), drops correspondences farther than a robust
 threshold (partial scans, outliers, hair), weights the rest with Huber weights and takes one
@@ -11,7 +11,8 @@ LM step on the point-to-plane residuals and the priors:
     expression  weak N(0, 1), projected onto [0, 1]
     neck pose   N(0, limit^2) per axis, projected into the range of motion
     larynx      height N(0, 0.05^2), scale N(1, 0.3^2)
-    scale       log a ~ N(0, 0.02^2) (the detected units fix the scale)
+    scale       fixed by the detected units (a head's size is in its shape); a Stage with
+                scale=True moves it under log scale ~ N(0, 0.02^2)
 
 The root bone (c7t1) turns everything about its head, like the similarity does, so it is
 left at zero and its rotation is absorbed into the similarity.
@@ -50,6 +51,10 @@ class Stage:
     pose: bool = False
     larynx: bool = False
     points: int = 4000
+    # The units fix the scale: a head's size is in its shape, and a free scale trades
+    # against the shape's size modes (fits drifted 3-8% in scale with the surface still
+    # within 0.1 mm). A stage with scale=True moves it under its prior LOG_SCALE_SIGMA.
+    scale: bool = False
     trim_floor_cm: float = 0.5  # correspondences within this distance are never trimmed
     # A fresh scan sample each iteration shakes early stages out of shallow minima; a fixed
     # one lets the energy settle, so the last stage can tell that it converged.
@@ -88,34 +93,37 @@ PROBE_STAGE = Stage("probe", 4, shape=True, pose=True, points=1200, trim_floor_c
 
 @dataclass
 class State:
-    """Model parameters and the scan->model map y = a * Q @ x + b (x in scan cm)."""
+    """Model parameters and the scan -> model map y = scale * rotation @ x + shift
+    (x in scan cm, y in the head-anchored model frame): the inverse of the similarity
+    `similarity()` returns."""
 
     params: ModelParams
-    a: float
-    Q: np.ndarray
-    b: np.ndarray
+    scale: float  # scan cm -> model cm; 1 when the detected units are right
+    rotation: np.ndarray  # [3, 3]
+    shift: np.ndarray  # [3] model cm
 
     def copy(self) -> State:
-        return State(self.params.copy(), self.a, self.Q.copy(), self.b.copy())
+        return State(self.params.copy(), self.scale, self.rotation.copy(), self.shift.copy())
 
     def to_model(self, points_cm: np.ndarray) -> np.ndarray:
-        return self.a * points_cm @ self.Q.T + self.b
+        return self.scale * points_cm @ self.rotation.T + self.shift
 
     @classmethod
     def from_similarity(cls, params: ModelParams, sim: Similarity) -> State:
         """From a model->scan(cm) similarity x = s R m + t."""
-        Q = sim.rotation.T
-        a = 1.0 / sim.scale
-        return cls(params, a, Q, -a * Q @ sim.translation)
+        rotation = sim.rotation.T
+        scale = 1.0 / sim.scale
+        return cls(params, scale, rotation, -scale * rotation @ sim.translation)
 
     def similarity(self) -> Similarity:
         """model -> scan (cm)."""
-        return Similarity(1.0 / self.a, self.Q.T, -(self.Q.T @ self.b) / self.a)
+        return Similarity(1.0 / self.scale, self.rotation.T, -(self.rotation.T @ self.shift) / self.scale)
 
 
 @dataclass
-class Rows:
-    """Residual rows n . (sum_k bary_k v[corner_k] - y(point)) with weights."""
+class Correspondences:
+    """Point-to-plane residual rows n . (sum_k bary_k v[corner_k] - y(point)) with weights:
+    each scan point (or landmark) paired with a point on a model triangle."""
 
     corners: np.ndarray  # [N, 3] vertex indices
     bary: np.ndarray  # [N, 3]
@@ -124,8 +132,9 @@ class Rows:
     weights: np.ndarray  # [N]
 
     @staticmethod
-    def concat(parts: list[Rows]) -> Rows:
-        return Rows(*(np.concatenate([getattr(p, f) for p in parts]) for f in Rows.__dataclass_fields__))
+    def concat(parts: list[Correspondences]) -> Correspondences:
+        fields = Correspondences.__dataclass_fields__
+        return Correspondences(*(np.concatenate([getattr(p, f) for p in parts]) for f in fields))
 
 
 @dataclass
@@ -140,7 +149,6 @@ class StageLog:
 @dataclass
 class SolveLog:
     stages: list[StageLog] = field(default_factory=list)
-    converged: bool = False
     iterations: int = 0
 
 
@@ -178,7 +186,7 @@ class Problem:
         p, o = state.params, self.offsets
         off, prec = np.zeros(self.size), np.zeros(self.size)
         if self.sim:
-            off[0], prec[0] = np.log(state.a), 1.0 / LOG_SCALE_SIGMA**2
+            off[0], prec[0] = np.log(state.scale), 1.0 / LOG_SCALE_SIGMA**2
         if self.stage.shape and self.ev.S:
             off[o[1] : o[2]], prec[o[1] : o[2]] = p.shape, 1.0
         if self.stage.expression:
@@ -199,10 +207,10 @@ class Problem:
         new = state.copy()
         o, p = self.offsets, new.params
         if self.sim:
-            new.a = float(np.clip(state.a * float(np.exp(delta[0])), *SCALE_RANGE))
+            new.scale = float(np.clip(state.scale * float(np.exp(delta[0])), *SCALE_RANGE))
             R = _rotation(delta[1:4])
-            new.Q = R @ state.Q
-            new.b = state.b + delta[4:7]
+            new.rotation = R @ state.rotation
+            new.shift = state.shift + delta[4:7]
         if self.stage.shape and self.ev.S:
             p.shape = np.clip(p.shape + delta[o[1] : o[2]], -SHAPE_BOUND, SHAPE_BOUND)
         if self.stage.expression:
@@ -220,15 +228,16 @@ class Problem:
         return new
 
     def residuals(
-        self, state: State, rows: Rows, verts: np.ndarray, pos: np.ndarray
+        self, state: State, rows: Correspondences, verts: np.ndarray, pos: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """r [N] and z = a Q x [N, 3]; verts [U, 3] of the unique corners, pos maps vertex -> row of verts."""
-        z = state.a * rows.points @ state.Q.T
+        """r [N] and z = scale * rotation @ x [N, 3]; verts [U, 3] of the unique corners, pos
+        maps vertex -> row of verts."""
+        z = state.scale * rows.points @ state.rotation.T
         q = np.einsum("nk,nkc->nc", rows.bary, verts[pos[rows.corners]])
-        return np.einsum("nc,nc->n", rows.normals, q - z - state.b), z
+        return np.einsum("nc,nc->n", rows.normals, q - z - state.shift), z
 
     def linearize(
-        self, state: State, rows: Rows, subset: Subset, pos: np.ndarray
+        self, state: State, rows: Correspondences, subset: Subset, pos: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Residuals r [N] and Jacobian [N, P]; subset holds the rows' unique corner vertices,
         pos maps a vertex to its place in the subset."""
@@ -241,7 +250,8 @@ class Problem:
         J = np.zeros((N, self.size))
         n = rows.normals
         if self.sim:
-            J[:, 0] = -np.einsum("nc,nc->n", n, z)
+            if self.stage.scale:
+                J[:, 0] = -np.einsum("nc,nc->n", n, z)
             J[:, 1:4] = np.cross(n, z)
             J[:, 4:7] = -n
         if jv.shape[2]:
@@ -272,7 +282,7 @@ class Fitter:
     # ----------------------------------------------------------- correspondences
     def correspond(
         self, state: State, points_cm: np.ndarray, scan_normals: np.ndarray | None, trim_floor: float
-    ) -> tuple[Rows, np.ndarray]:
+    ) -> tuple[Correspondences, np.ndarray]:
         """Closest-point rows for scan points [N, 3] (cm, scan frame) and their distances [N] (cm)."""
         verts = self.ev.vertices(state.params)
         prox = MeshProximity(verts, self.triangles)
@@ -285,13 +295,13 @@ class Fitter:
         w = (dist <= tau).astype(np.float64)
         if scan_normals is not None:
             # |cos|: scanner meshes do not always wind their faces outwards.
-            compat = np.abs(np.einsum("nc,nc->n", scan_normals @ state.Q.T, normals))
+            compat = np.abs(np.einsum("nc,nc->n", scan_normals @ state.rotation.T, normals))
             w[compat < 0.3] = 0.0
         # Huber weights on the point-to-plane residual.
         r = np.abs(np.einsum("nc,nc->n", normals, c.point - y))
         huber = 2.0 * self.sigma
         w *= np.where(r <= huber, 1.0, huber / np.maximum(r, 1e-12))
-        rows = Rows(self.triangles[c.triangle], c.bary, normals, points_cm, w)
+        rows = Correspondences(self.triangles[c.triangle], c.bary, normals, points_cm, w)
         return rows, dist
 
     def score(self, state: State, points_cm: np.ndarray, sample: int = 3000, cap_cm: float = 1.0) -> float:
@@ -305,7 +315,9 @@ class Fitter:
         return float(np.minimum(d, cap_cm).mean())
 
     # --------------------------------------------------------------------- solve
-    def energy(self, problem: Problem, state: State, rows: Rows, scale: float, subset: Subset, pos) -> float:
+    def energy(
+        self, problem: Problem, state: State, rows: Correspondences, scale: float, subset: Subset, pos
+    ) -> float:
         r, _ = problem.residuals(state, rows, subset.vertices(state.params), pos)
         off, prec = problem.prior(state)
         return float(scale * (rows.weights * r**2).sum() / self.sigma**2 + (prec * off**2).sum())
@@ -319,7 +331,7 @@ class Fitter:
         extra_rows=None,
     ) -> tuple[State, StageLog, bool]:
         """LM iterations of one stage; correspondences refreshed every iteration.
-        extra_rows(state) -> Rows or None adds fixed rows (landmarks, registered vertices)."""
+        extra_rows(state) -> Correspondences or None adds fixed rows (landmarks, registered vertices)."""
         st = problem.stage
         mu = 1e-3
         converged = False
@@ -345,7 +357,7 @@ class Fitter:
                 extra = extra_rows(state)
                 if extra is not None:
                     parts.append(extra)
-            rows = Rows.concat(parts)
+            rows = Correspondences.concat(parts)
             used = float((rows.weights > 0).sum())
             if used < MIN_ROWS:  # nothing left to fit: stop rather than follow the priors alone
                 break
@@ -381,10 +393,10 @@ class Fitter:
             energy = e0
             # Correspondences and weights are refreshed every iteration, so the energy never
             # settles exactly: converged means less than 0.2% left to gain in a step.
-            if not accepted or (e0 - e1) < 2e-3 * max(e0, 1e-12):
-                converged = True
-                if it >= 1:
-                    break
+            # converged: the energy settled in the last iteration run (not in some earlier one).
+            converged = not accepted or (e0 - e1) < 2e-3 * max(e0, 1e-12)
+            if converged and it >= 1:
+                break
         return state, StageLog(st.name, it + 1, energy, median, inliers), converged
 
 

@@ -13,6 +13,13 @@ FACE, NECK, BACK_OF_HEAD = 0, 1, 2
 REGION_NAMES = ("face", "neck", "back_of_head")
 
 
+def head_weights(data: ModelData) -> np.ndarray:
+    """[V] each vertex's skinning weight on the head bone (oc1, or the last bone)."""
+    head_bone = data.bone_names.index("oc1") if "oc1" in data.bone_names else data.num_bones - 1
+    w = np.asarray(data.skinning_weights, np.float64)
+    return w[:, head_bone] / np.maximum(w.sum(1), 1e-12)
+
+
 def vertex_regions(data: ModelData, vertices: np.ndarray | None = None) -> np.ndarray:
     """Region [V] (FACE, NECK or BACK_OF_HEAD) of every vertex.
 
@@ -23,8 +30,7 @@ def vertex_regions(data: ModelData, vertices: np.ndarray | None = None) -> np.nd
     to the template.
     """
     v = data.template_vertices if vertices is None else np.asarray(vertices)
-    head_bone = data.bone_names.index("oc1") if "oc1" in data.bone_names else data.num_bones - 1
-    neck = data.skinning_weights[:, head_bone] < 0.5
+    neck = head_weights(data) < 0.5
     if data.landmark_indices is not None and len(data.landmark_indices) >= 17:
         z_split = float(v[data.landmark_indices[[0, 16]], 2].mean())
     else:
@@ -33,10 +39,3 @@ def vertex_regions(data: ModelData, vertices: np.ndarray | None = None) -> np.nd
     regions = np.where(v[:, 2] >= z_split, FACE, BACK_OF_HEAD)
     regions[neck] = NECK
     return regions.astype(np.int64)
-
-
-def triangle_regions(data: ModelData, triangles: np.ndarray) -> np.ndarray:
-    """Region [F] of each triangle: the region of most of its corners (first corner on ties)."""
-    r = vertex_regions(data)[triangles]  # [F, 3]
-    counts = np.stack([(r == k).sum(1) for k in range(len(REGION_NAMES))], 1)
-    return counts.argmax(1)

@@ -27,19 +27,28 @@ def distance_stats(d: np.ndarray) -> dict[str, float | int | None]:
     }
 
 
+def _covered(result: FitResult) -> np.ndarray:
+    if result.vertex_covered is not None:
+        return np.asarray(result.vertex_covered, bool)
+    return np.asarray(result.vertex_distances_mm) <= 5.0
+
+
 def build_report(result: FitResult, model_data, scan_name: str = "scan") -> dict:
     """JSON-ready dict: distances in mm overall and per region, units, iterations, time,
-    convergence, confidence. Model-to-scan distances cover the whole model, parts the scan
-    lacks included; `covered_fraction` says how much of each region has scan points within 5 mm."""
+    convergence, confidence and the evidence behind it. Both distances are point-to-surface:
+    scan-to-model from scan points to the fitted triangles, model-to-scan from the fitted
+    vertices the scan covers to the scan's surface (its triangles, or local planes through
+    a point cloud); `covered_fraction` says how much of each region the scan covers."""
     vreg = vertex_regions(model_data)
     s2m, m2s = result.scan_distances_mm, result.vertex_distances_mm
+    covered = _covered(result)
     regions = {}
     for k, name in enumerate(REGION_NAMES):
-        m = m2s[vreg == k]
+        inside = vreg == k
         regions[name] = {
             "scan_to_model_mm": distance_stats(s2m[result.scan_regions == k]),
-            "model_to_scan_mm": distance_stats(m),
-            "covered_fraction": round(float((m <= 5.0).mean()), 4) if m.size else None,
+            "model_to_scan_mm": distance_stats(m2s[inside & covered]),
+            "covered_fraction": round(float(covered[inside].mean()), 4) if inside.any() else None,
         }
     return {
         "scan": scan_name,
@@ -49,10 +58,12 @@ def build_report(result: FitResult, model_data, scan_name: str = "scan") -> dict
         "message": result.message,
         "converged": bool(result.converged),
         "confidence": round(float(result.confidence), 4),
+        "evidence": result.evidence,
         "iterations": int(result.iterations),
         "time_s": {k: round(float(v), 3) for k, v in result.timings.items()},
         "scan_to_model_mm": distance_stats(s2m),
-        "model_to_scan_mm": distance_stats(m2s),
+        "model_to_scan_mm": distance_stats(m2s[covered]),
+        "covered_fraction": round(float(covered.mean()), 4),
         "regions": regions,
         "similarity": {
             "scale": float(result.scale),
@@ -117,9 +128,10 @@ def render_fit(
         gv, gt = _point_glyphs(pts[pick], 0.08)
         scan_img = render_mesh(gv, gt, size=size, frame=frame)
     fit_img = render_mesh(fit_v, model_tris, size=size, frame=frame)
-    # Farther than max_mm means the scan has no surface there (a hole, a cut): grey, not "bad".
+    # Where the scan has no surface (a hole, a cut) the map is grey, not "bad"; the colours
+    # are the report's model-to-scan distances.
     distances = np.asarray(result.vertex_distances_mm, np.float64)
-    uncovered = distances > max_mm
+    uncovered = ~_covered(result)
     heat = render_heatmap(
         fit_v,
         model_tris,
@@ -129,6 +141,6 @@ def render_fit(
         unit="mm",
         size=size,
         frame=frame,
-        label=f"grey: no scan within {max_mm:g} mm" if uncovered.any() else None,
+        label="grey: not covered by the scan" if uncovered.any() else None,
     )
     return compose_sheet([scan_img, fit_img, heat], ["scan", "fit", "fit to scan distance"], columns=3)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +24,49 @@ from hack_model.io.errors import ModelFileError
 from hack_model.io.npy import read_npy
 from hack_model.io.safe_pickle.budget import MAX_FILE_BYTES
 
-from .fit import ScanData, mesh_to_points
+from .geometry import face_normals, sample_surface
 
 MESH_SUFFIXES = {".ply", ".obj", ".stl", ".off", ".glb", ".gltf"}
 CLOUD_SUFFIXES = {".xyz", ".npy", ".pts"}
 SCAN_SUFFIXES = MESH_SUFFIXES | CLOUD_SUFFIXES
+
+
+@dataclass
+class ScanData:
+    """A scan: points [N, 3] in its own units, optional normals [N, 3] and triangles [F, 3]
+    (then `points` are the mesh's vertices)."""
+
+    points: np.ndarray
+    normals: np.ndarray | None = None
+    triangles: np.ndarray | None = None
+    name: str = "scan"
+
+    @property
+    def has_triangles(self) -> bool:
+        return self.triangles is not None and len(self.triangles) > 0
+
+
+def mesh_to_points(scan: ScanData, count: int, rng: np.random.Generator) -> ScanData:
+    """A mesh scan as `count` area-uniform surface samples with face normals (a scanner
+    mesh's vertex density is uneven); a scan without triangles comes back unchanged."""
+    if not scan.has_triangles:
+        return scan
+    v = np.asarray(scan.points, np.float64)
+    tris = valid_triangles(v, scan.triangles)
+    if len(tris) == 0:
+        return ScanData(v, None, None, scan.name)
+    try:
+        points, face, _ = sample_surface(v, tris, count, rng)
+    except ValueError:  # no area: use the vertices as points
+        return ScanData(v, None, None, scan.name)
+    return ScanData(points, face_normals(v, tris)[face], None, scan.name)
+
+
+def valid_triangles(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """The triangles [F', 3] whose corner indices exist and whose corners are finite."""
+    tris = np.asarray(triangles, np.int64).reshape(-1, 3)
+    tris = tris[((tris >= 0) & (tris < len(vertices))).all(1)]
+    return tris[np.isfinite(vertices[tris]).all((1, 2))]
 
 
 class ScanError(ModelFileError):
@@ -212,7 +251,8 @@ def _check_header(path: Path, suffix: str, size: int) -> None:
 
 
 def scan_points(scan: ScanData, count: int, rng: np.random.Generator) -> ScanData:
-    """A mesh scan as `count` area-uniform surface samples with face normals; point clouds unchanged."""
+    """Deprecated alias of `mesh_to_points` (`fit_scan` samples a mesh itself and keeps its
+    triangles for the report's model-to-scan distances: pass it the loaded ScanData)."""
     return mesh_to_points(scan, count, rng)
 
 

@@ -14,7 +14,7 @@ from scipy.spatial.transform import Rotation
 
 from .alignment import UNIT_TO_CM, Similarity
 from .evaluator import ModelEvaluator, ModelParams
-from .geometry import sample_surface, triangle_areas
+from .geometry import face_normals, sample_surface, triangle_areas
 
 
 @dataclass
@@ -101,5 +101,137 @@ def make_scan(
     to_units = 1.0 / UNIT_TO_CM[units]
     R = Rotation.random(random_state=rng).as_matrix() if rotate else np.eye(3)
     t = rng.normal(0.0, 30.0, 3) * to_units  # scan origin anywhere within a metre or so
+    sim = Similarity(to_units, R, t)
+    return SyntheticScan(sim.apply(cloud), units, params, sim, sim.apply(verts), keep, outlier)
+
+
+# ------------------------------------------------------------- scans of the kinds people have
+KINDS = ("full", "holes", "face", "frontal")
+
+
+@dataclass
+class RecordedFrames:
+    """Recorded parameter sequences to draw frames from: neck_pose [T, J, 3], larynx_height
+    [T], larynx_scale [T] (one frame of a sequence each) and expression [T', E]."""
+
+    neck_pose: np.ndarray
+    larynx_height: np.ndarray
+    larynx_scale: np.ndarray
+    expression: np.ndarray
+
+    @classmethod
+    def load(cls, folder) -> RecordedFrames:
+        """From a release's data folder (theta_list, tau_list, alpha_list, bsw_list .npy)."""
+        from pathlib import Path
+
+        folder = Path(folder)
+
+        def arr(name):
+            return np.load(folder / f"{name}_list.npy", allow_pickle=False).astype(np.float64)
+
+        return cls(arr("theta"), arr("tau").reshape(-1), arr("alpha").reshape(-1), arr("bsw"))
+
+
+def recorded_params(
+    ev: ModelEvaluator, rng: np.random.Generator, frames: RecordedFrames, shape_sd: float = 0.8
+) -> ModelParams:
+    """Shape ~ N(0, shape_sd^2); neck pose and larynx of one random recorded frame, the
+    expression weights of another."""
+    t = int(rng.integers(len(frames.neck_pose)))
+    e = int(rng.integers(len(frames.expression)))
+    expression = np.zeros(ev.E)
+    n = min(ev.E, frames.expression.shape[1])
+    expression[:n] = frames.expression[e, :n]
+    pose = np.zeros((ev.J, 3))
+    j = min(ev.J, frames.neck_pose.shape[1])
+    pose[:j] = frames.neck_pose[t, :j]
+    return ModelParams(
+        rng.normal(0.0, shape_sd, ev.S),
+        expression,
+        pose,
+        float(frames.larynx_height[t]),
+        float(frames.larynx_scale[t]),
+    )
+
+
+def _visible_from(points: np.ndarray, direction: np.ndarray, cell: float, depth_tol: float) -> np.ndarray:
+    """Mask [N] of points not hidden from an orthographic camera looking along -direction
+    (a z-buffer on a grid of `cell` cm: within depth_tol of the front-most in its cell)."""
+    d = direction / np.linalg.norm(direction)
+    u = np.cross(d, [0.0, 1.0, 0.0] if abs(d[1]) < 0.9 else [1.0, 0.0, 0.0])
+    u /= np.linalg.norm(u)
+    w = np.cross(d, u)
+    depth = points @ d
+    ij = np.floor(np.stack([points @ u, points @ w], 1) / cell).astype(np.int64)
+    ij -= ij.min(0)
+    key = ij[:, 0] * (ij[:, 1].max() + 1) + ij[:, 1]
+    front = np.full(key.max() + 1, -np.inf)
+    np.maximum.at(front, key, depth)
+    return depth >= front[key] - depth_tol
+
+
+def make_kind_scan(
+    ev: ModelEvaluator,
+    rng: np.random.Generator,
+    kind: str,
+    frames: RecordedFrames | None = None,
+    points: int = 100_000,
+    noise_mm: float = 0.5,
+    outliers: float = 0.03,
+    shape_sd: float = 0.8,
+    facing_deg: float = 35.0,
+    units: str | None = None,
+) -> SyntheticScan:
+    """A scan of one kind, with known truth:
+
+    full     the whole surface
+    holes    20% of the surface removed in one to three holes
+    face     the face alone (the front of the head above the neck, FACE region)
+    frontal  what one camera sees: the camera turned by a random yaw (+-30 deg) and pitch
+             (+-20 deg) from the face's front, and only the unoccluded surface whose normal
+             faces it within `facing_deg`
+
+    Parameters come from recorded frames (or random_params without them), then noise,
+    uniform outliers around the surface, a random rotation, translation and units."""
+    from .regions import FACE, vertex_regions
+
+    if kind not in KINDS:
+        raise ValueError(f"unknown scan kind {kind!r} (use {', '.join(KINDS)})")
+    params = recorded_params(ev, rng, frames, shape_sd) if frames is not None else random_params(ev, rng)
+    verts = _model_vertices(ev.model, params)
+    tris = ev.triangles
+    n_out = int(round(points * outliers))
+    n_surf = points - n_out
+    if kind in ("full", "holes", "face"):
+        if kind == "full":
+            keep = np.ones(len(tris), bool)
+        elif kind == "holes":
+            keep = cut_holes(verts, tris, 0.2, int(rng.integers(1, 4)), rng)
+        else:
+            keep = (vertex_regions(ev.model.data)[tris] == FACE).all(1)
+        surface, _, _ = sample_surface(verts, tris[keep], n_surf, rng)
+    else:
+        yaw, pitch = np.deg2rad(rng.uniform(-30, 30)), np.deg2rad(rng.uniform(-20, 20))
+        toward = Rotation.from_euler("yx", [yaw, pitch]).apply([0.0, 0.0, 1.0])  # +z: the face's front
+        dense, face_idx, _ = sample_surface(verts, tris, 6 * n_surf, rng)
+        n = face_normals(verts, tris)
+        facing = n[face_idx] @ toward >= np.cos(np.deg2rad(facing_deg))
+        seen = facing & _visible_from(dense, toward, cell=0.15, depth_tol=0.3)
+        keep = np.zeros(len(tris), bool)
+        keep[face_idx[seen]] = True
+        idx = np.nonzero(seen)[0]
+        surface = dense[rng.choice(idx, min(n_surf, len(idx)), replace=False)]
+    surface = surface + rng.normal(0.0, noise_mm / 10.0, surface.shape)
+    lo, hi = surface.min(0), surface.max(0)
+    pad = 0.1 * (hi - lo)
+    stray = rng.uniform(lo - pad, hi + pad, (n_out, 3))
+    cloud = np.concatenate([surface, stray])
+    outlier = np.r_[np.zeros(len(surface), bool), np.ones(n_out, bool)]
+    order = rng.permutation(len(cloud))
+    cloud, outlier = cloud[order], outlier[order]
+    units = str(rng.choice(list(UNIT_TO_CM))) if units is None else units
+    to_units = 1.0 / UNIT_TO_CM[units]
+    R = Rotation.random(random_state=rng).as_matrix()
+    t = rng.normal(0.0, 30.0, 3) * to_units
     sim = Similarity(to_units, R, t)
     return SyntheticScan(sim.apply(cloud), units, params, sim, sim.apply(verts), keep, outlier)

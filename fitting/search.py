@@ -1,0 +1,122 @@
+"""The global start of a fit without landmarks: rigid hypotheses, neck twists and small
+tilts, each given a short similarity+shape+neck solve (the probe) and ranked by how well it
+explains the scan."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from .alignment import Alignment, initial_alignment, neck_search
+from .evaluator import ModelEvaluator, ModelParams
+from .geometry import face_normals, sample_surface
+from .optimize import PROBE_STAGE, Fitter, Problem, State
+from .regions import FACE, head_weights, vertex_regions
+
+# FIT_DEBUG=1 prints the hypothesis scores.
+DEBUG = bool(os.environ.get("FIT_DEBUG"))
+# Rounds of the tilt search (each continues from the previous round's winner).
+TILT_ROUNDS = 3
+
+
+def search_start(
+    fitter: Fitter,
+    ev: ModelEvaluator,
+    scan_cm: np.ndarray,
+    normals: np.ndarray | None,
+    rng: np.random.Generator,
+    neck_hypotheses: int = 4,
+    tilts: bool = True,
+) -> tuple[State, list[tuple[float, State]], Alignment]:
+    """The best probed start state, every probed hypothesis (score, state) and the rigid
+    alignment (its trimmed distance, and the other rigid basins)."""
+    neutral_params = ModelParams.neutral(ev.S, ev.E, ev.J)
+    neutral = ev.vertices(neutral_params)
+    model_samples, face, _ = sample_surface(neutral, ev.triangles, 5000, rng)
+    head_weight = head_weights(ev.model.data)[ev.triangles[face]].mean(1)
+    on_face = (vertex_regions(ev.model.data)[ev.triangles[face]] == FACE).all(1)
+    # What a frontal camera sees: the head's surface facing the front (+z) within 45 degrees.
+    facing = face_normals(neutral, ev.triangles)[face][:, 2] >= np.cos(np.deg2rad(45.0))
+    alignment = initial_alignment(
+        scan_cm,
+        model_samples,
+        rng,
+        head=head_weight >= 0.5,
+        face=on_face,
+        parts=[facing & (head_weight >= 0.5)],
+    )
+    state, pool = search_from(fitter, ev, alignment.transform, scan_cm, normals, rng, neck_hypotheses, tilts)
+    return state, pool, alignment
+
+
+def search_from(
+    fitter: Fitter,
+    ev: ModelEvaluator,
+    sim,
+    scan_cm: np.ndarray,
+    normals: np.ndarray | None,
+    rng: np.random.Generator,
+    neck_hypotheses: int = 4,
+    tilts: bool = True,
+) -> tuple[State, list[tuple[float, State]]]:
+    """The best probed state around one rigid start `sim` (model -> scan cm) and every
+    probed hypothesis (score, state)."""
+    neutral_params = ModelParams.neutral(ev.S, ev.E, ev.J)
+    pool: list[tuple[float, State]] = []
+    # The rigid start, then neck twist/bend hypotheses for it: each gets a short
+    # similarity+shape+neck solve, which tells them apart far better than rigid scores.
+    state = best_probe(fitter, ev, [State.from_similarity(neutral_params, sim)], scan_cm, normals, pool=pool)
+    if neck_hypotheses:
+        states = [state]
+        for pose, sim_h, _ in neck_search(ev, state.similarity(), scan_cm, rng, top=neck_hypotheses):
+            p = state.params.copy()
+            p.neck_pose = pose
+            states.append(State.from_similarity(p, sim_h))
+        state = best_probe(fitter, ev, states, scan_cm, normals, skip_first=True, pool=pool)
+    if tilts:
+        # The rigid head fit can stay ~10-30 degrees off; probe small tilts of the best,
+        # and again from a tilt that won (a descent over tilts in 10 degree steps).
+        for _ in range(TILT_ROUNDS):
+            states = [state] + [tilted(state, axis, angle) for axis in (0, 1) for angle in (-10.0, 10.0)]
+            new_state = best_probe(fitter, ev, states, scan_cm, normals, skip_first=True, pool=pool)
+            if new_state is state:
+                break
+            state = new_state
+    return state, pool
+
+
+def best_probe(
+    fitter: Fitter,
+    ev: ModelEvaluator,
+    states: list[State],
+    scan_cm: np.ndarray,
+    normals,
+    skip_first=False,
+    pool: list | None = None,
+) -> State:
+    """Run the probe stage from each state (the first as it is when skip_first: it was probed);
+    return the one whose capped scan distance is lowest."""
+    scored = []
+    for i, cand in enumerate(states):
+        if not (skip_first and i == 0):
+            cand, _, _ = fitter.run_stage(Problem(ev, PROBE_STAGE), cand, scan_cm, normals)
+        scored.append((fitter.score(cand, scan_cm), i, cand))
+    if DEBUG:
+        print("probe scores", [round(x[0], 4) for x in scored])
+    if pool is not None:
+        pool.extend((x[0], x[2]) for x in scored[1 if skip_first else 0 :])
+    return min(scored, key=lambda x: (x[0], x[1]))[2]
+
+
+def tilted(state: State, axis: int, degrees: float) -> State:
+    """The state with its model turned about a model axis through the model's head bone."""
+    omega = np.zeros(3)
+    omega[axis] = np.deg2rad(degrees)
+    R = Rotation.from_rotvec(omega).as_matrix()
+    # y = s Q x + b -> the model frame turned by R: y' = R y (about the origin, near the head).
+    new = state.copy()
+    new.rotation = R @ state.rotation
+    new.shift = R @ state.shift
+    return new
