@@ -280,10 +280,10 @@ def neck_search(
     rest = ev.vertices(neutral_p)
     corners = np.unique(neck_tris)
     sub = ev.subset(corners)
-    rest_c = sub._rest(neutral_p)  # [C, 3]
+    rest_c = sub.rest_vertices(neutral_p)  # [C, 3]
     pose_t = torch.as_tensor(poses)
     mats = ev.bone_matrices(pose_t, ev.joints(neutral_p))  # [H, J, 3, 4]
-    blended = torch.einsum("hjk,jv->hvk", mats.reshape(H, J, 12), sub.weights).reshape(H, -1, 3, 4)
+    blended = torch.einsum("hjk,jv->hvk", mats.reshape(H, J, 12), sub.weights_by_bone).reshape(H, -1, 3, 4)
     posed_c = (blended[..., 3] + (blended[..., :3] @ rest_c[None, :, :, None])[..., 0]).numpy()  # [H, C, 3]
     _, face, bary = sample_surface(rest, neck_tris, samples, rng)
     local = np.searchsorted(corners, neck_tris[face])  # [S, 3] rows of posed_c

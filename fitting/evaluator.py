@@ -131,11 +131,6 @@ class ModelEvaluator:
         """[V] every vertex's skinning weight on the head bone (the last, oc1)."""
         return self.weights_by_bone[-1].cpu().numpy()
 
-    @property
-    def weights_t(self) -> torch.Tensor:
-        """Deprecated name of `weights_by_bone` [J, V]."""
-        return self.weights_by_bone
-
     # ------------------------------------------------------------------ evaluation
     def larynx_offsets_raw(self, height: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """[B, V_larynx, 3] larynx offsets of the support vertices (basis.larynx.vertex_index)."""
@@ -229,11 +224,6 @@ class Subset:
                 self.larynx_hit = torch.as_tensor(hit, device=ev.device)
                 self.larynx_pos = torch.as_tensor(pos[hit], device=ev.device)
 
-    @property
-    def weights(self) -> torch.Tensor:
-        """Deprecated name of `weights_by_bone` [J, Vs]."""
-        return self.weights_by_bone
-
     def larynx_delta(self, height: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """[B, Vs, 3] larynx offsets from the rest larynx for height, scale [B, 1]."""
         ev = self.ev
@@ -249,8 +239,6 @@ class Subset:
         if self.larynx_hit is not None:
             base = base + self.larynx_delta(t([[p.larynx_height]]), t([[p.larynx_scale]]))[0]
         return base
-
-    _rest = rest_vertices  # deprecated name
 
     def _unposed(self, rest: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
         """[Vs, 3] rest + pose correctives for one pose [J, 3]."""
