@@ -120,6 +120,7 @@ def cmd_build_default(args: argparse.Namespace) -> None:
 def cmd_render(args: argparse.Namespace) -> None:
 
     from .images import save_png
+    from .model_data import preview_albedo
     from .render import render_mesh
 
     out = Path(args.output)
@@ -136,7 +137,7 @@ def cmd_render(args: argparse.Namespace) -> None:
         view=view,
         size=args.size,
         transparent=args.transparent,
-        vertex_colors=model.data.vertex_colors,
+        vertex_colors=preview_albedo(model.data),
     )
     save_png(out, image)
     print(f"wrote {out}")

@@ -17,6 +17,7 @@ import torch
 from .action_units import action_unit_label
 from .anatomy import HEAD_MOVEMENTS, MOTION_AXIS, head_movement_pose, pose_limits_rad
 from .model import HACK
+from .model_data import preview_albedo
 from .params import canonical_name, forward_arguments, load_params, normalize_params
 
 CELL = 256  # pixels per sheet cell
@@ -65,7 +66,7 @@ def _render_cells(vertices: np.ndarray, model: HACK, frame_points: np.ndarray | 
     from .render import bounding_box, render_frames
 
     box = bounding_box(vertices if frame_points is None else frame_points)
-    kw.setdefault("vertex_colors", model.data.vertex_colors)
+    kw.setdefault("vertex_colors", preview_albedo(model.data))
     return render_frames(vertices, model.data.triangles(), frame=box, size=kw.pop("size", CELL), **kw)
 
 
@@ -260,7 +261,7 @@ def animate(
                     frame=box,
                     size=size,
                     view=view,
-                    vertex_colors=model.data.vertex_colors,
+                    vertex_colors=preview_albedo(model.data),
                 ):
                     writer.append_data(image)
                     bar(1)

@@ -52,6 +52,7 @@ class ModelData:
     range_of_motion: np.ndarray | None = None  # [J, 3] degrees, see MOTION_AXES
     mirror_vertex_map: np.ndarray | None = None  # [V] int, index of the x-mirrored vertex
     vertex_colors: np.ndarray | None = None  # [V, 3] sRGB in [0, 1]: preview albedo (skin, lips, eyes)
+    texture_png: np.ndarray | None = None  # [n] uint8: a PNG file, the albedo over uv_coords
     units: str = "cm"
     metadata: dict[str, Any] = field(default_factory=dict)  # name, version, license, source, ...
     extras: dict[str, np.ndarray] = field(default_factory=dict)  # model-specific arrays
@@ -186,9 +187,50 @@ class ModelData:
             c = np.asarray(self.vertex_colors, np.float64)
             if not np.isfinite(c).all() or c.min() < 0.0 or c.max() > 1.0:
                 raise ModelDataError("vertex_colors must be sRGB values in [0, 1]")
+        if self.texture_png is not None:
+            t = np.asarray(self.texture_png)
+            if t.dtype != np.uint8 or t.ndim != 1 or bytes(t[:8]) != b"\x89PNG\r\n\x1a\n":
+                raise ModelDataError("texture_png must be the bytes of a PNG file as a uint8 array [n]")
+            if self.uv_coords is None:
+                raise ModelDataError("texture_png needs uv_coords")
         for key, value in self.extras.items():
             if not isinstance(value, np.ndarray) or value.dtype == object:
                 raise ModelDataError(f"extras[{key!r}] must be a numeric numpy array")
+
+
+def texture_image(data: ModelData) -> np.ndarray | None:
+    """The model's albedo texture as sRGB floats [H, W, 3] in [0, 1] (row 0 is v = 1), or None."""
+    if data.texture_png is None:
+        return None
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(np.asarray(data.texture_png, np.uint8).tobytes())) as im:
+        return np.asarray(im.convert("RGB"), np.float64) / 255.0
+
+
+def texture_vertex_colors(data: ModelData) -> np.ndarray | None:
+    """The texture sampled (bilinearly) at each vertex's UV: sRGB [V, 3], or None."""
+    img = texture_image(data)
+    if img is None or data.vertex_uvs is None:
+        return None
+    H, W = img.shape[:2]
+    uv = np.clip(np.asarray(data.vertex_uvs, np.float64), 0.0, 1.0)
+    fx, fy = uv[:, 0] * W - 0.5, (1.0 - uv[:, 1]) * H - 0.5
+    x0 = np.clip(np.floor(fx).astype(int), 0, W - 2)
+    y0 = np.clip(np.floor(fy).astype(int), 0, H - 2)
+    tx, ty = np.clip(fx - x0, 0, 1)[:, None], np.clip(fy - y0, 0, 1)[:, None]
+    top = img[y0, x0] * (1 - tx) + img[y0, x0 + 1] * tx
+    bot = img[y0 + 1, x0] * (1 - tx) + img[y0 + 1, x0 + 1] * tx
+    return np.clip(top * (1 - ty) + bot * ty, 0.0, 1.0)
+
+
+def preview_albedo(data: ModelData) -> np.ndarray | None:
+    """What renderers colour the skin with: the texture at the vertices' UVs when the model
+    has one, else its vertex colours (sRGB [V, 3]), else None."""
+    tex = texture_vertex_colors(data)
+    return tex if tex is not None else data.vertex_colors
 
 
 def fan_triangulate(corners: np.ndarray, sizes: np.ndarray) -> np.ndarray:
