@@ -131,7 +131,7 @@ def test_expression_names_and_action_units(data):
 
 def test_mesh_layout(data, P, tris):
     V = data.num_vertices
-    assert 8000 <= V <= 16000
+    assert 8000 <= V <= 20000
     sizes = data.polygon_sizes
     assert (sizes == 4).mean() > 0.9  # quad-dominant
     assert data.uv_coords is not None and data.polygon_uv_indices is not None
@@ -231,7 +231,9 @@ def test_texture(data):
     err = np.abs(texture_vertex_colors(data) - C)[skin].max(axis=1)
     assert np.median(err) < 0.01 and np.quantile(err, 0.95) < 0.05
     assert json.loads(json.dumps(data.metadata["parts"]))["0"] == "skin"
-    assert set(data.metadata["parts"].values()) == {"skin", "eye_L", "eye_R", "mouth"}
+    assert set(data.metadata["parts"].values()) == {
+        "skin", "eye_L", "eye_R", "mouth", "teeth_upper", "gums_upper", "teeth_lower", "gums_lower", "tongue"
+    }
 
 
 def test_left_right_shapes_are_exact_mirrors(data):

@@ -22,6 +22,9 @@ SCLERA = np.array([0.93, 0.91, 0.87])
 IRIS = np.array([0.36, 0.27, 0.18])
 LIMBUS = np.array([0.20, 0.15, 0.11])
 PUPIL = np.array([0.04, 0.03, 0.03])
+TEETH = np.array([0.93, 0.90, 0.82])
+GUM = np.array([0.82, 0.47, 0.47])
+TONGUE = np.array([0.78, 0.40, 0.42])
 MOUTH_OUTER = np.array([0.55, 0.25, 0.25])
 MOUTH_DEEP = np.array([0.22, 0.07, 0.08])
 UPPER_VERMILION = 0.62  # cm above the lip line at the middle
@@ -125,6 +128,10 @@ def preview_colours(topo: hm.Topology, P: np.ndarray, hp: HeadParams | None = No
     for k in range(bag.shape[0]):
         depth = (k + 1) / bag.shape[0]
         c[bag[k]] = MOUTH_OUTER * (1 - depth) + MOUTH_DEEP * depth
+    part = topo.part
+    c[(part == hm.PART_TEETH_UPPER) | (part == hm.PART_TEETH_LOWER)] = TEETH
+    c[(part == hm.PART_GUM_UPPER) | (part == hm.PART_GUM_LOWER)] = GUM
+    c[part == hm.PART_TONGUE] = TONGUE
     return np.clip(c, 0.0, 1.0)
 
 

@@ -27,7 +27,11 @@ EXPRESSION_NAMES = [
     "mouthUpperUp_R", "noseSneer_L", "noseSneer_R",
 ]  # fmt: skip
 VERSION = "0.2.0"
-PART_NAMES = {"skin": hm.PART_SKIN, "eye_L": hm.PART_EYE_L, "eye_R": hm.PART_EYE_R, "mouth": hm.PART_MOUTH}
+PART_NAMES = {
+    "skin": hm.PART_SKIN, "eye_L": hm.PART_EYE_L, "eye_R": hm.PART_EYE_R, "mouth": hm.PART_MOUTH,
+    "teeth_upper": hm.PART_TEETH_UPPER, "gums_upper": hm.PART_GUM_UPPER,
+    "teeth_lower": hm.PART_TEETH_LOWER, "gums_lower": hm.PART_GUM_LOWER, "tongue": hm.PART_TONGUE,
+}
 
 
 def build_mean_head(hp: HeadParams | None = None):
@@ -125,7 +129,7 @@ def build_default_model(seed: int = 0) -> ModelData:
         vertex_colors=colours,
         texture_png=texture,
         extras={
-            "part": topo.part.astype(np.int8),  # 0 skin, 1/2 left/right eyeball, 3 mouth bag
+            "part": topo.part.astype(np.int8),  # names in metadata["parts"]
             "eye_margin_upper_L": topo.upper_margin["eye_L"].astype(np.int64),
             "eye_margin_lower_L": topo.lower_margin["eye_L"].astype(np.int64),
             "eye_margin_upper_R": topo.upper_margin["eye_R"].astype(np.int64),

@@ -180,7 +180,7 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     rx, rz = hp.neck_radius
     # towards the base the neck flares into the trapezius and the top of the shoulders
     # (sideways far more than front to back), so the cut at the base is a wide oval
-    tb = np.clip((-11.5 - y) / 7.8, 0.0, 1.2)
+    tb = np.clip((-14.0 - y) / 5.3, 0.0, 1.2)
     fx = 1.0 + 0.8 * tb**1.5
     fz = 1.0 + 0.12 * tb**2
     nq = np.stack([x / (rx * fx), (z - az) / (rz * fz)], axis=-1)
