@@ -119,12 +119,9 @@ class Rig:
         w *= smoothstep(self.elev, hm.E_JUNCTION - 0.5, -46.0)
         w[~self.skin] = 0.0
         w[(t.row < 0) & self.skin] = 0.0  # the crown never moves
-        # the mouth bag follows its lip margin; its merged back seam goes half way
+        # the oral cavity follows its lip margin at the front; deeper in, its floor goes with
+        # the mandible and its roof with the skull; its merged back seam goes half way
         loop, bag = t.bag_loop, t.bag_ids
-        L = len(loop)
-        for k in range(bag.shape[0] - 1):
-            w[bag[k]] = w[loop]
-        # deeper in, the cavity's floor goes with the mandible and its roof with the skull
         half = np.where(t.bag_side < 0, 1.0, np.where(t.bag_side > 0, 0.0, 0.5))
         K = bag.shape[0]
         for k in range(K - 1):
