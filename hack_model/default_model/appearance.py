@@ -103,8 +103,8 @@ def skin_variation(topo: hm.Topology, P: np.ndarray) -> np.ndarray:
     beard = _step(-y, 0.8, 2.0) * (1.0 - _step(-y, 8.0, 9.5)) * front
     beard *= 1.0 - _step(x, 5.5, 7.0) * _step(y, -5.5, -3.0)
     c = _mix(c, BEARD, 0.35 * beard)
-    pale = _step(-y, 8.0, 9.5) * (1.0 - _step(-y, 14.0, 17.0)) * _step(z, 0.0, 4.0)
-    return _mix(c, PALE, 0.7 * pale)
+    pale = _step(-y, 7.0, 9.0) * (1.0 - _step(-y, 10.0, 14.0)) * _step(z, 1.0, 5.0)
+    return _mix(c, PALE, 0.45 * pale)
 
 
 def eye_colours(unit: np.ndarray) -> np.ndarray:

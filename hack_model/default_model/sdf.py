@@ -175,6 +175,22 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     d = smin(d, ear, 0.6)
     concha = ellipsoid(q, [8.15 + 0.9 * (es - 1), 1.5, 0.0], np.array([0.8, 1.5, 0.95]) * es)
     d = smax(d, -concha, 0.5)
+    # the folds: helix rim, antihelix with its upper branch, tragus, antitragus, lobule
+    ec_ = np.array([7.95 + 0.9 * (es - 1), 1.8, -0.3])
+    rim = [ec_ + es * np.array([0.0, 2.75 * np.sin(a), 1.65 * np.cos(a)])
+           for a in np.radians([-40.0, 10.0, 60.0, 100.0, 140.0])]
+    for a, b in zip(rim[:-1], rim[1:]):
+        d = smin(d, capsule(q, a, b, 0.26 * es, 0.26 * es), 0.25)
+    anti = [ec_ + es * np.array([0.15, -1.2, -0.75]), ec_ + es * np.array([0.15, 0.6, -0.85]),
+            ec_ + es * np.array([0.1, 1.7, -0.2])]
+    for a, b in zip(anti[:-1], anti[1:]):
+        d = smin(d, capsule(q, a, b, 0.22 * es, 0.2 * es), 0.3)
+    for c_, r_, k_ in (
+        ([0.15, -0.4, 1.25], [0.3, 0.42, 0.28], 0.25),  # tragus
+        ([0.2, -1.35, -0.35], [0.28, 0.28, 0.3], 0.25),  # antitragus
+        ([-0.1, -2.55, 0.05], [0.42, 0.65, 0.62], 0.4),  # lobule
+    ):
+        d = smin(d, ellipsoid(q, ec_ + es * np.array(c_), es * np.array(r_)), k_)
     # Neck: elliptic tube around a forward-leaning axis, with the sternocleidomastoids.
     az = neck_axis_z(y, hp)
     rx, rz = hp.neck_radius
