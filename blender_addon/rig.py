@@ -300,7 +300,6 @@ def _packed_image(png: np.ndarray, name: str) -> bpy.types.Image:
     finally:
         os.unlink(path)
     image.name = name
-    image.filepath = ""
     return image
 
 

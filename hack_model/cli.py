@@ -120,8 +120,8 @@ def cmd_build_default(args: argparse.Namespace) -> None:
 def cmd_render(args: argparse.Namespace) -> None:
 
     from .images import save_png
-    from .model_data import preview_albedo
     from .render import render_mesh
+    from .texture import preview_albedo
 
     out = Path(args.output)
     if out.suffix.lower() != ".png":

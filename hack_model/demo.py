@@ -17,8 +17,8 @@ import torch
 from .action_units import action_unit_label
 from .anatomy import HEAD_MOVEMENTS, MOTION_AXIS, head_movement_pose, pose_limits_rad
 from .model import HACK
-from .model_data import preview_albedo
 from .params import canonical_name, forward_arguments, load_params, normalize_params
+from .texture import preview_albedo
 
 CELL = 256  # pixels per sheet cell
 

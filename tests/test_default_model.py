@@ -221,7 +221,7 @@ def test_preview_colours(data, P):
 
 
 def test_texture(data):
-    from hack_model.model_data import texture_image, texture_vertex_colors
+    from hack_model.texture import texture_image, texture_vertex_colors
 
     img = texture_image(data)
     assert img.shape == (512, 512, 3)
