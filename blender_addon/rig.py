@@ -277,8 +277,30 @@ def _add_preview_material(mesh: bpy.types.Mesh, data: ModelData, name: str) -> b
     color.layer_name = attribute.name
     color.location = (bsdf.location.x - 300, bsdf.location.y)
     tree.links.new(color.outputs["Color"], bsdf.inputs["Base Color"])
+    if data.texture_png is not None:  # the albedo texture over the UVs replaces the colours
+        texture = tree.nodes.new("ShaderNodeTexImage")
+        texture.image = _packed_image(data.texture_png, f"{name}_albedo")
+        texture.location = (bsdf.location.x - 300, bsdf.location.y + 250)
+        tree.links.new(texture.outputs["Color"], bsdf.inputs["Base Color"])
     mesh.materials.append(material)
     return material
+
+
+def _packed_image(png: np.ndarray, name: str) -> bpy.types.Image:
+    """A Blender image from PNG bytes, packed into the .blend (no file left behind)."""
+    import os
+    import tempfile
+
+    fd, path = tempfile.mkstemp(suffix=".png")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(np.asarray(png, np.uint8).tobytes())
+        image = bpy.data.images.load(path)
+        image.pack()
+    finally:
+        os.unlink(path)
+    image.name = name
+    return image
 
 
 def _add_skinning(

@@ -18,6 +18,7 @@ from .action_units import action_unit_label
 from .anatomy import HEAD_MOVEMENTS, MOTION_AXIS, head_movement_pose, pose_limits_rad
 from .model import HACK
 from .params import canonical_name, forward_arguments, load_params, normalize_params
+from .texture import preview_albedo
 
 CELL = 256  # pixels per sheet cell
 
@@ -74,7 +75,7 @@ def _render_cells(vertices: np.ndarray, model: HACK, frame_points: np.ndarray | 
     from .render import bounding_box, render_frames
 
     box = bounding_box(vertices if frame_points is None else frame_points)
-    kw.setdefault("vertex_colors", model.data.vertex_colors)
+    kw.setdefault("vertex_colors", preview_albedo(model.data))
     return render_frames(vertices, model.data.triangles(), frame=box, size=kw.pop("size", CELL), **kw)
 
 
@@ -165,13 +166,20 @@ def neck_sheet(model: HACK) -> np.ndarray:
         degrees = np.rad2deg(limits[:, axis])
         titles += [f"{model.bone_names[b]} {label} {degrees[b]:.1f}°" for b in range(J)]
     moves = list(HEAD_MOVEMENTS)
-    poses = np.stack([head_movement_pose(rom, m) for m in moves]).astype(np.float32)
+    # whole-head moves at what a person reaches comfortably, not the bones' summed limits
+    total = {m: np.rad2deg(limits[:, MOTION_AXIS[HEAD_MOVEMENTS[m][0]]]).sum() for m in moves}
+    amount = {m: min(1.0, COMFORTABLE_HEAD_DEG[HEAD_MOVEMENTS[m][0]] / total[m]) for m in moves}
+    poses = np.stack([head_movement_pose(rom, m, amount[m]) for m in moves]).astype(np.float32)
     vertices = evaluate(model, len(moves), neck_pose=poses)
     for move, vert in zip(moves, vertices):
         view = "side" if "look" in move else "front"
         images += _render_cells(vert[None], model, vertices.reshape(-1, 3), view=view)
-        titles.append("head: " + move.replace("_", " "))
+        titles.append(f"head: {move.replace('_', ' ')} {amount[move] * total[move]:.0f}°")
     return compose_sheet(images, titles, columns=J, title="neck range of motion (per bone, then whole head)")
+
+
+# Comfortable whole-head movement (degrees, one way) of an adult, about 3/4 of the active range.
+COMFORTABLE_HEAD_DEG = {"axial_rotation": 60.0, "flexion_extension": 45.0, "lateral_bending": 35.0}
 
 
 def larynx_sheet(model: HACK) -> np.ndarray:

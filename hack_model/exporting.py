@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .io.mesh import EXPORT_SUFFIXES, PolygonMesh, write_mtl, write_obj, write_ply
+from .texture import preview_albedo
 
 
 @dataclass
@@ -103,7 +104,7 @@ def export_mesh(
     if similarity is not None:
         v = similarity.points(v)
     triangles = data.triangles()
-    colors = data.vertex_colors
+    colors = preview_albedo(data)
     if suffix in (".glb", ".gltf"):
         return [_write_gltf(path, data, v, triangles, rig, similarity, overwrite)]
     normals = vertex_normals(v, triangles)
@@ -128,7 +129,8 @@ def _write_gltf(path, data, v, triangles, rig, similarity, overwrite) -> Path:
     from .io.gltf import GltfMesh, GltfSkin, write_gltf
     from .render.geometry import vertex_normals
 
-    mesh = GltfMesh(vertices=v, triangles=triangles, uvs=data.vertex_uvs, colors=data.vertex_colors,
+    mesh = GltfMesh(vertices=v, triangles=triangles, uvs=data.vertex_uvs, colors=preview_albedo(data),
+                    texture_png=None if data.texture_png is None else data.texture_png.tobytes(),
                     name=data.name or "head")  # fmt: skip
     if rig is not None:
         base = np.asarray(rig.base_vertices, np.float64)

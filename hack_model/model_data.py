@@ -56,6 +56,7 @@ class ModelData:
     range_of_motion: np.ndarray | None = None  # [J, 3] degrees, see RANGE_OF_MOTION_COLUMNS
     mirror_vertex_map: np.ndarray | None = None  # [V] int, index of the x-mirrored vertex
     vertex_colors: np.ndarray | None = None  # [V, 3] sRGB in [0, 1]: preview albedo (skin, lips, eyes)
+    texture_png: np.ndarray | None = None  # [n] uint8: a PNG file, the albedo over uv_coords
     units: str = "cm"
     metadata: dict[str, Any] = field(default_factory=dict)  # name, version, license, source, ...
     extras: dict[str, np.ndarray] = field(default_factory=dict)  # model-specific arrays
@@ -186,6 +187,12 @@ class ModelData:
             c = np.asarray(self.vertex_colors, np.float64)
             if not np.isfinite(c).all() or c.min() < 0.0 or c.max() > 1.0:
                 raise ModelDataError("vertex_colors must be sRGB values in [0, 1]")
+        if self.texture_png is not None:
+            t = np.asarray(self.texture_png)
+            if t.dtype != np.uint8 or t.ndim != 1 or bytes(t[:8]) != b"\x89PNG\r\n\x1a\n":
+                raise ModelDataError("texture_png must be the bytes of a PNG file as a uint8 array [n]")
+            if self.uv_coords is None:
+                raise ModelDataError("texture_png needs uv_coords")
         for key, value in self.extras.items():
             if not isinstance(value, np.ndarray) or value.dtype == object:
                 raise ModelDataError(f"extras[{key!r}] must be a numeric numpy array")

@@ -131,7 +131,7 @@ def test_expression_names_and_action_units(data):
 
 def test_mesh_layout(data, P, tris):
     V = data.num_vertices
-    assert 8000 <= V <= 16000
+    assert 8000 <= V <= 20000
     sizes = data.polygon_sizes
     assert (sizes == 4).mean() > 0.9  # quad-dominant
     assert data.uv_coords is not None and data.polygon_uv_indices is not None
@@ -202,13 +202,38 @@ def test_preview_colours(data, P):
     np.testing.assert_allclose(C[data.mirror_vertex_map], C, atol=1e-6)  # symmetric
     part, lm = data.extras["part"], data.landmark_indices
     redness = C[:, 0] - C[:, 1]
-    forehead = np.argmax(np.where(part == 0, P[:, 1] - 100 * np.abs(P[:, 0]) + 10 * P[:, 2], -np.inf))
+    mid = (part == 0) & (np.abs(P[:, 0]) < 1e-3)
+    forehead = np.argmax(np.where(mid & (P[:, 1] > 7.0), P[:, 2], -np.inf))
     inner_lips = lm[[61, 62, 63, 65, 66, 67]]
     assert (redness[inner_lips] > redness[forehead] + 0.1).all()  # lips
+    # skin varies as skin does: flushed nose tip and cheeks, beard shadow, paler under the jaw
+    lum = C.mean(axis=1)
+    nose_tip = lm[30]
+    cheek = np.argmin(np.where(part == 0, np.linalg.norm(P - [3.9, 0.9, 9.0], axis=1), np.inf))
+    chin = lm[8]
+    throat = np.argmax(np.where(mid & (P[:, 1] < -9.0) & (P[:, 1] > -10.0), P[:, 2], -np.inf))
+    assert redness[nose_tip] > redness[forehead] + 0.02 and redness[cheek] > redness[forehead] + 0.02
+    assert lum[chin] < lum[forehead] - 0.02 < lum[throat] - 0.04
     eye = np.nonzero(part == 1)[0]
     pupil, back = eye[np.argmax(P[eye, 2])], eye[np.argmin(P[eye, 2])]
     assert C[pupil].max() < 0.1 and C[back].min() > 0.8  # pupil, sclera
     assert C[part == 3].mean() < 0.5 * C[part == 0].mean()  # dark mouth interior
+
+
+def test_texture(data):
+    from hack_model.texture import texture_image, texture_vertex_colors
+
+    img = texture_image(data)
+    assert img.shape == (512, 512, 3)
+    # the baked texture reproduces the vertex colours where it is sampled at the vertices' UVs
+    C = data.vertex_colors.astype(np.float64)
+    skin = data.extras["part"] == 0
+    err = np.abs(texture_vertex_colors(data) - C)[skin].max(axis=1)
+    assert np.median(err) < 0.01 and np.quantile(err, 0.95) < 0.05
+    assert json.loads(json.dumps(data.metadata["parts"]))["0"] == "skin"
+    assert set(data.metadata["parts"].values()) == {
+        "skin", "eye_L", "eye_R", "mouth", "teeth_upper", "gums_upper", "teeth_lower", "gums_lower", "tongue"
+    }
 
 
 def test_left_right_shapes_are_exact_mirrors(data):

@@ -16,6 +16,7 @@ import trimesh
 
 from hack_model import HACK
 from hack_model.io.mesh import read_obj
+from hack_model.texture import preview_albedo
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,7 +61,7 @@ def test_ply_has_colours_uvs_and_normals(tmp_path, model):
     mesh = trimesh.load(tmp_path / "head.ply", process=False)
     raw = mesh.metadata["_ply_raw"]["vertex"]["data"]
     colours = np.stack([raw["red"], raw["green"], raw["blue"]], axis=1).reshape(-1, 3) / 255.0
-    assert np.abs(colours - model.data.vertex_colors).max() <= 0.5 / 255 + 1e-6
+    assert np.abs(colours - preview_albedo(model.data)).max() <= 0.5 / 255 + 1e-6
     header = (tmp_path / "head.ply").read_bytes()[:600].decode("latin-1")
     assert all(f"property float {p}" in header for p in ("s", "t", "nx"))
 
@@ -80,8 +81,17 @@ def test_glb_mesh_skin_and_morph_targets(tmp_path, model):
         view = gltf.bufferViews[acc.bufferView]
         return np.frombuffer(blob, dtype, acc.count * width, view.byteOffset).reshape(acc.count, width)
 
-    for name in ("POSITION", "NORMAL", "TEXCOORD_0", "COLOR_0", "JOINTS_0", "WEIGHTS_0"):
+    for name in ("POSITION", "NORMAL", "TEXCOORD_0", "JOINTS_0", "WEIGHTS_0"):
         assert getattr(prim.attributes, name) is not None, name
+    # The albedo: the model's texture (then no COLOR_0, which glTF would multiply in) or colours.
+    material = gltf.materials[prim.material].pbrMetallicRoughness
+    if model.data.texture_png is not None:
+        assert prim.attributes.COLOR_0 is None and material.baseColorTexture.index == 0
+        image = gltf.images[gltf.textures[0].source]
+        view = gltf.bufferViews[image.bufferView]
+        assert blob[view.byteOffset : view.byteOffset + view.byteLength] == model.data.texture_png.tobytes()
+    else:
+        assert prim.attributes.COLOR_0 is not None
     assert gltf.nodes[0].scale == [0.01] * 3  # cm in the buffer, metres in the scene
     base = array(prim.attributes.POSITION, np.float32, 3)
     assert np.abs(base - forward(model)).max() < 1e-4  # rest mesh: expressions are morphs

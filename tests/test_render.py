@@ -303,6 +303,7 @@ def test_model_output_and_model_give_the_preview_colours():
     import torch
 
     from hack_model import HACK
+    from hack_model.texture import preview_albedo
 
     model = HACK()
     with torch.no_grad():
@@ -310,7 +311,7 @@ def test_model_output_and_model_give_the_preview_colours():
     by_model = render.render_mesh(out, model, size=96)
     by_data = render.render_mesh(out.vertices[0], model.data, size=96)
     explicit = render.render_mesh(
-        out.vertices[0].numpy(), model.faces, vertex_colors=model.data.vertex_colors, size=96
+        out.vertices[0].numpy(), model.faces, vertex_colors=preview_albedo(model.data), size=96
     )
     grey = render.render_mesh(out.vertices[0].numpy(), model.faces, size=96)
     assert np.array_equal(by_model, explicit) and np.array_equal(by_data, explicit)

@@ -14,16 +14,23 @@ from .sdf import HeadParams, eye_center
 
 SKIN = np.array([0.80, 0.66, 0.58])
 LIP = np.array([0.70, 0.42, 0.41])
-BROW = np.array([0.36, 0.27, 0.22])
+BROW = np.array([0.42, 0.33, 0.28])
+FLUSH = np.array([0.80, 0.55, 0.50])  # cheeks, nose, ears
+BEARD = np.array([0.66, 0.56, 0.52])  # shaved beard shadow
+PALE = np.array([0.85, 0.73, 0.66])  # under the jaw, throat
 SCLERA = np.array([0.93, 0.91, 0.87])
 IRIS = np.array([0.36, 0.27, 0.18])
 LIMBUS = np.array([0.20, 0.15, 0.11])
 PUPIL = np.array([0.04, 0.03, 0.03])
+TEETH = np.array([0.93, 0.90, 0.82])
+GUM = np.array([0.82, 0.47, 0.47])
+TONGUE = np.array([0.78, 0.40, 0.42])
 MOUTH_OUTER = np.array([0.55, 0.25, 0.25])
 MOUTH_DEEP = np.array([0.22, 0.07, 0.08])
 UPPER_VERMILION = 0.62  # cm above the lip line at the middle
 LOWER_VERMILION = 0.8  # cm below it
-EDGE = 0.18  # cm, soft edge of the lip and brow masks (about half a grid cell)
+EDGE = 0.18  # cm, soft edge of the lip mask (about half a grid cell)
+BROW_EDGE = 0.45  # cm, soft edge of the brows (hair thins out, no hard outline)
 
 
 def _step(x: np.ndarray, a: float, b: float) -> np.ndarray:
@@ -70,9 +77,34 @@ def brow_weight(topo: hm.Topology, P: np.ndarray, hp: HeadParams) -> np.ndarray:
     centre_y = ec[1] + 1.95 + 0.35 * np.sin(np.pi * np.clip(t, 0.0, 1.0) * 0.9)
     half_height = 0.34 - 0.22 * np.clip(t, 0.0, 1.0) ** 1.5
     along = _step(t, -0.12, 0.1) * (1.0 - _step(t, 0.75, 1.0))
-    across = 1.0 - _step(np.abs(P[:, 1] - centre_y), half_height - EDGE, half_height + EDGE)
+    across = 1.0 - _step(np.abs(P[:, 1] - centre_y), half_height - BROW_EDGE, half_height + BROW_EDGE)
     front = _step(P[:, 2], ec[2] - 1.5, ec[2] - 0.5)
     return along * across * front * (topo.part == hm.PART_SKIN)
+
+
+def _blob(P: np.ndarray, c, sigma) -> np.ndarray:
+    q = (P - np.asarray(c, float)) / np.asarray(sigma, float)
+    return np.exp(-0.5 * (q * q).sum(axis=1))
+
+
+def skin_variation(topo: hm.Topology, P: np.ndarray) -> np.ndarray:
+    """Skin albedo [V, 3] that varies as skin does: flushed cheeks, nose and ears, a faint
+    beard shadow around the mouth and on the jaw, paler under the jaw. Smooth, symmetric."""
+    A = P.copy()
+    A[:, 0] = np.abs(P[:, 0])  # x folded onto x >= 0 (symmetric)
+    x, y, z = A[:, 0], P[:, 1], P[:, 2]
+    c = np.tile(SKIN, (len(P), 1))
+    flush = 0.55 * _blob(A, [3.9, 0.9, 8.6], [1.5, 1.3, 1.6])
+    flush += 0.45 * _blob(P, [0.0, 0.4, 12.4], [0.9, 1.4, 1.2])
+    flush += 0.3 * _blob(A, [7.6, 1.7, -0.3], [1.2, 2.6, 1.6])
+    c = _mix(c, FLUSH, flush)
+    # beard: below the nose, around the mouth, chin and jaw, fading above the jaw's corner
+    front = _step(z, 1.5, 5.0)
+    beard = _step(-y, 0.8, 2.0) * (1.0 - _step(-y, 8.0, 9.5)) * front
+    beard *= 1.0 - _step(x, 5.5, 7.0) * _step(y, -5.5, -3.0)
+    c = _mix(c, BEARD, 0.35 * beard)
+    pale = _step(-y, 7.0, 9.0) * (1.0 - _step(-y, 10.0, 14.0)) * _step(z, 1.0, 5.0)
+    return _mix(c, PALE, 0.45 * pale)
 
 
 def eye_colours(unit: np.ndarray) -> np.ndarray:
@@ -87,13 +119,50 @@ def eye_colours(unit: np.ndarray) -> np.ndarray:
 def preview_colours(topo: hm.Topology, P: np.ndarray, hp: HeadParams | None = None) -> np.ndarray:
     """sRGB albedo [V, 3] of the default head at rest positions P [V, 3]."""
     hp = hp or HeadParams()
-    c = np.tile(SKIN, (len(P), 1))
+    c = skin_variation(topo, P)
     c = _mix(c, LIP, lip_weight(topo, P))
-    c = _mix(c, BROW, 0.6 * brow_weight(topo, P, hp))
+    c = _mix(c, BROW, 0.55 * brow_weight(topo, P, hp))
     for side in ("L", "R"):
         c[topo.eye_ids[side]] = eye_colours(topo.eye_unit[side])
     bag = topo.bag_ids
     for k in range(bag.shape[0]):
         depth = (k + 1) / bag.shape[0]
         c[bag[k]] = MOUTH_OUTER * (1 - depth) + MOUTH_DEEP * depth
+    part = topo.part
+    c[(part == hm.PART_TEETH_UPPER) | (part == hm.PART_TEETH_LOWER)] = TEETH
+    c[(part == hm.PART_GUM_UPPER) | (part == hm.PART_GUM_LOWER)] = GUM
+    c[part == hm.PART_TONGUE] = TONGUE
     return np.clip(c, 0.0, 1.0)
+
+
+def bake_texture(
+    uv_coords: np.ndarray, corner_uv: np.ndarray, corners: np.ndarray, colours: np.ndarray,
+    size: int = 512,
+) -> np.ndarray:
+    """Rasterise per-vertex colours [V, 3] into a UV texture uint8 [size, size, 3] (row 0 is
+    v = 1, as images are stored): linear inside the UV layout, nearest colour in the gaps."""
+    from scipy.interpolate import LinearNDInterpolator
+    from scipy.spatial import cKDTree
+
+    vert_of_uv = np.zeros(len(uv_coords), np.int64)
+    vert_of_uv[corner_uv] = corners
+    col = colours[vert_of_uv]
+    s = (np.arange(size) + 0.5) / size
+    U, Vv = np.meshgrid(s, 1.0 - s)
+    pix = np.stack([U.ravel(), Vv.ravel()], 1)
+    lin = LinearNDInterpolator(uv_coords, col)(pix)
+    bad = ~np.isfinite(lin).all(axis=1)
+    _, near = cKDTree(uv_coords).query(pix[bad])
+    lin[bad] = col[near]
+    return np.round(np.clip(lin, 0.0, 1.0) * 255).astype(np.uint8).reshape(size, size, 3)
+
+
+def encode_png(image: np.ndarray) -> np.ndarray:
+    """PNG file bytes of an RGB uint8 image, as a uint8 array [n] (deterministic)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image, "RGB").save(buf, format="PNG", optimize=True)
+    return np.frombuffer(buf.getvalue(), np.uint8).copy()

@@ -25,6 +25,7 @@ JAW_HINGE = np.array([0.0, -1.0, 1.5])
 JAW_OPEN_DEG = 19.0
 JAW_GLIDE = np.array([0.0, -0.15, 0.9])
 LID_OVERLAP = 0.035  # cm, see Rig.blink
+BAG_REACH = 4.0  # rings of the oral cavity over which lip motions fade out
 LOWER_LIP_REACH = 1.2  # cm below the lower lip margin over which mouthClose fades
 
 
@@ -118,13 +119,17 @@ class Rig:
         w *= smoothstep(self.elev, hm.E_JUNCTION - 0.5, -46.0)
         w[~self.skin] = 0.0
         w[(t.row < 0) & self.skin] = 0.0  # the crown never moves
-        # the mouth bag follows its lip margin; its merged back seam goes half way
+        # the oral cavity follows its lip margin at the front; deeper in, its floor goes with
+        # the mandible and its roof with the skull; its merged back seam goes half way
         loop, bag = t.bag_loop, t.bag_ids
-        L = len(loop)
-        for k in range(bag.shape[0] - 1):
-            w[bag[k]] = w[loop]
-        partner = (L - np.arange(L)) % L
-        w[bag[-1]] = 0.5 * (w[loop] + w[loop[partner]])
+        half = np.where(t.bag_side < 0, 1.0, np.where(t.bag_side > 0, 0.0, 0.5))
+        K = bag.shape[0]
+        for k in range(K - 1):
+            g = smoothstep(np.array(k / (K - 1)), 0.0, 0.6)
+            w[bag[k]] = (1 - g) * w[loop] + g * half
+        w[bag[-1]] = 0.5
+        # lower teeth, gums and tongue ride on the mandible, the upper teeth on the skull
+        w[np.isin(t.part, hm.LOWER_JAW_PARTS)] = 1.0
         return w
 
     # ------------------------------------------------------------ primitives
@@ -158,7 +163,12 @@ class Rig:
         corner_x = np.abs(self.mouth_corner[0])
         beside = 1.0 - smoothstep(np.abs(self.P[:, 0]), corner_x, corner_x + 1.5)  # no cheek crease
         w = (1.0 - self.upper_lip) * np.exp(-0.5 * (below / LOWER_LIP_REACH) ** 2) * beside
-        return self.follow_bag(w * (self.skin | self.mouth))
+        w = w * (self.skin | self.mouth)
+        # the cavity in front of the lower teeth closes with the lip (by its own height, like
+        # the skin); behind them it stays open around the teeth
+        w[self.topo.bag_ids[1]] *= 0.5
+        w[self.topo.bag_ids[2:].ravel()] = 0.0
+        return w
 
     def follow_bag(self, d: np.ndarray) -> np.ndarray:
         """Copy the lip margin's weights [V] or displacements [V, 3] into the mouth bag,
@@ -167,7 +177,7 @@ class Rig:
         K = t.bag_ids.shape[0]
         d = d.copy()
         for k in range(K):
-            d[t.bag_ids[k]] = d[t.bag_loop] * (1.0 - (k + 1) / (K + 1))
+            d[t.bag_ids[k]] = d[t.bag_loop] * max(0.0, 1.0 - (k + 1) / BAG_REACH)
         return d
 
     def jaw_rotation(self, deg: float, axis=(1.0, 0.0, 0.0)) -> np.ndarray:

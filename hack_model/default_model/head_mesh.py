@@ -39,15 +39,44 @@ E_EYE = 14.3
 E_MOUTH = -22.0
 EYE_PHI = (11.3, 28.8)  # azimuths (deg) of the left eye's corners
 MOUTH_PHI = 14.8  # azimuth of the left mouth corner
-EYE_OPEN_UP = 3.3  # deg, peak upper-lid lift
-EYE_OPEN_LO = 2.5
+EYE_OPEN_UP = 4.2  # deg, peak upper-lid lift
+EYE_OPEN_LO = 3.0
 MOUTH_OPEN = 0.4  # deg, lips slightly parted at rest
 EYE_LAT, EYE_LON = 12, 24
-BAG_DEPTH = np.array([0.3, 0.8, 1.5, 2.3, 2.9])
-BAG_HEIGHT = np.array([0.22, 0.55, 0.85, 0.75, 0.0])
-BAG_SHRINK = np.array([0.97, 0.92, 0.84, 0.72, 0.55])
+# Oral cavity rings behind the lip margin (cm): depth behind the lips' front, half width,
+# half height (above / below the mouth line), how far the sides curve back; the last ring
+# closes the cavity.
+BAG_DEPTH = np.array([0.3, 0.75, 1.4, 2.4, 3.6, 4.8, 5.7, 6.2])
+BAG_WIDTH = np.array([0.0, 2.75, 3.1, 3.35, 3.35, 3.0, 2.2, 1.1])
+BAG_HEIGHT = np.array([0.3, 1.55, 2.15, 2.35, 2.3, 2.0, 1.4, 0.0])
+BAG_CURVE = np.array([0.0, 1.1, 1.5, 2.0, 1.8, 1.2, 0.6, 0.2])
+BAG_KEEP = np.array([1.0, 0.3, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0])
+# Arches (cm): half width a, depth b, front z behind the lips' front, crown height at the
+# incisors and at the molars, labial-lingual thickness at the incisors and molars, how far
+# the incisal edge lies from the mouth line (the corners' height; the lips' middle is lower),
+# towards the crown's root (negative: past the line).
+ARCH = {
+    "upper": dict(a=2.25, b=3.6, front=1.05, crown=(1.0, 0.75), thick=(0.62, 0.95), gap=-0.28),
+    "lower": dict(a=2.1, b=3.45, front=1.25, crown=(0.95, 0.7), thick=(0.55, 0.9), gap=0.38),
+}
+GUM = 0.38  # height of the gum band over the crowns
+TONGUE_C = np.array([-1.05, -3.75])  # centre: below the mouth line, behind the lips' front
+TONGUE_R = np.array([1.0, 0.45, 1.45])
 
 PART_SKIN, PART_EYE_L, PART_EYE_R, PART_MOUTH = 0, 1, 2, 3
+PART_TEETH_UPPER, PART_GUM_UPPER, PART_TEETH_LOWER, PART_GUM_LOWER, PART_TONGUE = 4, 5, 6, 7, 8
+LOWER_JAW_PARTS = (PART_TEETH_LOWER, PART_GUM_LOWER, PART_TONGUE)  # move with the mandible
+# Dental arches: tubes swept along a U-shaped arch x = a sin t, z = z0 - b (1 - cos t).
+ARCH_N = 41  # samples along each arch
+ARCH_T = np.radians(100.0)  # half angle of the arch (incisors at 0, last molars at the end)
+# cross-section of the upper arch (offset along the arch's outward normal, height above
+# the incisal plane) as fractions: tooth crown, then the gum over it
+_SECTION = np.array([
+    [0.38, 0.0], [0.5, 0.35], [0.5, 0.72], [0.62, 0.86], [0.34, 1.0],
+    [-0.34, 1.0], [-0.62, 0.86], [-0.5, 0.72], [-0.5, 0.35], [-0.38, 0.0],
+])  # fmt: skip
+GUM_FROM = 0.8  # section points at or above this height fraction are gum
+TONGUE_LAT, TONGUE_LON = 8, 16
 
 
 def column_azimuths() -> np.ndarray:
@@ -106,6 +135,9 @@ class Topology:
     bag_ids: np.ndarray | None = None  # [K, L] mouth bag rings (loop order)
     bag_loop: np.ndarray | None = None  # [L] lip margin loop
     bag_side: np.ndarray | None = None  # [L] +1 upper lip, -1 lower, 0 corner
+    arch_ids: dict = field(default_factory=dict)  # "upper"/"lower" -> ([ARCH_N, M] ids, [2] end ids)
+    tongue_ids: np.ndarray | None = None  # [k]
+    tongue_unit: np.ndarray | None = None  # [k, 3] unit sphere points (y up)
     uv: np.ndarray | None = None  # [V, 2]
     uv_coords: np.ndarray | None = None  # [T, 2]
     quad_uv: np.ndarray | None = None  # [Fq, 4]
@@ -290,6 +322,62 @@ def build_topology() -> Topology:
                 tris.append(tri)
         prev = cur
 
+    # Dental arches (closed tubes) and the tongue (a closed ellipsoid).
+    arch_ids = {}
+    M = len(_SECTION)
+    for name, tpart, gpart in (("upper", PART_TEETH_UPPER, PART_GUM_UPPER),
+                               ("lower", PART_TEETH_LOWER, PART_GUM_LOWER)):
+        ids = nv + np.arange(ARCH_N * M).reshape(ARCH_N, M)
+        ends = nv + ARCH_N * M + np.arange(2)
+        nv += ARCH_N * M + 2
+        vpart = np.where(_SECTION[:, 1] >= GUM_FROM, gpart, tpart)
+        part += list(np.tile(vpart, ARCH_N)) + [tpart, tpart]
+        n_new = ARCH_N * M + 2
+        phi += [np.nan] * n_new
+        elev += [np.nan] * n_new
+        row += [-1] * n_new
+        col += [-1] * n_new
+        below += [name == "lower"] * n_new
+        flip = name == "lower"  # the lower arch is the upper one upside down
+        for i in range(ARCH_N - 1):
+            for j in range(M):
+                j1 = (j + 1) % M
+                qd = [ids[i, j], ids[i + 1, j], ids[i + 1, j1], ids[i, j1]]
+                quads.append(qd[::-1] if flip else qd)
+        for j in range(M):
+            j1 = (j + 1) % M
+            a = [ends[0], ids[0, j], ids[0, j1]]
+            b = [ends[1], ids[-1, j1], ids[-1, j]]
+            tris.append(a[::-1] if flip else a)
+            tris.append(b[::-1] if flip else b)
+        arch_ids[name] = (ids, ends)
+    tpts = [[0.0, 1.0, 0.0]]
+    for a in range(1, TONGUE_LAT):
+        th = np.pi * a / TONGUE_LAT
+        for b in range(TONGUE_LON):
+            ph = 2 * np.pi * b / TONGUE_LON
+            tpts.append([np.sin(th) * np.sin(ph), np.cos(th), np.sin(th) * np.cos(ph)])
+    tpts.append([0.0, -1.0, 0.0])
+    tpts = np.array(tpts)
+    tongue_ids = nv + np.arange(len(tpts))
+    nv += len(tpts)
+    part += [PART_TONGUE] * len(tpts)
+    phi += [np.nan] * len(tpts)
+    elev += [np.nan] * len(tpts)
+    row += [-1] * len(tpts)
+    col += [-1] * len(tpts)
+    below += [True] * len(tpts)
+
+    def tring(a: int, b: int) -> int:
+        return tongue_ids[1 + (a - 1) * TONGUE_LON + b % TONGUE_LON]
+
+    for b in range(TONGUE_LON):
+        tris.append([tongue_ids[0], tring(1, b), tring(1, b + 1)])
+        tris.append([tongue_ids[-1], tring(TONGUE_LAT - 1, b + 1), tring(TONGUE_LAT - 1, b)])
+    for a in range(1, TONGUE_LAT - 1):
+        for b in range(TONGUE_LON):
+            quads.append([tring(a, b), tring(a + 1, b), tring(a + 1, b + 1), tring(a, b + 1)])
+
     topo = Topology(
         num_vertices=nv,
         quads=np.array(quads, np.int64),
@@ -314,6 +402,9 @@ def build_topology() -> Topology:
         bag_ids=bag,
         bag_loop=loop,
         bag_side=side_flag,
+        arch_ids=arch_ids,
+        tongue_ids=tongue_ids,
+        tongue_unit=tpts,
     )
     return topo
 
@@ -386,20 +477,78 @@ def place_vertices(topo: Topology, hp: HeadParams) -> np.ndarray:
     for side, sign in (("L", 1.0), ("R", -1.0)):
         c = eye_center(hp) * [sign, 1, 1]
         P[topo.eye_ids[side]] = c + EYE_RADIUS * topo.eye_unit[side]
-    # Mouth bag rings: behind the lip margin, opening up and down, narrowing.
+    # Mouth bag: the oral cavity behind the lip margin, widening behind the lips' corners
+    # and tall enough to hold the teeth, closing towards the throat.
     loop = P[topo.bag_loop]
     corners = P[topo.upper_margin["mouth"][[0, -1]]]
     y_m = corners[:, 1].mean()
+    xc = np.abs(corners[:, 0]).max()
+    z_lip = loop[:, 2].max()
+    s_lat = np.clip(loop[:, 0] / xc, -1.0, 1.0)
+    round_ = np.sqrt(np.clip(1.0 - s_lat**2, 0.0, 1.0)) ** 0.6
     for k in range(len(BAG_DEPTH)):
         ids = topo.bag_ids[k]
-        q = loop.copy()
-        q[:, 0] *= BAG_SHRINK[k]
-        q[:, 1] = y_m + (loop[:, 1] - y_m) * 0.5 + topo.bag_side * BAG_HEIGHT[k]
-        q[:, 2] = loop[:, 2] - BAG_DEPTH[k] - 0.25 * (1 - BAG_SHRINK[k]) * np.abs(loop[:, 0])
+        f = BAG_KEEP[k]  # how much of the lip margin's own shape the ring keeps
+        q = np.empty_like(loop)
+        q[:, 0] = s_lat * BAG_WIDTH[k]
+        q[:, 1] = y_m + (loop[:, 1] - y_m) * f + topo.bag_side * BAG_HEIGHT[k] * round_
+        q[:, 2] = z_lip - BAG_DEPTH[k] - BAG_CURVE[k] * s_lat**2
+        q = f * loop + (1 - f) * q
+        if k == 0:  # just behind the lips' inner surface
+            q = loop + [0.0, 0.0, -BAG_DEPTH[0]]
+            q[:, 1] = y_m + (loop[:, 1] - y_m) * 0.6 + topo.bag_side * BAG_HEIGHT[0] * round_
         P[ids] = q  # merged vertices get the upper-half value (written first)
         if k == len(BAG_DEPTH) - 1:
             P[ids[: len(topo.upper_margin["mouth"])]] = q[: len(topo.upper_margin["mouth"])]
+    # Teeth and gums: the upper arch rigid with the skull, the lower one behind and below it.
+    for name in ("upper", "lower"):
+        ids, ends = topo.arch_ids[name]
+        P[np.concatenate([ids.ravel(), ends])] = arch_points(name, y_m, z_lip)
+    c = np.array([0.0, y_m + TONGUE_C[0], z_lip + TONGUE_C[1]])
+    P[topo.tongue_ids] = c + TONGUE_R * topo.tongue_unit
     return P
+
+
+def _tooth_profile(t: np.ndarray) -> np.ndarray:
+    """0 at the middle of each tooth, 1 at the gaps between teeth, along the arch angle t."""
+    # tooth widths from the midline: central and lateral incisor, canine, 2 premolars, 2 molars
+    w = np.array([0.86, 0.66, 0.78, 0.7, 0.68, 1.0, 0.95])
+    edges = np.concatenate([[0.0], np.cumsum(w)]) / w.sum() * ARCH_T
+    ta = np.abs(t)
+    k = np.clip(np.searchsorted(edges, ta) - 1, 0, len(w) - 1)
+    u = (ta - edges[k]) / (edges[k + 1] - edges[k])
+    return np.abs(2 * u - 1) ** 4
+
+
+def arch_points(name: str, y_m: float, z_lip: float) -> np.ndarray:
+    """Positions of one dental arch's vertices, [ARCH_N * M + 2, 3] (grid rows, then the two
+    end centres), for a mouth line at height y_m and lips whose front is at z_lip."""
+    g = ARCH[name]
+    sign = 1.0 if name == "upper" else -1.0
+    t = np.linspace(-ARCH_T, ARCH_T, ARCH_N)
+    f = np.abs(t) / ARCH_T  # 0 incisors .. 1 molars
+    cx = g["a"] * np.sin(t)
+    cz = z_lip - g["front"] - g["b"] * (1 - np.cos(t))
+    # outward normal of the arch curve in the x-z plane (forward at the incisors)
+    n = np.stack([g["b"] * np.sin(t), g["a"] * np.cos(t)], 1)
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    thick = g["thick"][0] + (g["thick"][1] - g["thick"][0]) * f
+    crown = g["crown"][0] + (g["crown"][1] - g["crown"][0]) * f
+    notch = 0.12 * _tooth_profile(t)  # incisal edge notched between teeth
+    cx, cz = cx - 0.5 * thick * n[:, 0], cz - 0.5 * thick * n[:, 1]  # the labial face's centre line
+    out = []
+    for i in range(ARCH_N):
+        for off, h in _SECTION:
+            height = crown[i] * min(h / 0.72, 1.0) + GUM * max(h - 0.72, 0.0) / 0.28
+            if h == 0.0:
+                height = notch[i]
+            x = cx[i] + off * thick[i] * n[i, 0]
+            z = cz[i] + off * thick[i] * n[i, 1]
+            out.append([x, y_m + sign * (g["gap"] + height), z])
+    for i in (0, ARCH_N - 1):
+        mid = 0.5 * (crown[i] + GUM) * 0.8
+        out.append([cx[i], y_m + sign * (g["gap"] + mid), cz[i]])
+    return np.array(out)
 
 
 def symmetrize(P: np.ndarray, mirror: np.ndarray) -> np.ndarray:
@@ -466,17 +615,28 @@ def build_uvs(topo: Topology, P: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
                 cap_uv[vid] = uvc
             else:
                 uv[vid] = uvc
+    # islands in the free band above the skin (v > 0.76, u < 0.76): eyes, cavity, teeth, tongue
     for k, side in enumerate(("L", "R")):
         ids = topo.eye_ids[side]
         unit = topo.eye_unit[side]
-        uv[ids, 0] = 0.82 + 0.08 * unit[:, 0] + 0.09 * k * 0 + (0.0 if side == "L" else 0.0)
-        uv[ids, 0] = (0.80 if side == "L" else 0.90) + 0.045 * unit[:, 0]
-        uv[ids, 1] = 0.55 + 0.045 * unit[:, 1] + 0.1 * (unit[:, 2] < 0)
+        back = unit[:, 2] < 0
+        uv[ids, 0] = 0.045 + 0.09 * back + 0.04 * unit[:, 0]
+        uv[ids, 1] = 0.81 + 0.1 * k + 0.04 * unit[:, 1]
     bag = topo.bag_ids
     K, L = bag.shape
     for k in range(K):
         for idx in range(L):
-            uv[bag[k, idx]] = (0.80 + 0.18 * idx / L, 0.78 - 0.03 * (K - k))
+            uv[bag[k, idx]] = (0.2 + 0.25 * idx / L, 0.77 + 0.2 * (k + 1) / K)
+    for j, name in enumerate(("upper", "lower")):
+        ids, ends = topo.arch_ids[name]
+        A, M = ids.shape
+        uv[ids, 0] = 0.47 + 0.28 * np.arange(A)[:, None] / (A - 1)
+        uv[ids, 1] = 0.77 + 0.07 * j + 0.06 * np.arange(M)[None, :] / M
+        uv[ends, 0] = (0.465, 0.755)
+        uv[ends, 1] = 0.80 + 0.07 * j
+    tu = topo.tongue_unit
+    uv[topo.tongue_ids, 0] = 0.61 + 0.13 * np.arctan2(tu[:, 0], tu[:, 2]) / np.pi
+    uv[topo.tongue_ids, 1] = 0.955 + 0.035 * tu[:, 1]
     uv_coords = [uv]
     base = V
     corner_uv = []

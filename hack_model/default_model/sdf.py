@@ -27,7 +27,7 @@ class HeadParams:
     face_width: float = 6.7
     face_height: float = 6.6
     face_depth: float = 6.8
-    jaw_width: float = 5.2  # half distance between the gonial angles
+    jaw_width: float = 4.9  # half distance between the gonial angles
     jaw_drop: float = 0.0  # moves the chin and jaw line down (>0 longer face)
     chin_forward: float = 0.0
     chin_size: float = 1.0
@@ -110,6 +110,11 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
         p, [0.0, 6.8, 3.6 - hp.forehead_slope], [6.3, 6.4, 6.9 - 0.5 * hp.forehead_slope]
     )
     d = smin(d, fore, 2.0)
+    # Parietal eminences and a rounded occiput (no bullet-shaped skull).
+    parietal = ellipsoid(p, [0.0, 6.6, -0.8], [7.45, 7.5, 7.2])
+    d = smin(d, parietal, 2.5)
+    occiput = ellipsoid(p, [0.0, 4.2, -5.0], [5.6, 4.8, 4.6])
+    d = smin(d, occiput, 2.5)
     # Face mass (maxilla, cheeks) and the muzzle around the mouth.
     face = ellipsoid(p, [0.0, -0.3, 3.9], [hp.face_width, hp.face_height, hp.face_depth])
     d = smin(d, face, 2.0)
@@ -117,16 +122,24 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     d = smin(d, muzzle, 1.2)
     # Mandible: chin, body and ramus.
     chin_c = np.array([0.0, -6.3 - jd, 9.0 + hp.chin_forward])
-    chin = ellipsoid(p, chin_c, np.array([2.1, 1.45, 1.6]) * hp.chin_size)
-    d = smin(d, chin, 1.5)
+    chin = ellipsoid(p, chin_c, np.array([2.5, 1.5, 1.7]) * hp.chin_size)
+    d = smin(d, chin, 2.0)
     gon = np.array([hp.jaw_width, -4.6 - 0.6 * jd, 2.4])
-    body = capsule(q, chin_c + [1.4, 0.1, -0.4], gon, 1.2 * hp.chin_size, 1.25)
-    d = smin(d, body, 2.0)
-    ramus = capsule(q, gon, [hp.jaw_width + 0.3, 0.4, 1.2], 1.3, 1.3)
-    d = smin(d, ramus, 2.0)
+    body = capsule(q, chin_c + [0.9, 0.2, -0.6], gon, 1.25 * hp.chin_size, 1.35)
+    d = smin(d, body, 2.6)
+    ramus = capsule(q, gon, [hp.jaw_width + 0.3, 0.4, 1.2], 1.35, 1.3)
+    d = smin(d, ramus, 2.6)
     # Cheekbones.
     cheek = ellipsoid(q, [4.9, 2.1, 6.6], np.array([1.7, 1.1, 1.8]) * hp.cheekbone)
     d = smin(d, cheek, 2.0)
+    # Cheek fat pads: the malar pad under the eye, filling the hollow beside the nose, and
+    # the buccal fat down to the jaw.
+    malar = ellipsoid(q, [2.75, 0.6, 8.55], [2.3, 2.0, 1.75])
+    d = smin(d, malar, 1.6)
+    buccal = ellipsoid(q, [3.2, -1.6, 7.9], [1.7, 2.0, 1.7])
+    d = smin(d, buccal, 2.0)
+    buccal = ellipsoid(q, [4.5, -0.6, 6.4], [1.7, 2.0, 2.2])
+    d = smin(d, buccal, 2.0)
     # Brow ridge.
     brow = ellipsoid(q, [2.8, 5.5, 8.9], np.array([2.6, 0.8, 1.3]) * [1, 1, hp.brow_ridge])
     d = smin(d, brow, 1.8)
@@ -162,13 +175,33 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     d = smin(d, ear, 0.6)
     concha = ellipsoid(q, [8.15 + 0.9 * (es - 1), 1.5, 0.0], np.array([0.8, 1.5, 0.95]) * es)
     d = smax(d, -concha, 0.5)
+    # the folds: helix rim, antihelix with its upper branch, tragus, antitragus, lobule
+    ec_ = np.array([7.95 + 0.9 * (es - 1), 1.8, -0.3])
+    rim = [ec_ + es * np.array([0.0, 2.75 * np.sin(a), 1.65 * np.cos(a)])
+           for a in np.radians([-40.0, 10.0, 60.0, 100.0, 140.0])]
+    for a, b in zip(rim[:-1], rim[1:]):
+        d = smin(d, capsule(q, a, b, 0.26 * es, 0.26 * es), 0.25)
+    anti = [ec_ + es * np.array([0.15, -1.2, -0.75]), ec_ + es * np.array([0.15, 0.6, -0.85]),
+            ec_ + es * np.array([0.1, 1.7, -0.2])]
+    for a, b in zip(anti[:-1], anti[1:]):
+        d = smin(d, capsule(q, a, b, 0.22 * es, 0.2 * es), 0.3)
+    for c_, r_, k_ in (
+        ([0.15, -0.4, 1.25], [0.3, 0.42, 0.28], 0.25),  # tragus
+        ([0.2, -1.35, -0.35], [0.28, 0.28, 0.3], 0.25),  # antitragus
+        ([-0.1, -2.55, 0.05], [0.42, 0.65, 0.62], 0.4),  # lobule
+    ):
+        d = smin(d, ellipsoid(q, ec_ + es * np.array(c_), es * np.array(r_)), k_)
     # Neck: elliptic tube around a forward-leaning axis, with the sternocleidomastoids.
     az = neck_axis_z(y, hp)
     rx, rz = hp.neck_radius
-    flare = 1.0 + 0.05 * np.clip((-15.0 - y) / 5.0, 0.0, 1.5) ** 2  # towards the shoulders
-    nq = np.stack([x / (rx * flare), (z - az) / (rz * flare)], axis=-1)
+    # towards the base the neck flares into the trapezius and the top of the shoulders
+    # (sideways far more than front to back), so the cut at the base is a wide oval
+    tb = np.clip((-14.0 - y) / 5.3, 0.0, 1.2)
+    fx = 1.0 + 0.8 * tb**1.5
+    fz = 1.0 + 0.12 * tb**2
+    nq = np.stack([x / (rx * fx), (z - az) / (rz * fz)], axis=-1)
     nr = np.linalg.norm(nq, axis=-1)
-    neck = (nr - 1.0) * min(rx, rz) * flare
+    neck = (nr - 1.0) * min(rx, rz) * fz
     neck = np.where(y > 2.0, np.maximum(neck, y - 2.0), neck)
     d = smin(d, neck, 2.5)
     scm_top = np.array([5.0, -1.2, -1.6])

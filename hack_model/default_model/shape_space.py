@@ -145,13 +145,19 @@ def _rigid_features(topo: hm.Topology, P: np.ndarray, B: np.ndarray) -> np.ndarr
         s = _smooth01(r, 1.8, 3.2)
         near = (r < 3.2) & (topo.part == hm.PART_SKIN)
         B[:, near] = dc[:, None, :] + (B[:, near] - dc[:, None, :]) * s[near][None, :, None]
-    # the mouth bag moves with its lip margin (it is thin near the corners)
     loop, bag = topo.bag_loop, topo.bag_ids
-    L = len(loop)
-    partner = (L - np.arange(L)) % L
-    for k in range(bag.shape[0] - 1):
-        B[:, bag[k]] = B[:, loop]
-    B[:, bag[-1]] = 0.5 * (B[:, loop] + B[:, loop[partner]])
+    # the front of the oral cavity moves with its lip margin; deeper in (where it is wide and
+    # tall) it takes the smooth field at its own place, like the cheeks and chin around it
+    for k, f in ((0, 1.0), (1, 0.5)):
+        B[:, bag[k]] = f * B[:, loop] + (1 - f) * B[:, bag[k]]
+    # teeth, gums and tongue follow the mouth: the affine map that best fits the field on
+    # the lips and cavity (so the arches widen with the jaw and move with the lips)
+    ring = np.concatenate([bag[: bag.shape[0] - 1].ravel(), loop])
+    inner = np.nonzero(topo.part >= hm.PART_TEETH_UPPER)[0]
+    X = np.concatenate([P[ring], np.ones((len(ring), 1))], 1)  # [n, 4]
+    Xi = np.concatenate([P[inner], np.ones((len(inner), 1))], 1)
+    fit = np.linalg.lstsq(X, B[:, ring].transpose(1, 0, 2).reshape(len(ring), -1), rcond=None)[0]
+    B[:, inner] = (Xi @ fit).reshape(len(inner), len(B), 3).transpose(1, 0, 2)
     return B
 
 

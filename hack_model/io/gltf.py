@@ -37,7 +37,8 @@ class GltfMesh:
     triangles: np.ndarray  # [F, 3]
     normals: np.ndarray | None = None  # [V, 3]
     uvs: np.ndarray | None = None  # [V, 2], OBJ convention (v up)
-    colors: np.ndarray | None = None  # [V, 3] sRGB 0..1
+    colors: np.ndarray | None = None  # [V, 3] sRGB 0..1 (COLOR_0; left out when there is a texture)
+    texture_png: bytes | None = None  # the base colour image, sampled at `uvs`
     morph_names: list[str] = field(default_factory=list)
     morph_offsets: np.ndarray | None = None  # [K, V, 3]
     morph_weights: np.ndarray | None = None  # [K]
@@ -93,7 +94,8 @@ def write_gltf(
         uv = np.asarray(mesh.uvs, f32).copy()
         uv[:, 1] = 1.0 - uv[:, 1]  # glTF's v runs down
         attributes.TEXCOORD_0 = add(uv, g.VEC2, g.FLOAT, g.ARRAY_BUFFER)
-    if mesh.colors is not None:
+    textured = mesh.texture_png is not None and mesh.uvs is not None
+    if mesh.colors is not None and not textured:  # glTF multiplies COLOR_0 into the texture
         attributes.COLOR_0 = add(
             srgb_to_linear(mesh.colors[:, :3]).astype(f32), g.VEC3, g.FLOAT, g.ARRAY_BUFFER
         )
@@ -139,6 +141,17 @@ def write_gltf(
         gmesh.weights = [float(x) for x in weights]
         gmesh.extras = {"targetNames": list(mesh.morph_names)}
     nodes.insert(1, g.Node(name=mesh.name, mesh=0, skin=skin_index))
+    pbr = g.PbrMetallicRoughness(baseColorFactor=[1.0] * 4, metallicFactor=0.0, roughnessFactor=0.6)
+    images, textures, samplers = [], [], []
+    if textured:
+        while len(blob) % 4:
+            blob.append(0)
+        views.append(g.BufferView(buffer=0, byteOffset=len(blob), byteLength=len(mesh.texture_png)))
+        blob.extend(mesh.texture_png)
+        images = [g.Image(bufferView=len(views) - 1, mimeType="image/png", name="albedo")]
+        samplers = [g.Sampler(magFilter=g.LINEAR, minFilter=g.LINEAR_MIPMAP_LINEAR)]
+        textures = [g.Texture(source=0, sampler=0)]
+        pbr.baseColorTexture = g.TextureInfo(index=0)
     gltf = g.GLTF2(
         asset=g.Asset(generator="hack-model", version="2.0"),
         scene=0,
@@ -146,15 +159,10 @@ def write_gltf(
         nodes=nodes,
         meshes=[gmesh],
         skins=skins,
-        materials=[
-            g.Material(
-                name="skin",
-                doubleSided=True,
-                pbrMetallicRoughness=g.PbrMetallicRoughness(
-                    baseColorFactor=[1.0, 1.0, 1.0, 1.0], metallicFactor=0.0, roughnessFactor=0.6
-                ),
-            )
-        ],
+        materials=[g.Material(name="skin", doubleSided=True, pbrMetallicRoughness=pbr)],
+        images=images,
+        textures=textures,
+        samplers=samplers,
         accessors=accessors,
         bufferViews=views,
         buffers=[g.Buffer(byteLength=len(blob))],

@@ -70,7 +70,9 @@ def _as_mesh(vertices, triangles, vertex_colors):
     data = getattr(triangles, "data", triangles)  # HACK -> ModelData
     if hasattr(data, "triangles") and callable(data.triangles):
         if vertex_colors is None:
-            vertex_colors = data.vertex_colors
+            from ..texture import preview_albedo
+
+            vertex_colors = preview_albedo(data)
         triangles = data.triangles()
     if triangles is None:
         raise ValueError("triangles are needed: pass [F, 3] indices, a HACK model or its ModelData")
