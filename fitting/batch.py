@@ -106,7 +106,7 @@ def existing_outputs(out_dir: Path, name: str, render: bool) -> list[Path]:
     return [p for p in paths if p.exists()]
 
 
-class _Deferred:
+class deferred_signals:
     """Context: SIGINT/SIGTERM wait until the block is done (a commit is never half-done)."""
 
     SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -141,7 +141,7 @@ def commit(out_dir: Path, name: str, files: dict[str, bytes], summary: dict) -> 
     """Write a scan's outputs (temporary file + rename each), then its manifest, last and atomically.
     Signals are held until it is done; on an error nothing temporary is left behind."""
     tmps: list[Path] = []
-    with _Deferred():
+    with deferred_signals():
         try:
             manifest_path(out_dir, name).unlink(
                 missing_ok=True
@@ -538,7 +538,7 @@ def write_summary(out_dir: Path, outcomes: list[Outcome]) -> None:
     writer.writerows(rows)
     counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "failed", "skipped")}
     payload = {"counts": counts, "scans": rows}
-    with _Deferred():
+    with deferred_signals():
         for fname, text in (("summary.csv", buf.getvalue()), ("summary.json", json.dumps(payload, indent=2))):
             tmp = _write_tmp(out_dir, fname, text.encode("utf-8"))
             try:

@@ -110,6 +110,7 @@ class FitResult:
     stages: list = field(default_factory=list)
     failed: bool = False
     message: str = ""
+    state: State | None = None  # the solver's final state (a start for a neighbouring frame)
 
     def parameter_arrays(self) -> dict[str, np.ndarray]:
         """What `hack_model.params.save_params` writes: forward() arguments with a batch axis
@@ -152,15 +153,22 @@ def fit_scan(
     scan: ScanData | np.ndarray,
     landmarks: np.ndarray | None = None,
     options: FitOptions | None = None,
+    *,
+    start: State | None = None,
+    extra_rows=None,
 ) -> FitResult:
     """Fit the model to a scan (points [N, 3], or a ScanData with normals/triangles) in any
     pose, scale (units) and orientation; landmarks [68, 3] (Multi-PIE order, NaN = missing)
     in the scan's coordinates are optional. Raises ValueError for scans that cannot be fitted
     at all (empty, NaN, no extent); a fit that does not explain the scan comes back with
-    failed=True and a low confidence."""
+    failed=True and a low confidence.
+
+    start: a solver state (e.g. a neighbouring frame's `result.state`, same units) to begin
+    from instead of the global search; extra_rows(state) -> Rows | None adds rows to every
+    solve (used by fitting.sequence for its temporal prior)."""
     opts = options or FitOptions()
     with torch_threads(opts.threads):
-        return _fit_scan(model, scan, landmarks, opts)
+        return _fit_scan(model, scan, landmarks, opts, start, extra_rows)
 
 
 def _fit_scan(
@@ -168,6 +176,8 @@ def _fit_scan(
     scan: ScanData | np.ndarray,
     landmarks: np.ndarray | None,
     opts: FitOptions,
+    start_state: State | None = None,
+    extra_rows=None,
 ) -> FitResult:
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -202,7 +212,9 @@ def _fit_scan(
     neutral = ev.vertices(ModelParams.neutral(ev.S, ev.E, ev.J))
     t0 = time.perf_counter()
     lm_cm = None
-    if landmarks is not None:
+    if start_state is not None:
+        sim, align_score = start_state.similarity(), float("nan")
+    elif landmarks is not None:
         lm = np.asarray(landmarks, np.float64).reshape(-1, 3)
         if data.landmark_indices is None:
             raise ValueError("this model has no landmark vertices; fit without --landmarks")
@@ -220,9 +232,9 @@ def _fit_scan(
         sim, align_score, candidates = alignment.transform, alignment.score, alignment.candidates
     fitter = Fitter(ev, rng, sigma_cm=opts.sigma_cm)
     start = ModelParams.neutral(ev.S, ev.E, ev.J)
-    state = State.from_similarity(start, sim)
+    state = State.from_similarity(start, sim) if start_state is None else start_state.copy()
     pool: list = []  # every probed hypothesis with its score
-    if lm_cm is None:
+    if lm_cm is None and start_state is None:
         # Rigid candidates, then neck twist/bend hypotheses for the best: each gets a short
         # similarity+shape+neck solve, which tells them apart far better than rigid scores.
         state = _best_probe(
@@ -253,6 +265,8 @@ def _fit_scan(
     extra = None
     if lm_cm is not None:
         extra = _landmark_rows(data.landmark_indices, lm_cm, opts.landmark_weight)
+    if extra_rows is not None:
+        extra = extra_rows if extra is None else _joined(extra, extra_rows)
     t0 = time.perf_counter()
     chosen = state
     state, log, converged = _run_stages(fitter, ev, opts, state, scan_cm, normals, extra)
@@ -260,7 +274,7 @@ def _fit_scan(
     extra_iterations = 0
     if _DEBUG:
         print("final score", round(final, 4))
-    if lm_cm is None and final > RETRY_SCORE_CM:
+    if lm_cm is None and start_state is None and final > RETRY_SCORE_CM:
         # A poor residual: the probe may have picked the wrong basin. Fit from the next best
         # distinct hypotheses too and keep the fit that explains the scan best.
         alternatives = [st for sc, st in sorted(pool, key=lambda x: x[0]) if st is not chosen]
@@ -284,6 +298,7 @@ def _fit_scan(
     result.converged = bool(converged)
     result.iterations = log.iterations + extra_iterations
     result.stages = log.stages
+    result.state = state
     timings["report"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     result.timings = timings
@@ -340,6 +355,16 @@ def _tilted(state: State, axis: int, degrees: float) -> State:
     new.Q = R @ state.Q
     new.b = R @ state.b
     return new
+
+
+def _joined(first, second):
+    """Two extra-row callbacks as one."""
+
+    def rows(state):
+        parts = [r for r in (first(state), second(state)) if r is not None]
+        return Rows.concat(parts) if parts else None
+
+    return rows
 
 
 def _landmark_rows(indices: np.ndarray, lm_cm: np.ndarray, weight: float):
