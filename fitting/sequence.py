@@ -7,11 +7,12 @@
 1. The first frame that loads is fitted alone, with the global search (`fit_scan`).
 2. Tracking: every further frame starts from its neighbour's solution, with the identity
    (`shape`) fixed, and moves expression, neck pose, larynx and the similarity. A temporal
-   prior pulls `prior_vertices` neck and head vertices towards where the previous frame put
-   them: each coordinate counts like one scan point, with weight (sigma / temporal_mm)^2
-   (sigma = FitOptions.sigma_cm): a displacement of temporal_mm between frames costs as
-   much as one scan point off by the scan noise. It smooths neck and similarity (and mesh)
-   motion without lagging real motion: a few hundred prior rows against thousands of scan rows.
+   prior pulls `prior_vertices` neck and head vertices towards where the two previous frames
+   put them at constant velocity (2 x_{t-1} - x_{t-2}; x_{t-1} for the second frame): each
+   coordinate counts like one scan point, with weight (sigma / temporal_mm)^2 (sigma =
+   FitOptions.sigma_cm): a change of velocity of temporal_mm per frame costs as much as one
+   scan point off by the scan noise. It smooths neck and similarity (and mesh) motion without
+   holding back steady motion.
    A frame whose median scan-to-fit distance exceeds `relock_mm`, or whose fit is flagged
    failed, has lost tracking: it is fitted again with the global search.
 3. The identity is refined jointly over all fitted frames (or `identity_frames` of them):
@@ -39,10 +40,10 @@ from .fit import FitOptions, FitResult, ScanData, evaluator_for, fit_scan, mesh_
 from .optimize import Fitter, Problem, Rows, Stage
 
 TRACK_STAGES = (
-    Stage("track", 5, expression=True, pose=True, larynx=True, points=3000, trim_floor_cm=0.5),
+    Stage("track", 4, expression=True, pose=True, larynx=True, points=3000, trim_floor_cm=0.5),
     Stage(
         "track-final",
-        3,
+        2,
         expression=True,
         pose=True,
         larynx=True,
@@ -102,6 +103,14 @@ def _temporal_rows(target_cm: np.ndarray, idx: np.ndarray, weight: float):
     return lambda state: rows
 
 
+def _predicted(done: list[FitResult], idx: np.ndarray) -> np.ndarray:
+    """Where the prior vertices [K, 3] (scan units) would be at constant velocity: the prior
+    penalises a change of velocity, so steady motion is not held back."""
+    if len(done) >= 2:
+        return 2.0 * done[-1].vertices[idx] - done[-2].vertices[idx]
+    return done[-1].vertices[idx]
+
+
 def _scan_cm(scan: ScanData, units: str, count: int, rng: np.random.Generator) -> np.ndarray:
     if scan.triangles is not None and len(scan.triangles):
         scan = mesh_to_points(scan, count, rng)
@@ -156,7 +165,7 @@ def fit_sequence(
     options: FitOptions | None = None,
     *,
     names: list[str] | None = None,
-    temporal_mm: float = 2.0,
+    temporal_mm: float = 5.0,
     prior_vertices: int = 200,
     relock_mm: float = 1.5,
     identity_frames: list[int] | None = None,
@@ -194,7 +203,7 @@ def fit_sequence(
     kept: list[tuple[str, ScanData]] = []
     frames: list[FitResult] = []
     units = None
-    track_opts = replace(opts, stages=TRACK_STAGES)
+    track_opts = replace(opts, stages=TRACK_STAGES, report_points=5000)
     t_track = time.perf_counter()
     for name, scan in zip(names, scans):
         try:
@@ -213,7 +222,9 @@ def fit_sequence(
                 start = prev.state.copy()
                 extra = None
                 if weight > 0:
-                    extra = _temporal_rows(prev.vertices[prior_idx] * UNIT_TO_CM[units], prior_idx, weight)
+                    extra = _temporal_rows(
+                        _predicted(frames, prior_idx) * UNIT_TO_CM[units], prior_idx, weight
+                    )
                 result = fit_scan(model, scan, options=track_opts, start=start, extra_rows=extra)
                 if result.failed or float(np.median(result.scan_distances_mm)) > relock_mm:
                     relocked.append(name)
@@ -256,7 +267,7 @@ def fit_sequence(
         st.params.shape = shape.copy()
         extra = None
         if weight > 0 and final:
-            extra = _temporal_rows(final[-1].vertices[prior_idx] * UNIT_TO_CM[units], prior_idx, weight)
+            extra = _temporal_rows(_predicted(final, prior_idx) * UNIT_TO_CM[units], prior_idx, weight)
         final.append(fit_scan(model, scan, options=polish_opts, start=st, extra_rows=extra))
     timings["polish"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
