@@ -8,8 +8,11 @@
 Per scan NAME it writes NAME_params.npz (forward() arguments plus the similarity
 scale/rotation/translation, model -> scan), NAME_fit.obj (the fitted mesh in the scan's
 coordinates and units, with UVs and the model's polygons), NAME_report.json and, with
---render, NAME_fit.png. A scan that fails is reported and the rest go on; the exit code is
-non-zero if any failed. Problems with the command itself are one line on stderr.
+--render, NAME_fit.png, then NAME_manifest.json last (complete scans are skipped on a re-run
+unless --overwrite), and summary.csv / summary.json for the whole batch (fitting/batch.py:
+output names, manifests, executors). Any error in one scan is its failure row and the rest go
+on; the exit code is 1 if any failed, 130 after Ctrl-C. Problems with the command itself are
+one line on stderr. --sequence fits the scans as frames of one sequence (fitting/sequence.py).
 """
 
 from __future__ import annotations
