@@ -39,22 +39,12 @@ from .alignment import UNIT_TO_CM
 from .fit import FitOptions, FitResult, ScanData, evaluator_for, fit_scan, mesh_to_points
 from .optimize import Fitter, Problem, Rows, Stage
 
-TRACK_STAGES = (
-    Stage("track", 4, expression=True, pose=True, larynx=True, points=3000, trim_floor_cm=0.5),
-    Stage(
-        "track-final",
-        2,
-        expression=True,
-        pose=True,
-        larynx=True,
-        points=6000,
-        trim_floor_cm=0.3,
-        resample=False,
-    ),
-)
+# From a neighbour's solution a short solve suffices; the polish after the identity refinement
+# gives the final fit on a fixed, larger sample.
+TRACK_STAGES = (Stage("track", 4, expression=True, pose=True, larynx=True, points=3000, trim_floor_cm=0.4),)
 POLISH_STAGES = (
     Stage(
-        "polish", 3, expression=True, pose=True, larynx=True, points=6000, trim_floor_cm=0.3, resample=False
+        "polish", 2, expression=True, pose=True, larynx=True, points=5000, trim_floor_cm=0.3, resample=False
     ),
 )
 
