@@ -160,13 +160,15 @@ def fit_sequence(
     relock_mm: float = 1.5,
     identity_frames: list[int] | None = None,
     identity_iterations: int = 3,
+    identity_rounds: int = 1,
 ) -> SequenceResult:
     """Fit frames (ScanData, point arrays [N, 3], or paths) of one person with one identity.
 
     temporal_mm: frame-to-frame displacement of a neck/head vertex that costs as much as one
     scan point off by the noise (see the module doc; 0 switches the prior off); relock_mm:
     median scan-to-fit distance (mm) above which a tracked frame runs the global search again;
-    identity_frames: indices (into the fitted frames) used to refine the identity (default all)."""
+    identity_frames: indices (into the fitted frames) used to refine the identity (default all);
+    identity_rounds: identity refinement + polish rounds (each round costs a polish of every frame)."""
     from .scan_io import load_scan
 
     opts = options or FitOptions()
@@ -237,29 +239,32 @@ def fit_sequence(
             + "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:3])
         )
 
-    t0 = time.perf_counter()
     use = (
         range(len(frames))
         if identity_frames is None
         else [i for i in identity_frames if 0 <= i < len(frames)]
     )
     scans_cm = [_scan_cm(kept[i][1], units, 20_000, rng) for i in use]
-    shape = _refine_identity(
-        model, [frames[i] for i in use], scans_cm, opts.sigma_cm, identity_iterations, rng
-    )
-    timings["identity"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
     polish_opts = replace(opts, stages=POLISH_STAGES, units=units)
-    final: list[FitResult] = []
-    for i, (_, scan) in enumerate(kept):
-        st = frames[i].state.copy()
-        st.params.shape = shape.copy()
-        extra = None
-        if weight > 0 and final:
-            extra = _temporal_rows(_predicted(final, prior_idx) * UNIT_TO_CM[units], prior_idx, weight)
-        final.append(fit_scan(model, scan, options=polish_opts, start=st, extra_rows=extra))
-    timings["polish"] = time.perf_counter() - t0
+    timings["identity"] = timings["polish"] = 0.0
+    for _ in range(max(1, identity_rounds)):
+        # Identity over the frames, then every frame polished with it (alternating rounds).
+        t0 = time.perf_counter()
+        shape = _refine_identity(
+            model, [frames[i] for i in use], scans_cm, opts.sigma_cm, identity_iterations, rng
+        )
+        timings["identity"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        final: list[FitResult] = []
+        for i, (_, scan) in enumerate(kept):
+            st = frames[i].state.copy()
+            st.params.shape = shape.copy()
+            extra = None
+            if weight > 0 and final:
+                extra = _temporal_rows(_predicted(final, prior_idx) * UNIT_TO_CM[units], prior_idx, weight)
+            final.append(fit_scan(model, scan, options=polish_opts, start=st, extra_rows=extra))
+        frames = final
+        timings["polish"] += time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     timings["per_frame"] = timings["total"] / max(1, len(final))
     return SequenceResult(shape, [n for n, _ in kept], final, failed, relocked, timings)
