@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             for k in range(args.count):
                 rng = np.random.default_rng(args.seed * 1000 + k)
                 truth = recorded_motion(ev, args.frames, rng)
+                recorded = (shared_data() / "hack-release" / "data" / "theta_list.npy").exists()
                 scans, units = make_sequence(ev, truth, rng, args.points, view)
                 mm = UNIT_TO_CM[units] * 10.0  # scan units -> mm
                 t0 = time.perf_counter()
@@ -170,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                         id_single.append(identity_mm(ev, r.params.shape, true_neutral))
                 fm = np.array(frame_mm)
                 line = (
-                    f"{name:<13} {view:<7} seq {k}: {len(seq.frames)}/{len(scans)} frames, units {units}, "
+                    f"{name:<13} {view:<7} seq {k} ({'recorded' if recorded else 'random-walk'} motion): "
+                    f"{len(seq.frames)}/{len(scans)} frames, units {units}, "
                     f"frame mean mm median {np.median(fm):.3f} worst {fm.max():.3f} (<= 0.5); "
                     f"id mm {id_seq:.3f}"
                 )
