@@ -11,6 +11,7 @@ from __future__ import annotations
 from .fit import FitOptions, FitResult, ScanData, evaluator_for, fit_registered, fit_scan
 from .regions import REGION_NAMES, vertex_regions
 from .scan_io import ScanError, find_scans, load_landmarks, load_scan
+from .sequence import SequenceResult, fit_sequence
 
 __all__ = [
     "REGION_NAMES",
@@ -18,11 +19,13 @@ __all__ = [
     "FitResult",
     "ScanData",
     "ScanError",
+    "SequenceResult",
     "find_scans",
     "load_landmarks",
     "load_scan",
     "evaluator_for",
     "fit_registered",
     "fit_scan",
+    "fit_sequence",
     "vertex_regions",
 ]

@@ -56,16 +56,23 @@ def fit_scan(
     scan: ScanData | np.ndarray,
     landmarks: np.ndarray | None = None,
     options: FitOptions | None = None,
+    *,
+    start: State | None = None,
+    extra_rows=None,
 ) -> FitResult:
     """Fit the model to a scan (points [N, 3], or a ScanData with normals or triangles) in
     any pose, scale (units) and orientation; landmarks [68, 3] (Multi-PIE order, NaN =
     missing) in the scan's coordinates are optional. A mesh scan is sampled here and its
     triangles give the report's model-to-scan distances. Raises ValueError for scans that
     cannot be fitted at all (empty, NaN, no extent); a fit that the evidence doubts comes
-    back with failed=True, a low confidence and the reasons in `message`."""
+    back with failed=True, a low confidence and the reasons in `message`.
+
+    start: a solver state (e.g. a neighbouring frame's `result.state`, same units) to begin
+    from instead of the global search; extra_rows(state) -> Correspondences | None adds rows
+    to every solve (fitting.sequence's temporal prior)."""
     opts = options or FitOptions()
     with torch_threads(opts.threads):
-        return _fit_scan(model, scan, landmarks, opts)
+        return _fit_scan(model, scan, landmarks, opts, start, extra_rows)
 
 
 class _Scan:
@@ -109,7 +116,12 @@ class _Scan:
 
 
 def _fit_scan(
-    model: HACK, scan: ScanData | np.ndarray, landmarks: np.ndarray | None, opts: FitOptions
+    model: HACK,
+    scan: ScanData | np.ndarray,
+    landmarks: np.ndarray | None,
+    opts: FitOptions,
+    start: State | None = None,
+    extra_rows=None,
 ) -> FitResult:
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -122,7 +134,10 @@ def _fit_scan(
     fitter = Fitter(ev, rng, sigma_cm=opts.sigma_cm)
     t0 = time.perf_counter()
     extra, pool, alignment = None, [], None
-    if landmarks is not None:
+    searched = start is None and landmarks is None  # the global search ran: retries may help
+    if start is not None:
+        state = start.copy()
+    elif landmarks is not None:
         lm_cm = _landmarks_cm(model, landmarks, prepared.to_cm)
         neutral = ev.vertices(ModelParams.neutral(ev.S, ev.E, ev.J))
         # Rotation and translation from the landmarks; the units fix the scale.
@@ -133,17 +148,19 @@ def _fit_scan(
         state, pool, alignment = search_start(
             fitter, ev, scan_cm, normals, rng, opts.neck_hypotheses, opts.tilt_hypotheses
         )
+    if extra_rows is not None:
+        extra = extra_rows if extra is None else _joined(extra, extra_rows)
     timings["align"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    best = _Attempt.run(fitter, ev, opts, state, prepared, extra)
+    best = _Attempt.run(fitter, ev, opts, state, prepared, extra, reset_shape=searched)
     iterations = best.log.iterations
-    if landmarks is None and best.score > RETRY_SCORE_CM:
+    if searched and best.score > RETRY_SCORE_CM:
         # A poor residual: the probe may have picked the wrong basin. Fit from the next best
         # distinct hypotheses too and keep the fit that explains the scan best.
         alternatives = [st for _, st in sorted(pool, key=lambda x: x[0]) if st is not state]
         for alt in alternatives[:RETRIES]:
-            attempt = _Attempt.run(fitter, ev, opts, alt.copy(), prepared, extra)
+            attempt = _Attempt.run(fitter, ev, opts, alt.copy(), prepared, extra, reset_shape=True)
             iterations += attempt.log.iterations
             if attempt.score < best.score:
                 best = attempt
@@ -154,7 +171,7 @@ def _fit_scan(
     t0 = time.perf_counter()
     result = _finish(model, ev, best.state, prepared, rng, opts)
     timings["report"] = time.perf_counter() - t0
-    if landmarks is None and result.failed and alignment is not None and alignment.others:
+    if searched and result.failed and alignment is not None and alignment.others:
         # Doubted: the rigid search may have picked the wrong basin (a small frontal view
         # matches the model in more than one orientation). Search from the next rigid
         # basins too and keep the fit the evidence trusts most.
@@ -163,7 +180,7 @@ def _fit_scan(
             alt, _ = search_from(
                 fitter, ev, sim, scan_cm, normals, rng, opts.neck_hypotheses, opts.tilt_hypotheses
             )
-            attempt = _Attempt.run(fitter, ev, opts, alt, prepared, extra)
+            attempt = _Attempt.run(fitter, ev, opts, alt, prepared, extra, reset_shape=True)
             iterations += attempt.log.iterations
             other = _finish(model, ev, attempt.state, prepared, rng, opts)
             if DEBUG:
@@ -176,6 +193,7 @@ def _fit_scan(
     result.converged = bool(best.converged)
     result.iterations = iterations
     result.stages = best.log.stages
+    result.state = best.state
     timings["total"] = time.perf_counter() - t_start
     result.timings = timings
     if alignment is not None and alignment.score > 2.0:
@@ -192,8 +210,10 @@ class _Attempt:
         self.state, self.log, self.converged, self.score = state, log, converged, score
 
     @classmethod
-    def run(cls, fitter, ev, opts: FitOptions, state: State, scan: _Scan, extra) -> _Attempt:
-        if opts.reset_after_probe and extra is None:
+    def run(
+        cls, fitter, ev, opts: FitOptions, state: State, scan: _Scan, extra, reset_shape: bool
+    ) -> _Attempt:
+        if opts.reset_after_probe and reset_shape:
             # Keep the probe's similarity and neck; its quick shape may have absorbed some
             # misalignment (shape modes can tilt a face), so the stages start from the mean.
             state.params.shape = np.zeros_like(state.params.shape)
@@ -202,6 +222,16 @@ class _Attempt:
         if DEBUG:
             print("fit score", round(score, 4))
         return cls(state, log, converged, score)
+
+
+def _joined(first, second):
+    """Two extra-row callbacks (state -> Correspondences | None) as one."""
+
+    def rows(state):
+        parts = [r for r in (first(state), second(state)) if r is not None]
+        return Correspondences.concat(parts) if parts else None
+
+    return rows
 
 
 def _landmarks_cm(model: HACK, landmarks: np.ndarray, to_cm: float) -> np.ndarray:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .evaluator import ModelParams
-from .optimize import DEFAULT_STAGES, Stage
+from .optimize import DEFAULT_STAGES, Stage, State
 
 
 @dataclass
@@ -57,6 +57,7 @@ class FitResult:
     stages: list = field(default_factory=list)
     failed: bool = False
     message: str = ""  # why the fit is doubted ("" when it is not)
+    state: State | None = None  # the solver's final state (a start for a neighbouring frame)
 
     def parameter_arrays(self) -> dict[str, np.ndarray]:
         """What `hack_model.params.save_params` writes: forward() arguments with a batch axis

@@ -250,12 +250,6 @@ def _check_header(path: Path, suffix: str, size: int) -> None:
             raise ScanError(f"{path}: STL header claims {count} triangles; the file is {size} bytes")
 
 
-def scan_points(scan: ScanData, count: int, rng: np.random.Generator) -> ScanData:
-    """Deprecated alias of `mesh_to_points` (`fit_scan` samples a mesh itself and keeps its
-    triangles for the report's model-to-scan distances: pass it the loaded ScanData)."""
-    return mesh_to_points(scan, count, rng)
-
-
 def load_landmarks(path: str | os.PathLike, count: int = 68) -> np.ndarray:
     """Landmarks [count, 3] (Multi-PIE order) from TXT (x y z per line; 'nan' for missing),
     NPY or JSON (a list of [x, y, z] or null, or {"landmarks": [...]})."""

@@ -52,10 +52,10 @@ def test_cli_fits_writes_outputs_and_keeps_going(scan_dir, tmp_path, capsys):
         v = model(**args).vertices[0].double().numpy()
     posed = float(params["scale"]) * v @ params["rotation"].T + params["translation"]
     assert np.abs(posed - mesh.vertices).max() < 0.01
-    # A second run refuses to overwrite and leaves the files alone.
+    # A second run skips the complete scan (not a failure) and leaves the files alone.
     before = (out / "head_report.json").read_bytes()
-    assert main([str(folder / "head.ply"), "--out", str(out)]) == 1
-    assert "already exists" in capsys.readouterr().out
+    assert main([str(folder / "head.ply"), "--out", str(out)]) == 0
+    assert "0 of 1 scans fitted, 1 skipped" in capsys.readouterr().out
     assert (out / "head_report.json").read_bytes() == before
 
 

@@ -1,0 +1,384 @@
+"""Sequence fitting: one identity for all frames of a 4D capture, smooth motion.
+
+    from fitting import fit_sequence
+    seq = fit_sequence(HACK(), [load_scan(p) for p in frames])
+    seq.shape, seq.parameter_arrays()  # shape [S]; expression [T, 55], neck_pose [T, J, 3], ...
+
+1. The first frame that loads is fitted alone, with the global search (`fit_scan`).
+2. Tracking: every further frame starts from its neighbour's solution, with the identity
+   (`shape`) fixed, and moves expression, neck pose, larynx and the similarity. A temporal
+   prior pulls `prior_vertices` neck and head vertices towards where the two previous frames
+   put them at constant velocity (2 x_{t-1} - x_{t-2}; x_{t-1} for the second frame): each
+   coordinate counts like one scan point, with weight (sigma / temporal_mm)^2 (sigma =
+   FitOptions.sigma_cm): a change of velocity of temporal_mm per frame costs as much as one
+   scan point off by the scan noise. It smooths neck and similarity (and mesh) motion without
+   holding back steady motion.
+   A frame whose median scan-to-fit distance exceeds `relock_mm`, or whose fit is flagged
+   failed, has lost tracking: it is fitted again with the global search.
+3. The identity is refined jointly over all fitted frames (or `identity_frames` of them):
+   Gauss-Newton steps on `shape` alone over the stacked frames' scan rows, with the shape prior once.
+4. Every frame is polished from its tracked state with the refined identity (and the prior).
+
+Frames that fail to load or fit are reported and skipped; the rest go on.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hack_model.model import HACK
+
+from .alignment import UNIT_TO_CM
+from .fit import FitOptions, FitResult, ScanData, evaluator_for, fit_scan, mesh_to_points
+from .optimize import Correspondences, Fitter, Problem, Stage
+
+# From a neighbour's solution a short solve suffices; the polish after the identity refinement
+# gives the final fit on a fixed, larger sample.
+TRACK_STAGES = (Stage("track", 4, expression=True, pose=True, larynx=True, points=3000, trim_floor_cm=0.4),)
+POLISH_STAGES = (
+    Stage(
+        "polish", 2, expression=True, pose=True, larynx=True, points=5000, trim_floor_cm=0.3, resample=False
+    ),
+)
+
+
+@dataclass
+class SequenceResult:
+    """One identity `shape` [S] and, per fitted frame, a FitResult (in its scan's units)."""
+
+    shape: np.ndarray
+    names: list[str]  # fitted frames, in order
+    frames: list[FitResult]
+    failed: dict[str, str] = field(default_factory=dict)  # frame -> why it was skipped
+    relocked: list[str] = field(default_factory=list)  # frames where tracking was lost (global search again)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def parameter_arrays(self) -> dict[str, np.ndarray]:
+        """API names with a leading frame axis: shape [S], expression [T, E], neck_pose [T, J, 3],
+        larynx_height [T, 1], larynx_scale [T, 1], scale [T], rotation [T, 3, 3], translation [T, 3]."""
+        per = [f.parameter_arrays() for f in self.frames]
+        out = {"shape": np.asarray(self.shape, np.float64)}
+        for key in ("expression", "neck_pose", "larynx_height", "larynx_scale"):
+            if key in per[0]:
+                out[key] = np.concatenate([p[key] for p in per]).astype(np.float64)
+        out["scale"] = np.array([float(p["scale"]) for p in per])
+        out["rotation"] = np.stack([p["rotation"] for p in per])
+        out["translation"] = np.stack([p["translation"] for p in per])
+        return out
+
+
+def natural_key(path: str | os.PathLike) -> list:
+    """frame2 < frame10."""
+    return [int(t) if t.isdigit() else t.casefold() for t in re.split(r"(\d+)", str(path))]
+
+
+def _temporal_rows(target_cm: np.ndarray, idx: np.ndarray, weight: float):
+    """Point-to-point rows pulling model vertices idx towards target_cm [K, 3] (scan cm)."""
+    n = len(idx)
+    corners = np.repeat(np.stack([idx, idx, idx], 1), 3, axis=0)
+    rows = Correspondences(
+        corners,
+        np.tile([1.0, 0.0, 0.0], (3 * n, 1)),
+        np.tile(np.eye(3), (n, 1)),
+        np.repeat(target_cm, 3, axis=0),
+        np.full(3 * n, weight),
+    )
+    return lambda state: rows
+
+
+def _predicted(done: list[FitResult], idx: np.ndarray) -> np.ndarray:
+    """Where the prior vertices [K, 3] (scan units) would be at constant velocity: the prior
+    penalises a change of velocity, so steady motion is not held back."""
+    if len(done) >= 2:
+        return 2.0 * done[-1].vertices[idx] - done[-2].vertices[idx]
+    return done[-1].vertices[idx]
+
+
+def _scan_cm(scan: ScanData, units: str, count: int, rng: np.random.Generator) -> np.ndarray:
+    if scan.triangles is not None and len(scan.triangles):
+        scan = mesh_to_points(scan, count, rng)
+    pts = np.asarray(scan.points, np.float64)
+    pts = pts[np.isfinite(pts).all(1)]
+    if len(pts) > count:
+        pts = pts[rng.choice(len(pts), count, replace=False)]
+    return pts * UNIT_TO_CM[units]
+
+
+def _refine_identity(
+    model: HACK,
+    frames: list[FitResult],
+    scans_cm: list[np.ndarray],
+    sigma_cm: float,
+    iterations: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Gauss-Newton on shape alone over all given frames (their other parameters fixed)."""
+    ev = evaluator_for(model)
+    fitter = Fitter(ev, rng, sigma_cm=sigma_cm)
+    problem = Problem(
+        ev, Stage("identity", 1, shape=True, points=3000, trim_floor_cm=0.3), move_similarity=False
+    )
+    shape = frames[0].state.params.shape.copy()
+    for _ in range(iterations):
+        H = np.eye(ev.S)  # the shape prior, once for the sequence
+        g = shape.copy()
+        for result, pts in zip(frames, scans_cm):
+            state = result.state.copy()
+            state.params.shape = shape
+            pick = pts if len(pts) <= 3000 else pts[rng.choice(len(pts), 3000, replace=False)]
+            rows, _ = fitter.correspond(state, pick, None, 0.3)
+            used = float((rows.weights > 0).sum())
+            if used < 10:
+                continue
+            unique = np.unique(rows.corners)
+            pos = np.full(ev.num_vertices, -1, np.int64)
+            pos[unique] = np.arange(len(unique))
+            r, J = problem.linearize(state, rows, ev.subset(unique), pos)
+            w = rows.weights * (fitter.reference_rows / used) / sigma_cm**2
+            Jt = torch.from_numpy(J)
+            H += (Jt.T @ (Jt * torch.from_numpy(w)[:, None])).numpy()
+            g += J.T @ (w * r)
+        shape = shape - np.linalg.solve(H + 1e-9 * np.eye(ev.S), g)
+    return shape
+
+
+def fit_sequence(
+    model: HACK,
+    scans: list,
+    options: FitOptions | None = None,
+    *,
+    names: list[str] | None = None,
+    temporal_mm: float = 5.0,
+    prior_vertices: int = 200,
+    relock_mm: float = 1.5,
+    identity_frames: list[int] | None = None,
+    identity_iterations: int = 3,
+    identity_rounds: int = 1,
+) -> SequenceResult:
+    """Fit frames (ScanData, point arrays [N, 3], or paths) of one person with one identity.
+
+    temporal_mm: frame-to-frame displacement of a neck/head vertex that costs as much as one
+    scan point off by the noise (see the module doc; 0 switches the prior off); relock_mm:
+    median scan-to-fit distance (mm) above which a tracked frame runs the global search again;
+    identity_frames: indices (into the fitted frames) used to refine the identity (default all);
+    identity_rounds: identity refinement + polish rounds (each round costs a polish of every frame)."""
+    from .scan_io import load_scan
+
+    opts = options or FitOptions()
+    t_start = time.perf_counter()
+    ev = evaluator_for(model)
+    rng = np.random.default_rng(opts.seed)
+    names = (
+        list(names)
+        if names is not None
+        else [
+            Path(s).stem if isinstance(s, (str, os.PathLike)) else f"frame{i:04d}"
+            for i, s in enumerate(scans)
+        ]
+    )
+    if len(names) != len(scans):
+        raise ValueError(f"names has {len(names)} entries for {len(scans)} scans")
+    # neck and head vertices (not the torso root)
+    head_like = np.nonzero(ev.weights_by_bone[1:].sum(0).cpu().numpy() > 0.5)[0]
+    if len(head_like) == 0:
+        head_like = np.arange(ev.num_vertices)
+    prior_idx = np.sort(rng.choice(head_like, min(prior_vertices, len(head_like)), replace=False))
+    weight = 0.0 if temporal_mm <= 0 else (opts.sigma_cm / (temporal_mm / 10.0)) ** 2
+    failed: dict[str, str] = {}
+    relocked: list[str] = []
+    kept: list[tuple[str, ScanData]] = []
+    frames: list[FitResult] = []
+    units = None
+    track_opts = replace(opts, stages=TRACK_STAGES, report_points=5000)
+    t_track = time.perf_counter()
+    for name, scan in zip(names, scans):
+        try:
+            if isinstance(scan, (str, os.PathLike)):
+                scan = load_scan(scan)
+            elif not isinstance(scan, ScanData):
+                scan = ScanData(np.asarray(scan, np.float64))
+            if not frames:
+                result = fit_scan(model, scan, options=opts)
+                units = result.units
+                track_opts = replace(track_opts, units=units)
+                if result.failed:
+                    raise ValueError(f"the first fit failed ({result.message})")
+            else:
+                prev = frames[-1]
+                start = prev.state.copy()
+                extra = None
+                if weight > 0:
+                    extra = _temporal_rows(
+                        _predicted(frames, prior_idx) * UNIT_TO_CM[units], prior_idx, weight
+                    )
+                result = fit_scan(model, scan, options=track_opts, start=start, extra_rows=extra)
+                if result.failed or float(np.median(result.scan_distances_mm)) > relock_mm:
+                    relocked.append(name)
+                    again = fit_scan(model, scan, options=replace(opts, units=units))
+                    if again.failed:
+                        raise ValueError(f"tracking lost and the global search failed ({again.message})")
+                    # Back to the sequence's identity, then tracked from there.
+                    st = again.state.copy()
+                    st.params.shape = prev.state.params.shape.copy()
+                    result = fit_scan(model, scan, options=track_opts, start=st)
+        except Exception as err:  # noqa: BLE001 - one bad frame is reported and skipped
+            failed[name] = _one_line(err)
+            continue
+        frames.append(result)
+        kept.append((name, scan))
+    timings = {"track": time.perf_counter() - t_track}
+    if not frames:
+        raise ValueError(
+            "no frame of the sequence could be fitted: "
+            + "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:3])
+        )
+
+    use = (
+        range(len(frames))
+        if identity_frames is None
+        else [i for i in identity_frames if 0 <= i < len(frames)]
+    )
+    scans_cm = [_scan_cm(kept[i][1], units, 20_000, rng) for i in use]
+    polish_opts = replace(opts, stages=POLISH_STAGES, units=units)
+    timings["identity"] = timings["polish"] = 0.0
+    for _ in range(max(1, identity_rounds)):
+        # Identity over the frames, then every frame polished with it (alternating rounds).
+        t0 = time.perf_counter()
+        shape = _refine_identity(
+            model, [frames[i] for i in use], scans_cm, opts.sigma_cm, identity_iterations, rng
+        )
+        timings["identity"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        final: list[FitResult] = []
+        for i, (_, scan) in enumerate(kept):
+            st = frames[i].state.copy()
+            st.params.shape = shape.copy()
+            extra = None
+            if weight > 0 and final:
+                extra = _temporal_rows(_predicted(final, prior_idx) * UNIT_TO_CM[units], prior_idx, weight)
+            final.append(fit_scan(model, scan, options=polish_opts, start=st, extra_rows=extra))
+        frames = final
+        timings["polish"] += time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_start
+    timings["per_frame"] = timings["total"] / max(1, len(final))
+    return SequenceResult(shape, [n for n, _ in kept], final, failed, relocked, timings)
+
+
+def _one_line(err: BaseException) -> str:
+    from .batch import one_line
+
+    return one_line(err)
+
+
+def sequence_report(seq: SequenceResult) -> dict:
+    frames = []
+    for name, f in zip(seq.names, seq.frames):
+        d = f.scan_distances_mm
+        frames.append(
+            {
+                "frame": name,
+                "median_mm": round(float(np.median(d)), 4),
+                "p95_mm": round(float(np.percentile(d, 95)), 4),
+                "confidence": round(float(f.confidence), 4),
+                "failed": bool(f.failed),
+                "message": f.message,
+                "seconds": round(float(f.timings.get("total", 0.0)), 3),
+            }
+        )
+    return {
+        "frames": frames,
+        "skipped": seq.failed,
+        "tracking_lost": seq.relocked,
+        "timings_s": {k: round(v, 3) for k, v in seq.timings.items()},
+        "units": seq.frames[0].units if seq.frames else None,
+    }
+
+
+def run_sequence_cli(args) -> int:
+    """`hack-fit --sequence FRAMES... --out DIR`."""
+    import json
+    import sys
+
+    from hack_model.io.mesh import PolygonMesh, write_obj
+    from hack_model.params import save_params
+
+    from .batch import deferred_signals
+    from .scan_io import SCAN_SUFFIXES
+
+    files: list[Path] = []
+    for raw in args.scans:
+        p = Path(raw)
+        if p.is_dir():
+            files.extend(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in SCAN_SUFFIXES)
+        else:
+            files.append(p)  # a missing frame is reported as a failed frame
+    files.sort(key=natural_key)
+    if not files:
+        raise ValueError("--sequence: no frames")
+    out = Path(args.out)
+    targets = [out / "sequence_params.npz", out / "sequence_report.json"]
+    if not args.no_meshes:
+        targets += [out / f"{p.stem}_fit.obj" for p in files]
+    if args.render:
+        targets.append(out / "sequence.mp4")
+    if not args.overwrite:
+        existing = [t for t in targets if t.exists()]
+        if existing:
+            raise ValueError(f"{existing[0]} already exists (use --overwrite to replace it)")
+    model = HACK(args.model).to(args.device)
+    seq = fit_sequence(
+        model, [str(p) for p in files], FitOptions(units=args.units), names=[p.stem for p in files]
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    report = sequence_report(seq)
+    with deferred_signals():
+        save_params(out / "sequence_params.npz", seq.parameter_arrays(), overwrite=True)
+        if not args.no_meshes:
+            d = model.data
+            for name, f in zip(seq.names, seq.frames):
+                mesh = PolygonMesh(
+                    f.vertices, d.polygon_vertex_indices, d.polygon_sizes, d.uv_coords, d.polygon_uv_indices
+                )
+                write_obj(out / f"{name}_fit.obj", mesh, overwrite=True)
+        if args.render:
+            try:
+                _render_video(out / "sequence.mp4", seq, model, [str(p) for p in files])
+            except (ImportError, RuntimeError) as err:
+                report["render_error"] = _one_line(err)
+        (out / "sequence_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    for fr in report["frames"]:
+        print(
+            f"{fr['frame']:<28} median {fr['median_mm']:.3f} mm  p95 {fr['p95_mm']:.2f} mm  "
+            f"conf {fr['confidence']:.2f}"
+        )
+    for name, why in seq.failed.items():
+        print(f"{name:<28} SKIPPED  {why}")
+    print(
+        f"{len(seq.frames)} of {len(files)} frames fitted, one identity; "
+        f"{seq.timings['per_frame']:.2f} s per frame",
+        file=sys.stdout,
+    )
+    return 0 if not seq.failed else 1
+
+
+def _render_video(path: Path, seq: SequenceResult, model: HACK, files: list[str]) -> None:
+    """scan | fit | distance per frame (the single-scan panel of fitting.report) as an MP4."""
+    import imageio.v2 as imageio
+
+    from .report import render_fit
+    from .scan_io import load_scan
+
+    by_name = {Path(f).stem: f for f in files}
+    with imageio.get_writer(str(path), fps=10, codec="libx264", quality=7, macro_block_size=1) as writer:
+        for name, f in zip(seq.names, seq.frames):
+            raw = load_scan(by_name[name])
+            pts = raw.points[np.isfinite(raw.points).all(1)] if raw.triangles is None else raw.points
+            frame = np.asarray(render_fit(f, model.data, pts, raw.triangles))
+            writer.append_data(frame[..., :3] if frame.ndim == 3 and frame.shape[2] == 4 else frame)
