@@ -38,7 +38,7 @@ def test_the_readme_has_what_these_tests_run():
 @pytest.mark.parametrize(
     "index",
     [
-        pytest.param(i, id=f"python-{i}", marks=[pytest.mark.slow] if "fit_scan" in block else [])
+        pytest.param(i, id=f"python-{i}", marks=[pytest.mark.slow] if "fit_s" in block else [])
         for i, block in enumerate(PYTHON_BLOCKS)
     ],
 )
@@ -97,6 +97,22 @@ def _scans(tmp: Path) -> None:
     np.savetxt(tmp / "head_lm.txt", out.landmarks[0].numpy() * 10.0)
 
 
+def _frames(tmp: Path) -> None:
+    import torch
+    import trimesh
+
+    from hack_model import HACK
+
+    model = HACK()
+    (tmp / "frames").mkdir()
+    for t in range(3):
+        pose = torch.zeros(1, 8, 3)
+        pose[0, 6, 1] = 0.15 * t
+        with torch.no_grad():
+            v = model(shape=torch.full((1, 3), 0.5), neck_pose=pose).vertices[0].numpy()
+        trimesh.Trimesh(v * 10.0, model.faces).export(tmp / "frames" / f"f{t}.ply")
+
+
 # README line (prefix) -> (set-up, files it must write, marks)
 CASES = {
     "hack-model --version": (None, [], []),
@@ -115,6 +131,12 @@ CASES = {
     "hack-fit scans/ --out fits --render": (_scans, ["fits/head_params.npz", "fits/head_fit.png"], ["slow"]),
     "hack-fit head.ply --landmarks head_lm.txt --units mm --overwrite": (
         _scans, ["head_params.npz"], ["slow"]),
+    "hack-fit --sequence frames/ --out seq": (
+        _frames, ["seq/sequence_params.npz", "seq/f0_fit.obj"], ["slow"]),
+    "hack-fit --sequence frames/f0.ply frames/f1.ply frames/f2.ply --out seq2 --no-meshes --render": (
+        _frames, ["seq2/sequence_params.npz", "seq2/sequence.mp4"], ["slow", "r"]),
+    "hack-fit scans/ --out fits-cluster --scheduler local --jobs 2": (
+        _scans, ["fits-cluster/head_params.npz", "fits-cluster/summary.csv"], ["slow"]),
 }  # fmt: skip
 
 
