@@ -92,7 +92,8 @@ def test_a_broken_scan_in_the_middle_is_one_failure_row(clouds, tmp_path, capsys
     assert code == 1 and "3 of 4 scans fitted, 1 failed" in text
     rows = _summary(out)
     assert list(rows) == ["s0", "s1", "s1b", "s2"]
-    assert rows["s1b"]["status"] == "failed" and "s1b.ply: a face refers to vertex 7" in rows["s1b"]["message"]
+    bad = rows["s1b"]
+    assert bad["status"] == "failed" and "s1b.ply: a face refers to vertex 7" in bad["message"]
     for name in ("s0", "s1", "s2"):
         assert rows[name]["status"] == "ok" and rows[name]["median_mm"] < 1.0
         assert is_complete(out, name, render=False)
