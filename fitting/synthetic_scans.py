@@ -90,7 +90,14 @@ def make_scan(
     n_out = int(round(points * outliers))
     surface, _, _ = sample_surface(verts, tris[keep], points - n_out, rng)
     surface += rng.normal(0.0, noise_mm / 10.0, surface.shape)
-    lo, hi = verts.min(0), verts.max(0)
+    cloud, outlier, units, sim = _in_scanner_frame(surface, verts, n_out, units, rotate, rng)
+    return SyntheticScan(cloud, units, params, sim, sim.apply(verts), keep, outlier)
+
+
+def _in_scanner_frame(surface, box_points, n_out, units, rotate, rng):
+    """Add n_out stray points in the padded box of box_points, shuffle, and place the cloud
+    in a random scanner frame and units: (cloud [N, 3], outlier [N] bool, units, Similarity)."""
+    lo, hi = box_points.min(0), box_points.max(0)
     pad = 0.1 * (hi - lo)
     stray = rng.uniform(lo - pad, hi + pad, (n_out, 3))
     cloud = np.concatenate([surface, stray])
@@ -102,7 +109,7 @@ def make_scan(
     R = Rotation.random(random_state=rng).as_matrix() if rotate else np.eye(3)
     t = rng.normal(0.0, 30.0, 3) * to_units  # scan origin anywhere within a metre or so
     sim = Similarity(to_units, R, t)
-    return SyntheticScan(sim.apply(cloud), units, params, sim, sim.apply(verts), keep, outlier)
+    return sim.apply(cloud), outlier, units, sim
 
 
 # ------------------------------------------------------------- scans of the kinds people have
@@ -222,16 +229,5 @@ def make_kind_scan(
         idx = np.nonzero(seen)[0]
         surface = dense[rng.choice(idx, min(n_surf, len(idx)), replace=False)]
     surface = surface + rng.normal(0.0, noise_mm / 10.0, surface.shape)
-    lo, hi = surface.min(0), surface.max(0)
-    pad = 0.1 * (hi - lo)
-    stray = rng.uniform(lo - pad, hi + pad, (n_out, 3))
-    cloud = np.concatenate([surface, stray])
-    outlier = np.r_[np.zeros(len(surface), bool), np.ones(n_out, bool)]
-    order = rng.permutation(len(cloud))
-    cloud, outlier = cloud[order], outlier[order]
-    units = str(rng.choice(list(UNIT_TO_CM))) if units is None else units
-    to_units = 1.0 / UNIT_TO_CM[units]
-    R = Rotation.random(random_state=rng).as_matrix()
-    t = rng.normal(0.0, 30.0, 3) * to_units
-    sim = Similarity(to_units, R, t)
-    return SyntheticScan(sim.apply(cloud), units, params, sim, sim.apply(verts), keep, outlier)
+    cloud, outlier, units, sim = _in_scanner_frame(surface, surface, n_out, units, True, rng)
+    return SyntheticScan(cloud, units, params, sim, sim.apply(verts), keep, outlier)

@@ -23,6 +23,7 @@ from .core.basis import ModelBasis, build_basis
 from .core.forward import KernelBasis, evaluate, shaped_template
 from .loading import load_model
 from .model_data import ModelData
+from .params import PARAMETER_NAMES
 
 ParamValue = torch.Tensor | np.ndarray | float | list | None
 
@@ -165,7 +166,7 @@ class HACK(nn.Module):
         `expression` also takes {"jawOpen": [B] or float}; `betas` is an alias of `shape`.
         """
         keywords.reject_unknown_keywords(
-            unknown, _FORWARD_PARAMETERS, self.expression_names, self.action_unit_names
+            unknown, PARAMETER_NAMES, self.expression_names, self.action_unit_names
         )
         shape = keywords.resolve_shape_alias(shape, betas)
         E, J, S = self.num_expression, self.num_bones, self.num_shape
@@ -254,16 +255,6 @@ class HACK(nn.Module):
             return self().vertices[0].cpu().numpy()
 
 
-_FORWARD_PARAMETERS = (
-    "shape",
-    "expression",
-    "neck_pose",
-    "larynx_height",
-    "larynx_scale",
-    "action_units",
-    "global_orient",
-    "transl",
-)
 
 
 class _Params:
