@@ -271,15 +271,7 @@ def build_topology() -> Topology:
         below += [False] * len(pts)
         part += [p] * len(pts)
 
-        def ring(a: int, b: int, ids=ids) -> int:
-            return ids[1 + (a - 1) * EYE_LON + b % EYE_LON]
-
-        for b in range(EYE_LON):
-            tris.append([ids[0], ring(1, b), ring(1, b + 1)])
-            tris.append([ids[-1], ring(EYE_LAT - 1, b + 1), ring(EYE_LAT - 1, b)])
-        for a in range(1, EYE_LAT - 1):
-            for b in range(EYE_LON):
-                quads.append([ring(a, b), ring(a + 1, b), ring(a + 1, b + 1), ring(a, b + 1)])
+        _sphere_faces(ids, EYE_LAT, EYE_LON, tris, quads)
         eye_ids[side] = ids
         eye_unit[side] = pts
 
@@ -368,15 +360,7 @@ def build_topology() -> Topology:
     col += [-1] * len(tpts)
     below += [True] * len(tpts)
 
-    def tring(a: int, b: int) -> int:
-        return tongue_ids[1 + (a - 1) * TONGUE_LON + b % TONGUE_LON]
-
-    for b in range(TONGUE_LON):
-        tris.append([tongue_ids[0], tring(1, b), tring(1, b + 1)])
-        tris.append([tongue_ids[-1], tring(TONGUE_LAT - 1, b + 1), tring(TONGUE_LAT - 1, b)])
-    for a in range(1, TONGUE_LAT - 1):
-        for b in range(TONGUE_LON):
-            quads.append([tring(a, b), tring(a + 1, b), tring(a + 1, b + 1), tring(a, b + 1)])
+    _sphere_faces(tongue_ids, TONGUE_LAT, TONGUE_LON, tris, quads)
 
     topo = Topology(
         num_vertices=nv,
@@ -711,3 +695,18 @@ def landmark_indices(topo: Topology, P: np.ndarray) -> np.ndarray:
     lm += [int(um[0]), at(um, 0.25), at(um, 0.5), at(um, 0.75), int(um[-1])]
     lm += [at(lmg, 0.75), at(lmg, 0.5), at(lmg, 0.25)]
     return np.array(lm, np.int64)
+
+
+def _sphere_faces(ids, lat: int, lon: int, tris: list, quads: list) -> None:
+    """Faces of a UV sphere whose vertex ids are [pole, ring 1 .. ring lat-1 (lon each), pole]:
+    triangle fans at the poles, quads between rings (appended to tris and quads)."""
+
+    def ring(a: int, b: int) -> int:
+        return ids[1 + (a - 1) * lon + b % lon]
+
+    for b in range(lon):
+        tris.append([ids[0], ring(1, b), ring(1, b + 1)])
+        tris.append([ids[-1], ring(lat - 1, b + 1), ring(lat - 1, b)])
+    for a in range(1, lat - 1):
+        for b in range(lon):
+            quads.append([ring(a, b), ring(a + 1, b), ring(a + 1, b + 1), ring(a, b + 1)])
