@@ -179,22 +179,28 @@ def test_version():
         assert result.returncode == 0 and "0.1.0" in result.stdout, result.stderr
 
 
-@pytest.mark.blender
-@pytest.mark.slow
-def test_blender_imports_the_glb_with_bones_and_morph_targets(tmp_path, model):
+def _blender_import(glb: Path, tmp_path: Path):
+    """What Blender's own glTF importer makes of glb (tests/blender/check_gltf.py): an npz
+    with its bones, shape keys and values, and the evaluated vertices (metres, +z up)."""
     python = os.environ.get("HACK_BLENDER_PYTHON")
     if not python or not Path(python).is_file():
         pytest.skip("HACK_BLENDER_PYTHON is not set (see tests/test_blender_addon.py)")
-    out = tmp_path / "head.glb"
-    result = run("export", "-o", out, "--rig", "--set", "jawOpen=0.7", "--set", "mouthSmile_L=0.5")
-    assert result.returncode == 0, result.stderr
     proc = subprocess.run(
-        [python, str(REPO / "tests" / "blender" / "check_gltf.py"), str(out), str(tmp_path / "b.npz")],
+        [python, str(REPO / "tests" / "blender" / "check_gltf.py"), str(glb), str(tmp_path / "b.npz")],
         capture_output=True, text=True, timeout=300,
         env=dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path)),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    got = np.load(tmp_path / "b.npz")
+    return np.load(tmp_path / "b.npz")
+
+
+@pytest.mark.blender
+@pytest.mark.slow
+def test_blender_imports_the_glb_with_bones_and_morph_targets(tmp_path, model):
+    out = tmp_path / "head.glb"
+    result = run("export", "-o", out, "--rig", "--set", "jawOpen=0.7", "--set", "mouthSmile_L=0.5")
+    assert result.returncode == 0, result.stderr
+    got = _blender_import(out, tmp_path)
     assert json.loads(str(got["bones"])) == model.bone_names
     keys = json.loads(str(got["shape_keys"]))
     assert keys == model.expression_names
@@ -214,20 +220,11 @@ def test_blender_imports_the_glb_with_bones_and_morph_targets(tmp_path, model):
 def test_blender_poses_the_glb_skin_like_the_model(tmp_path, model):
     """The skin carries the neck pose; the glTF has no pose correctives, so only the vertices
     those move differ (under 1 cm at turn 30, nod 15), the rest match the model exactly."""
-    python = os.environ.get("HACK_BLENDER_PYTHON")
-    if not python or not Path(python).is_file():
-        pytest.skip("HACK_BLENDER_PYTHON is not set (see tests/test_blender_addon.py)")
     from hack_model.settings import apply_settings
 
     out = tmp_path / "posed.glb"
     assert run("export", "-o", out, "--rig", "--set", "turn=30", "--set", "nod=15").returncode == 0
-    proc = subprocess.run(
-        [python, str(REPO / "tests" / "blender" / "check_gltf.py"), str(out), str(tmp_path / "b.npz")],
-        capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path)),
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    blender = np.load(tmp_path / "b.npz")["vertices"] * 100.0
+    blender = _blender_import(out, tmp_path)["vertices"] * 100.0
     back = np.stack([blender[:, 0], blender[:, 2], -blender[:, 1]], axis=1)
     expected = forward(model, **apply_settings({}, ["turn=30", "nod=15"], model))
     error = np.linalg.norm(back - expected, axis=1)
