@@ -14,7 +14,8 @@
    scan point off by the scan noise. It smooths neck and similarity (and mesh) motion without
    holding back steady motion.
    A frame whose median scan-to-fit distance exceeds `relock_mm`, or whose fit is flagged
-   failed, has lost tracking: it is fitted again with the global search.
+   failed, has lost tracking: it is fitted again with the global search, and starts a new
+   segment (no velocity is carried across the jump).
 3. The identity is refined jointly over all fitted frames (or `identity_frames` of them):
    Gauss-Newton steps on `shape` alone over the stacked frames' scan rows, with the shape prior once.
 4. Every frame is polished from its tracked state with the refined identity (and the prior).
@@ -198,7 +199,9 @@ def fit_sequence(
     units = None
     track_opts = replace(opts, stages=TRACK_STAGES, report_points=5000)
     t_track = time.perf_counter()
+    segment_start, segment_starts = 0, {0}
     for name, scan in zip(names, scans):
+        lost = False
         try:
             if isinstance(scan, (str, os.PathLike)):
                 scan = load_scan(scan)
@@ -216,21 +219,28 @@ def fit_sequence(
                 extra = None
                 if weight > 0:
                     extra = _temporal_rows(
-                        _predicted(frames, prior_idx) * UNIT_TO_CM[units], prior_idx, weight
+                        _predicted(frames[segment_start:], prior_idx) * UNIT_TO_CM[units], prior_idx, weight
                     )
                 result = fit_scan(model, scan, options=track_opts, start=start, extra_rows=extra)
                 if result.failed or float(np.median(result.scan_distances_mm)) > relock_mm:
                     relocked.append(name)
+                    lost = True
                     again = fit_scan(model, scan, options=replace(opts, units=units))
                     if again.failed:
                         raise ValueError(f"tracking lost and the global search failed ({again.message})")
-                    # Back to the sequence's identity, then tracked from there.
+                    # Back to the sequence's identity, then every stage again with it fixed: the
+                    # global fit's expression and pose made up for its own identity.
                     st = again.state.copy()
                     st.params.shape = prev.state.params.shape.copy()
-                    result = fit_scan(model, scan, options=track_opts, start=st)
+                    fixed_identity = tuple(replace(stage, shape=False) for stage in opts.stages)
+                    relock_opts = replace(track_opts, stages=fixed_identity)
+                    result = fit_scan(model, scan, options=relock_opts, start=st)
         except Exception as err:  # noqa: BLE001 - one bad frame is reported and skipped
             failed[name] = _one_line(err)
             continue
+        if lost:  # the motion jumped: no velocity is carried across (track and polish alike)
+            segment_start = len(frames)
+            segment_starts.add(segment_start)
         frames.append(result)
         kept.append((name, scan))
     timings = {"track": time.perf_counter() - t_track}
@@ -261,8 +271,10 @@ def fit_sequence(
             st = frames[i].state.copy()
             st.params.shape = shape.copy()
             extra = None
-            if weight > 0 and final:
-                extra = _temporal_rows(_predicted(final, prior_idx) * UNIT_TO_CM[units], prior_idx, weight)
+            since = max(k for k in segment_starts if k <= i)
+            if weight > 0 and i > since:
+                history = final[since:]
+                extra = _temporal_rows(_predicted(history, prior_idx) * UNIT_TO_CM[units], prior_idx, weight)
             final.append(fit_scan(model, scan, options=polish_opts, start=st, extra_rows=extra))
         frames = final
         timings["polish"] += time.perf_counter() - t0
@@ -301,84 +313,77 @@ def sequence_report(seq: SequenceResult) -> dict:
     }
 
 
-def run_sequence_cli(args) -> int:
-    """`hack-fit --sequence FRAMES... --out DIR`."""
+def sequence_task(task, tmp: Path, t0: float):
+    """A whole sequence as one batch task (fitting/batch.py): fit it, and return its outcome
+    and the outputs' bytes (sequence_params.npz, sequence_report.json, FRAME_fit.obj per
+    fitted frame unless options["no_meshes"], sequence.mp4 with options["render"])."""
     import json
-    import sys
 
     from hack_model.io.mesh import PolygonMesh, write_obj
     from hack_model.params import save_params
 
-    from .batch import deferred_signals
-    from .scan_io import SCAN_SUFFIXES
+    from .batch import Outcome, cached_model, frame_names, quick_options
 
-    files: list[Path] = []
-    for raw in args.scans:
-        p = Path(raw)
-        if p.is_dir():
-            files.extend(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in SCAN_SUFFIXES)
-        else:
-            files.append(p)  # a missing frame is reported as a failed frame
-    files.sort(key=natural_key)
-    if not files:
-        raise ValueError("--sequence: no frames")
-    out = Path(args.out)
-    targets = [out / "sequence_params.npz", out / "sequence_report.json"]
-    if not args.no_meshes:
-        targets += [out / f"{p.stem}_fit.obj" for p in files]
-    if args.render:
-        targets.append(out / "sequence.mp4")
-    if not args.overwrite:
-        existing = [t for t in targets if t.exists()]
-        if existing:
-            raise ValueError(f"{existing[0]} already exists (use --overwrite to replace it)")
-    model = HACK(args.model).to(args.device)
-    seq = fit_sequence(
-        model, [str(p) for p in files], FitOptions(units=args.units), names=[p.stem for p in files]
-    )
-    out.mkdir(parents=True, exist_ok=True)
+    a = task.options
+    model = cached_model(a.get("model"), a.get("device", "cpu"))
+    names = frame_names(task.frames)
+    frames = list(task.frames)
+    if task.frame_data is not None:  # the frames' bytes, written under their own names
+        (tmp / "frames").mkdir()
+        frames = [str(tmp / "frames" / f"{n}{Path(f).suffix.lower()}") for n, f in zip(names, task.frames)]
+        for f, data in zip(frames, task.frame_data):
+            Path(f).write_bytes(data)
+    options = FitOptions(units=a.get("units", "auto"))
+    if a.get("quick"):  # a rough first frame (no hypothesis search): previews and tests
+        options = quick_options(options)
+    seq = fit_sequence(model, frames, options, names=names)
     report = sequence_report(seq)
-    with deferred_signals():
-        save_params(out / "sequence_params.npz", seq.parameter_arrays(), overwrite=True)
-        if not args.no_meshes:
-            d = model.data
-            for name, f in zip(seq.names, seq.frames):
-                mesh = PolygonMesh(
-                    f.vertices, d.polygon_vertex_indices, d.polygon_sizes, d.uv_coords, d.polygon_uv_indices
-                )
-                write_obj(out / f"{name}_fit.obj", mesh, overwrite=True)
-        if args.render:
-            try:
-                _render_video(out / "sequence.mp4", seq, model, [str(p) for p in files])
-            except (ImportError, RuntimeError) as err:
-                report["render_error"] = _one_line(err)
-        (out / "sequence_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    for fr in report["frames"]:
-        print(
-            f"{fr['frame']:<28} median {fr['median_mm']:.3f} mm  p95 {fr['p95_mm']:.2f} mm  "
-            f"conf {fr['confidence']:.2f}"
-        )
-    for name, why in seq.failed.items():
-        print(f"{name:<28} SKIPPED  {why}")
-    print(
-        f"{len(seq.frames)} of {len(files)} frames fitted, one identity; "
-        f"{seq.timings['per_frame']:.2f} s per frame",
-        file=sys.stdout,
+    save_params(tmp / "sequence_params.npz", seq.parameter_arrays())
+    wanted = ["sequence_params.npz"]
+    if not a.get("no_meshes"):
+        d = model.data
+        for name, f in zip(seq.names, seq.frames):
+            mesh = PolygonMesh(
+                f.vertices, d.polygon_vertex_indices, d.polygon_sizes, d.uv_coords, d.polygon_uv_indices
+            )
+            write_obj(tmp / f"{name}_fit.obj", mesh)
+            wanted.append(f"{name}_fit.obj")
+    if a.get("render"):
+        try:
+            _render_video(tmp / "sequence.mp4", seq, model, dict(zip(names, frames)))
+            wanted.append("sequence.mp4")
+        except (ImportError, RuntimeError) as err:
+            report["render_error"] = _one_line(err)
+    (tmp / "sequence_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    wanted.append("sequence_report.json")
+    medians = [fr["median_mm"] for fr in report["frames"]]
+    message = f"{len(seq.frames)} of {len(names)} frames fitted, one identity"
+    if seq.failed:
+        message += "; skipped " + ", ".join(seq.failed)
+    outcome = Outcome(
+        task.name,
+        "ok",
+        message,
+        time.perf_counter() - t0,
+        float(np.median(medians)),
+        max(fr["p95_mm"] for fr in report["frames"]),
+        min(float(f.confidence) for f in seq.frames),
+        seq.frames[0].units,
     )
-    return 0 if not seq.failed else 1
+    return outcome, {f: (tmp / f).read_bytes() for f in wanted}
 
 
-def _render_video(path: Path, seq: SequenceResult, model: HACK, files: list[str]) -> None:
-    """scan | fit | distance per frame (the single-scan panel of fitting.report) as an MP4."""
+def _render_video(path: Path, seq: SequenceResult, model: HACK, files: dict[str, str]) -> None:
+    """scan | fit | distance per frame (the single-scan panel of fitting.report) as an MP4;
+    files: frame name -> its scan file."""
     import imageio.v2 as imageio
 
     from .report import render_fit
     from .scan_io import load_scan
 
-    by_name = {Path(f).stem: f for f in files}
     with imageio.get_writer(str(path), fps=10, codec="libx264", quality=7, macro_block_size=1) as writer:
         for name, f in zip(seq.names, seq.frames):
-            raw = load_scan(by_name[name])
+            raw = load_scan(files[name])
             pts = raw.points[np.isfinite(raw.points).all(1)] if raw.triangles is None else raw.points
             frame = np.asarray(render_fit(f, model.data, pts, raw.triangles))
             writer.append_data(frame[..., :3] if frame.ndim == 3 and frame.shape[2] == 4 else frame)
