@@ -5,8 +5,10 @@
     seq.shape, seq.parameter_arrays()  # shape [S]; expression [T, 55], neck_pose [T, J, 3], ...
 
 1. The first frame that loads is fitted alone, with the global search (`fit_scan`).
-2. Tracking: every further frame starts from its neighbour's solution, with the identity
-   (`shape`) fixed, and moves expression, neck pose, larynx and the similarity. A temporal
+2. Tracking: every further frame starts from its neighbour's solution and moves expression,
+   neck pose, larynx and the similarity, and its shape too: with the first frame's identity
+   held fixed, its small errors showed as residual structure that grew from frame to frame
+   until tracking was lost; the one identity is set in step 3. A temporal
    prior pulls `prior_vertices` neck and head vertices towards where the two previous frames
    put them at constant velocity (2 x_{t-1} - x_{t-2}; x_{t-1} for the second frame): each
    coordinate counts like one scan point, with weight (sigma / temporal_mm)^2 (sigma =
@@ -42,7 +44,9 @@ from .optimize import Correspondences, Fitter, Problem, Stage
 
 # From a neighbour's solution a short solve suffices; the polish after the identity refinement
 # gives the final fit on a fixed, larger sample.
-TRACK_STAGES = (Stage("track", 4, expression=True, pose=True, larynx=True, points=3000, trim_floor_cm=0.4),)
+TRACK_STAGES = (
+    Stage("track", 4, shape=True, expression=True, pose=True, larynx=True, points=3000, trim_floor_cm=0.4),
+)
 POLISH_STAGES = (
     Stage(
         "polish", 2, expression=True, pose=True, larynx=True, points=5000, trim_floor_cm=0.3, resample=False
@@ -126,7 +130,7 @@ def _refine_identity(
     problem = Problem(
         ev, Stage("identity", 1, shape=True, points=3000, trim_floor_cm=0.3), move_similarity=False
     )
-    shape = frames[0].state.params.shape.copy()
+    shape = np.mean([f.state.params.shape for f in frames], axis=0)  # the tracked frames' own shapes
     for _ in range(iterations):
         H = np.eye(ev.S)  # the shape prior, once for the sequence
         g = shape.copy()
@@ -228,13 +232,7 @@ def fit_sequence(
                     again = fit_scan(model, scan, options=replace(opts, units=units))
                     if again.failed:
                         raise ValueError(f"tracking lost and the global search failed ({again.message})")
-                    # Back to the sequence's identity, then every stage again with it fixed: the
-                    # global fit's expression and pose made up for its own identity.
-                    st = again.state.copy()
-                    st.params.shape = prev.state.params.shape.copy()
-                    fixed_identity = tuple(replace(stage, shape=False) for stage in opts.stages)
-                    relock_opts = replace(track_opts, stages=fixed_identity)
-                    result = fit_scan(model, scan, options=relock_opts, start=st)
+                    result = again
         except Exception as err:  # noqa: BLE001 - one bad frame is reported and skipped
             failed[name] = _one_line(err)
             continue
