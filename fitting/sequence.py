@@ -18,7 +18,9 @@
    A frame whose median scan-to-fit distance exceeds `relock_mm`, or whose fit is flagged
    failed, has lost tracking: it is fitted again with the global search, and starts a new
    segment (no velocity is carried across the jump).
-3. The identity is refined jointly over all fitted frames (or `identity_frames` of them):
+3. The identity is refined jointly over the fitted frames (`identity_frames` of them; by
+   default all of a short sequence, IDENTITY_FRAMES spread evenly over a long one: the shape
+   is one vector, and more frames of the same person cost time without telling more):
    Gauss-Newton steps on `shape` alone over the stacked frames' scan rows, with the shape prior once.
 4. Every frame is polished from its tracked state with the refined identity (and the prior).
 
@@ -41,6 +43,10 @@ from hack_model.model import HACK
 from .alignment import UNIT_TO_CM
 from .fit import FitOptions, FitResult, ScanData, evaluator_for, fit_scan, mesh_to_points
 from .optimize import Correspondences, Fitter, Problem, Stage
+
+IDENTITY_FRAMES = 16
+IDENTITY_POINTS = 2000  # scan points per frame in each identity step
+POLISH_REPORT_POINTS = 10_000  # scan points each frame's report measures (a single fit: 20,000)
 
 # From a neighbour's solution a short solve suffices; the polish after the identity refinement
 # gives the final fit on a fixed, larger sample.
@@ -128,7 +134,7 @@ def _refine_identity(
     ev = evaluator_for(model)
     fitter = Fitter(ev, rng, sigma_cm=sigma_cm)
     problem = Problem(
-        ev, Stage("identity", 1, shape=True, points=3000, trim_floor_cm=0.3), move_similarity=False
+        ev, Stage("identity", 1, shape=True, points=IDENTITY_POINTS, trim_floor_cm=0.3), move_similarity=False
     )
     shape = np.mean([f.state.params.shape for f in frames], axis=0)  # the tracked frames' own shapes
     for _ in range(iterations):
@@ -137,7 +143,8 @@ def _refine_identity(
         for result, pts in zip(frames, scans_cm):
             state = result.state.copy()
             state.params.shape = shape
-            pick = pts if len(pts) <= 3000 else pts[rng.choice(len(pts), 3000, replace=False)]
+            count = IDENTITY_POINTS
+            pick = pts if len(pts) <= count else pts[rng.choice(len(pts), count, replace=False)]
             rows, _ = fitter.correspond(state, pick, None, 0.3)
             used = float((rows.weights > 0).sum())
             if used < 10:
@@ -164,7 +171,7 @@ def fit_sequence(
     prior_vertices: int = 200,
     relock_mm: float = 1.5,
     identity_frames: list[int] | None = None,
-    identity_iterations: int = 3,
+    identity_iterations: int = 2,
     identity_rounds: int = 1,
 ) -> SequenceResult:
     """Fit frames (ScanData, point arrays [N, 3], or paths) of one person with one identity.
@@ -172,7 +179,8 @@ def fit_sequence(
     temporal_mm: frame-to-frame displacement of a neck/head vertex that costs as much as one
     scan point off by the noise (see the module doc; 0 switches the prior off); relock_mm:
     median scan-to-fit distance (mm) above which a tracked frame runs the global search again;
-    identity_frames: indices (into the fitted frames) used to refine the identity (default all);
+    identity_frames: indices (into the fitted frames) used to refine the identity (default: all,
+    or IDENTITY_FRAMES spread evenly when there are more);
     identity_rounds: identity refinement + polish rounds (each round costs a polish of every frame)."""
     from .scan_io import load_scan
 
@@ -249,12 +257,12 @@ def fit_sequence(
         )
 
     use = (
-        range(len(frames))
+        np.unique(np.linspace(0, len(frames) - 1, min(len(frames), IDENTITY_FRAMES)).round().astype(int))
         if identity_frames is None
         else [i for i in identity_frames if 0 <= i < len(frames)]
     )
     scans_cm = [_scan_cm(kept[i][1], units, 20_000, rng) for i in use]
-    polish_opts = replace(opts, stages=POLISH_STAGES, units=units)
+    polish_opts = replace(opts, stages=POLISH_STAGES, units=units, report_points=POLISH_REPORT_POINTS)
     timings["identity"] = timings["polish"] = 0.0
     for _ in range(max(1, identity_rounds)):
         # Identity over the frames, then every frame polished with it (alternating rounds).
