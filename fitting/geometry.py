@@ -197,8 +197,13 @@ class TensorProximity:
     point-triangle test picks the best: the same candidates as the k-d tree's. exact=True
     tests every triangle (chunked brute force), the true closest point."""
 
-    def __init__(self, vertices: torch.Tensor, triangles: torch.Tensor, candidates: int = 8,
-                 brute_force: bool | None = None) -> None:
+    def __init__(
+        self,
+        vertices: torch.Tensor,
+        triangles: torch.Tensor,
+        candidates: int = 8,
+        brute_force: bool | None = None,
+    ) -> None:
         self.vertices, self.triangles = vertices, triangles
         self.candidates = min(candidates, len(triangles))
         self.brute_force = vertices.device.type != "cpu" if brute_force is None else brute_force
@@ -240,7 +245,10 @@ class TensorProximity:
         best = dist.argmin(1, keepdim=True)
         take = best[..., None].expand(-1, -1, 3)
         return Closest(
-            q.gather(1, take)[:, 0], cand.gather(1, best)[:, 0], bary.gather(1, take)[:, 0], dist.gather(1, best)[:, 0]
+            q.gather(1, take)[:, 0],
+            cand.gather(1, best)[:, 0],
+            bary.gather(1, take)[:, 0],
+            dist.gather(1, best)[:, 0],
         )
 
 

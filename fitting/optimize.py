@@ -145,8 +145,10 @@ class Correspondences:
         """As tensors on device (corners int64, the rest dtype)."""
         return Correspondences(
             torch.as_tensor(self.corners, dtype=torch.int64, device=device),
-            *(torch.as_tensor(getattr(self, f), dtype=dtype, device=device)
-              for f in ("bary", "normals", "points", "weights")),
+            *(
+                torch.as_tensor(getattr(self, f), dtype=dtype, device=device)
+                for f in ("bary", "normals", "points", "weights")
+            ),
         )
 
     def numpy(self) -> Correspondences:
@@ -155,8 +157,10 @@ class Correspondences:
             return self
         return Correspondences(
             self.corners.cpu().numpy(),
-            *(getattr(self, f).detach().to("cpu", torch.float64).numpy()
-              for f in ("bary", "normals", "points", "weights")),
+            *(
+                getattr(self, f).detach().to("cpu", torch.float64).numpy()
+                for f in ("bary", "normals", "points", "weights")
+            ),
         )
 
     @staticmethod
@@ -293,7 +297,9 @@ class Problem:
             J[:, 1:4] = torch.linalg.cross(n, z)
             J[:, 4:7] = -n
         if jv.shape[2]:
-            J[:, self.offsets[1] :] = _rows_times(rows.bary[:, :, None] * n[:, None, :], pos[rows.corners], jv)
+            J[:, self.offsets[1] :] = _rows_times(
+                rows.bary[:, :, None] * n[:, None, :], pos[rows.corners], jv
+            )
         return r, J
 
 

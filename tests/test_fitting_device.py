@@ -96,7 +96,9 @@ def test_tensor_proximity_brute_force_matches_kdtree_on_the_model(ev):
     assert np.array_equal(cpu.triangle.numpy(), ref.triangle)
     some = p[:300]
     exact = TensorProximity(vt, tt, brute_force=True).query(torch.from_numpy(some), exact=True)
-    assert np.allclose(exact.distance.numpy(), MeshProximity(v, tris).query(some, exact=True).distance, atol=1e-12)
+    assert np.allclose(
+        exact.distance.numpy(), MeshProximity(v, tris).query(some, exact=True).distance, atol=1e-12
+    )
 
 
 def test_jacobian_rows_gather_matches_a_dense_product():
