@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fitting import FitOptions, fit_scan
+from fitting import FitOptions, fit_scan, optimize
 from fitting.alignment import Similarity
 from fitting.evaluator import LARYNX_FD_STEP, ModelEvaluator, ModelParams
 from fitting.fit import evaluator_for
@@ -162,20 +162,26 @@ def test_linearize_matches_finite_differences_of_the_residuals(ev):
     assert isinstance(Jn, np.ndarray) and np.allclose(Jn, J.numpy(), atol=1e-12)
 
 
-def test_device_path_on_the_cpu_fits_like_the_kdtree_path(ev):
-    """A stage run with brute-force candidates (the CUDA code path) ends where the k-d tree's
-    does: the same sample, the same candidates, the same steps (up to ties)."""
+def test_device_path_on_the_cpu_fits_like_the_kdtree_path(ev, monkeypatch):
+    """A stage run the CUDA way (brute-force candidate triangles, gathered Jacobian rows) ends
+    where the CPU's k-d tree and scipy product do: the same sample, the same candidates, the
+    same steps (up to ties)."""
     scan, start = _scan_and_start(ev)
     stage = Stage("shape+neck", 5, shape=True, pose=True, points=2000, trim_floor_cm=0.8)
     out = []
     for brute in (False, True):
+        if brute:
+            monkeypatch.setattr(optimize, "_rows_times", _rows_times_gather)
         fitter = Fitter(ev, np.random.default_rng(0), brute_force=brute)
         state, log, _ = fitter.run_stage(Problem(ev, stage), start.copy(), scan.points, None)
         out.append((ev.vertices(state.params), state, log, fitter.score(state, scan.points)))
     (v0, s0, l0, e0), (v1, s1, l1, e1) = out
     assert l0.iterations == l1.iterations
-    assert np.abs(v0 - v1).max() < 1e-4  # cm
-    assert abs(s0.scale - s1.scale) < 1e-9 and np.allclose(s0.shift, s1.shift, atol=1e-5)
+    # Rounding differences (another order of sums) grow a little along the weakly constrained
+    # directions (the holes): the surface is the same to well within the noise.
+    diff = np.linalg.norm(v0 - v1, axis=1)
+    assert np.median(diff) < 0.002 and diff.max() < 0.05  # cm
+    assert abs(s0.scale - s1.scale) < 1e-9 and np.allclose(s0.shift, s1.shift, atol=0.01)
     assert e1 == pytest.approx(e0, rel=1e-3)
     # and it fitted: 0.05 cm noise, 5% outliers (capped at 1 cm), 20% holes
     assert e1 < 0.1
