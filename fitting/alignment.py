@@ -284,11 +284,12 @@ def neck_search(
     pose_t = torch.as_tensor(poses)
     mats = ev.bone_matrices(pose_t, ev.joints(neutral_p))  # [H, J, 3, 4]
     blended = torch.einsum("hjk,jv->hvk", mats.reshape(H, J, 12), sub.weights_by_bone).reshape(H, -1, 3, 4)
-    posed_c = (blended[..., 3] + (blended[..., :3] @ rest_c[None, :, :, None])[..., 0]).numpy()  # [H, C, 3]
+    posed_c = blended[..., 3] + (blended[..., :3] @ rest_c[None, :, :, None])[..., 0]
+    posed_c = posed_c.cpu().numpy()  # [H, C, 3]
     _, face, bary = sample_surface(rest, neck_tris, samples, rng)
     local = np.searchsorted(corners, neck_tris[face])  # [S, 3] rows of posed_c
     posed = np.einsum("sk,hskc->hsc", bary, posed_c[:, local])  # [H, S, 3]
-    head = mats[:, -1].numpy()  # [H, 3, 4]: rest -> posed for the head's vertices
+    head = mats[:, -1].cpu().numpy()  # [H, 3, 4]: rest -> posed for the head's vertices
     R_h, t_h = head[:, :, :3], head[:, :, 3]
     # Carry the posed neck back by the head's motion: x = sim(R_h^T (v - t_h)).
     back = np.einsum("hdc,hvd->hvc", R_h, posed - t_h[:, None])

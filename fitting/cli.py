@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--device",
         default="cpu",
         choices=("cpu", "cuda"),
-        help="device of the model's final evaluation; the solver itself runs on the CPU",
+        help="device of the fit: the model, correspondences and the solver (default cpu)",
     )
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     p.add_argument(

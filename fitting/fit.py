@@ -42,12 +42,16 @@ RETRIES = 2
 OTHER_BASINS = 1
 
 
-def evaluator_for(model: HACK) -> ModelEvaluator:
-    """The (cached) float64 evaluator of a model."""
-    ev = _EVALUATORS.get(model)
+def evaluator_for(model: HACK, device: str | torch.device | None = None) -> ModelEvaluator:
+    """The (cached) float64 evaluator of a model on device (default: the model's own device).
+    The solver runs where its evaluator does, so this is the one place a fit's device is chosen."""
+    device = torch.device(model.template.device if device is None else device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    per_model = _EVALUATORS.setdefault(model, {})
+    ev = per_model.get(device)
     if ev is None:
-        ev = ModelEvaluator(model, anchor="head")
-        _EVALUATORS[model] = ev
+        ev = per_model[device] = ModelEvaluator(model, anchor="head", device=device)
     return ev
 
 
@@ -130,7 +134,7 @@ def _fit_scan(
     scan_cm, normals = prepared.points, prepared.normals
     timings["load"] = time.perf_counter() - t_start
 
-    ev = evaluator_for(model)
+    ev = evaluator_for(model, opts.device)
     fitter = Fitter(ev, rng, sigma_cm=opts.sigma_cm)
     t0 = time.perf_counter()
     extra, pool, alignment = None, [], None
@@ -368,7 +372,7 @@ def fit_registered(
     vertices [V, 3] in any pose, scale (units) and orientation; NaN rows are ignored."""
     opts = options or FitOptions()
     t_start = time.perf_counter()
-    ev = evaluator_for(model)
+    ev = evaluator_for(model, opts.device)
     verts = np.asarray(vertices, np.float64)
     if verts.shape != (ev.num_vertices, 3):
         raise ValueError(

@@ -24,6 +24,9 @@ class FitOptions:
     tilt_hypotheses: bool = True
     threads: int | None = 1  # torch threads during the fit: its many small ops run fastest on one
     min_confidence: float = 0.5  # below this the fit is flagged as failed
+    # Where the whole solver runs (model evaluation, correspondences, LM): cpu, cuda, ...;
+    # None: the model's device.
+    device: str | None = None
 
 
 @dataclass
