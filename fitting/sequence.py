@@ -47,6 +47,7 @@ from .optimize import Correspondences, Fitter, Problem, Stage
 IDENTITY_FRAMES = 16
 IDENTITY_POINTS = 2000  # scan points per frame in each identity step
 POLISH_REPORT_POINTS = 10_000  # scan points each frame's report measures (a single fit: 20,000)
+TRACK_REPORT_POINTS = 3000  # enough for the tracking-lost check (median distance, confidence)
 
 # From a neighbour's solution a short solve suffices; the polish after the identity refinement
 # gives the final fit on a fixed, larger sample.
@@ -209,7 +210,7 @@ def fit_sequence(
     kept: list[tuple[str, ScanData]] = []
     frames: list[FitResult] = []
     units = None
-    track_opts = replace(opts, stages=TRACK_STAGES, report_points=5000)
+    track_opts = replace(opts, stages=TRACK_STAGES, report_points=TRACK_REPORT_POINTS)
     t_track = time.perf_counter()
     segment_start, segment_starts = 0, {0}
     for name, scan in zip(names, scans):
