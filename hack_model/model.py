@@ -93,7 +93,7 @@ class HACK(nn.Module):
     def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .double(): move the basis, drop caches
         self._shape_cache = None
         result = super()._apply(fn, *args, **kwargs)
-        self._kernel = _map_tensors(self._kernel, fn)
+        self._kernel = _map_tensors(self._kernel, fn).derived()
         return result
 
     # ----------------------------------------------------------------- names

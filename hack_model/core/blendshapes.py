@@ -34,11 +34,10 @@ def add_blend_shapes_to_range(
     """Add directions that move only the contiguous vertices [start, start + V_k) of the mesh.
 
     mesh [B, 3, V] (a fresh tensor: it is changed in place and returned),
-    coefficients [B, K], directions [K, 3 * V_k] -> mesh. Vertices outside the range
-    cost nothing: this is how the kernel skips the zero rows of sparse directions.
+    coefficients [B, K] or [1, K], directions [K, 3 * V_k] -> mesh. Vertices outside the
+    range cost nothing: this is how the kernel skips the zero rows of sparse directions.
     """
-    B = mesh.shape[0]
     count = directions.shape[1] // 3
     if count:
-        mesh[:, :, start : start + count] += (coefficients @ directions).view(B, 3, count)
+        mesh[:, :, start : start + count] += (coefficients @ directions).view(-1, 3, count)
     return mesh

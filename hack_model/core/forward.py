@@ -15,6 +15,7 @@ Shape notes: B batch, V vertices, J bones, S shape, E expression, P posed bones.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,8 +25,8 @@ from . import kinematics
 from .basis import ModelBasis
 from .blendshapes import add_blend_shapes_to_range, pose_features
 from .larynx import sample_larynx_offsets
-from .rotations import axis_angle_to_matrix
-from .skinning import skin_coordinate_major, skin_rigid_range
+from .rotations import axis_angle_to_matrix, axis_angle_to_quaternion, quaternion_forms, quaternion_products
+from .skinning import rigid_planes, skin_planes
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,12 @@ class KernelBasis:
     [S, 3 * V]; expression_directions [E, 3 * V_e] from expression_start;
     pose_directions [9 P, 3 * V_p] from pose_start; weights_by_bone [J, V]; runs: the
     skinning runs covering [0, V); larynx_position [V_l] (kernel positions of the larynx
-    vertices, in LarynxBasis order).
+    vertices, in LarynxBasis order); output_index [3 * V]: where model vertex v's
+    coordinate c sits in a flattened [3, V] kernel mesh (index 3 v + c);
+    posed: the posed bones as a slice when they are a range. Derived from the basis's
+    frames in its dtype (`derived`; None when joints are regressed: the frames then
+    change with shape): local_forms [J, 16, 16] (`kinematics.local_rotation_forms`),
+    rest_inverse [J, 4, 4].
     """
 
     basis: ModelBasis
@@ -62,6 +68,10 @@ class KernelBasis:
     weights_by_bone: torch.Tensor
     runs: tuple[SkinningRun, ...]
     larynx_position: torch.Tensor | None
+    output_index: torch.Tensor
+    posed: slice | list[int]
+    local_forms: torch.Tensor | None = None
+    rest_inverse: torch.Tensor | None = None
 
     @staticmethod
     def layout(basis: ModelBasis) -> tuple[np.ndarray, tuple[SkinningRun, ...], int, int]:
@@ -109,6 +119,10 @@ class KernelBasis:
             )
 
         t_order = torch.as_tensor(order)
+        output_index = (torch.as_tensor(position)[:, None] + torch.arange(3) * V).reshape(-1)
+        posed = list(basis.posed_bones)
+        if posed == list(range(posed[0], posed[0] + len(posed))) if posed else False:
+            posed = slice(posed[0], posed[0] + len(posed))
         shape = basis.shape.dense(V)[:, t_order]
         larynx = basis.larynx
         return cls(
@@ -124,6 +138,19 @@ class KernelBasis:
             weights_by_bone=basis.skinning_weights[t_order].T.contiguous(),
             runs=runs,
             larynx_position=None if larynx is None else torch.as_tensor(position)[larynx.vertex_index],
+            output_index=output_index,
+            posed=posed,
+        ).derived()
+
+    def derived(self) -> KernelBasis:
+        """This layout with the arrays derived from the basis's frames computed again in
+        its current dtype and device (cast ones would carry float32 rounding into float64)."""
+        if self.basis.joints is not None:
+            return dataclasses.replace(self, local_forms=None, rest_inverse=None)
+        return dataclasses.replace(
+            self,
+            local_forms=kinematics.local_rotation_forms(self.basis.relative_rest),
+            rest_inverse=kinematics.rigid_inverse(self.basis.rest_frames),
         )
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> KernelBasis:
@@ -134,7 +161,7 @@ class KernelBasis:
 
         fields = {k: move(v) for k, v in vars(self).items()}
         fields["basis"] = self.basis.to(device, dtype)
-        return KernelBasis(**fields)
+        return KernelBasis(**fields).derived()
 
 
 def shaped_template(kernel: KernelBasis, shape: torch.Tensor) -> torch.Tensor:
@@ -178,25 +205,31 @@ def evaluate(
     # A fresh [B, 3, V] mesh that the blendshapes are added to in place.
     mesh = base.expand(B, -1).clone().view(B, 3, V)
     if expression is not None:
-        add_blend_shapes_to_range(
-            mesh, expression.expand(B, -1), kernel.expression_directions, kernel.expression_start
-        )
-    if neck_pose is not None:
-        rotations = axis_angle_to_matrix(neck_pose).expand(B, J, 3, 3)  # [B, J, 3, 3]
-        features = pose_features(rotations, list(basis.posed_bones))
-        add_blend_shapes_to_range(mesh, features, kernel.pose_directions, kernel.pose_start)
-    else:
-        rotations = torch.eye(3, dtype=dtype, device=device).expand(B, J, 3, 3)
+        add_blend_shapes_to_range(mesh, expression, kernel.expression_directions, kernel.expression_start)
     if larynx_height is not None or larynx_scale is not None:
         mesh = _add_larynx(kernel, mesh, larynx_height, larynx_scale)
 
-    rest_frames, relative_rest = _rest_frames(basis, shape, expression, B)
-    frames = kinematics.forward_kinematics(rotations, relative_rest, list(basis.parents))
-    if neck_pose is not None or basis.joints is not None:
-        vertices = _skin(kernel, mesh, kinematics.skinning_matrices(frames, rest_frames))
+    if neck_pose is not None:
+        # Unit quaternions' products: R - I and the bones' local transforms are each one
+        # matmul of them.
+        qq = quaternion_products(axis_angle_to_quaternion(neck_pose))  # [B', J, 16]
+        features = qq[:, kernel.posed] @ quaternion_forms("minus_identity", dtype, device)  # [B', P, 9]
+        add_blend_shapes_to_range(mesh, features.flatten(1), kernel.pose_directions, kernel.pose_start)
+        forms, rest_inverse = kernel.local_forms, kernel.rest_inverse
+        if forms is None:  # joints regressed: the rest frames follow the shape
+            rest = _rest_frames(basis, shape, expression, B)
+            forms = kinematics.local_rotation_forms(kinematics.relative_rest_transforms(rest, basis.parents))
+            rest_inverse = kinematics.rigid_inverse(rest)
+        local = (qq[..., None, :] @ forms).view(-1, J, 4, 4)  # L_b @ R_b
+        frames = kinematics.chain_products(local, basis.parents)
+        if frames.shape[0] != B:
+            frames = frames.expand(B, J, 4, 4).contiguous()
+        planes = _skin(kernel, mesh, frames[..., :3, :] @ rest_inverse)
     else:
-        vertices = mesh.transpose(1, 2)
-    vertices = vertices.index_select(1, kernel.model_position)  # back to the model's order
+        frames = _rest_frames(basis, shape, expression, B).expand(B, J, 4, 4).clone()  # not the basis's
+        planes = mesh
+    # Back to the model's order and [B, V, 3]: one gather.
+    vertices = planes.reshape(B, 3 * V).index_select(1, kernel.output_index).view(B, V, 3)
 
     if global_orient is not None or transl is not None:
         R = (
@@ -211,16 +244,16 @@ def evaluate(
 
 
 def _skin(kernel: KernelBasis, mesh: torch.Tensor, bone_matrices: torch.Tensor) -> torch.Tensor:
-    """mesh [B, 3, V] (kernel order), bone_matrices [B, J, 3, 4] -> [B, V, 3] (kernel order)."""
+    """mesh [B, 3, V] (kernel order), bone_matrices [B, J, 3, 4] -> [B, 3, V] (kernel order)."""
     pieces = []
     for run in kernel.runs:
         part = mesh[:, :, run.start : run.stop]
         if run.bone >= 0:
-            pieces.append(skin_rigid_range(part, bone_matrices[:, run.bone]))
+            pieces.append(rigid_planes(part, bone_matrices[:, run.bone]))
         else:
             weights = kernel.weights_by_bone[:, run.start : run.stop]
-            pieces.append(skin_coordinate_major(part, weights, bone_matrices))
-    return torch.cat(pieces, 1) if len(pieces) > 1 else pieces[0]
+            pieces.append(skin_planes(part, weights, bone_matrices))
+    return torch.cat(pieces, 2) if len(pieces) > 1 else pieces[0]
 
 
 def _add_larynx(kernel: KernelBasis, mesh: torch.Tensor, height, scale) -> torch.Tensor:
@@ -238,11 +271,11 @@ def _add_larynx(kernel: KernelBasis, mesh: torch.Tensor, height, scale) -> torch
 
 def _rest_frames(
     basis: ModelBasis, shape: torch.Tensor | None, expression: torch.Tensor | None, B: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """World rest frames and rest frames relative to the parents ([J or B, J, 4, 4])."""
+) -> torch.Tensor:
+    """World rest frames ([J or B, J, 4, 4])."""
     joints = basis.joints
     if joints is None:
-        return basis.rest_frames, basis.relative_rest
+        return basis.rest_frames
     # SMPL-style: joints regressed from the shaped template, before pose offsets
     # (smplx counts expression as shape here).
     position = joints.template.expand(B, -1, -1)
@@ -253,5 +286,4 @@ def _rest_frames(
         position = position + torch.einsum(
             "bk,kjc->bjc", expression.expand(B, -1), joints.expression_directions
         )
-    rest = kinematics.rest_frames_from_joints(position, basis.rest_frames[:, :3, :3])
-    return rest, kinematics.relative_rest_transforms(rest, list(basis.parents))
+    return kinematics.rest_frames_from_joints(position, basis.rest_frames[:, :3, :3])
