@@ -24,7 +24,7 @@ import torch
 from . import kinematics
 from .basis import ModelBasis
 from .blendshapes import add_blend_shapes_to_range, pose_features
-from .larynx import sample_larynx_offsets
+from .larynx import RowProfiles, larynx_columns, sample_row_profiles
 from .rotations import axis_angle_to_matrix, axis_angle_to_quaternion, quaternion_forms, quaternion_products
 from .skinning import rigid_planes, skin_planes
 
@@ -47,8 +47,9 @@ class KernelBasis:
     vertex v sits in the kernel (order's inverse). template [3 * V]; shape_directions
     [S, 3 * V]; expression_directions [E, 3 * V_e] from expression_start;
     pose_directions [9 P, 3 * V_p] from pose_start; weights_by_bone [J, V]; runs: the
-    skinning runs covering [0, V); larynx_position [V_l] (kernel positions of the larynx
-    vertices, in LarynxBasis order); output_index [3 * V]: where model vertex v's
+    skinning runs covering [0, V); larynx_start, larynx_profiles, larynx_rest [V_r]: the
+    kernel vertices [larynx_start, +V_r) that span the larynx, with their map columns
+    (zero for the others in the span) and the value at rest; output_index [3 * V]: where model vertex v's
     coordinate c sits in a flattened [3, V] kernel mesh (index 3 v + c);
     posed: the posed bones as a slice when they are a range. Derived from the basis's
     frames in its dtype (`derived`; None when joints are regressed: the frames then
@@ -67,9 +68,11 @@ class KernelBasis:
     pose_start: int
     weights_by_bone: torch.Tensor
     runs: tuple[SkinningRun, ...]
-    larynx_position: torch.Tensor | None
     output_index: torch.Tensor
     posed: slice | list[int]
+    larynx_start: int
+    larynx_profiles: RowProfiles | None
+    larynx_rest: torch.Tensor | None
     local_forms: torch.Tensor | None = None
     rest_inverse: torch.Tensor | None = None
 
@@ -125,6 +128,19 @@ class KernelBasis:
             posed = slice(posed[0], posed[0] + len(posed))
         shape = basis.shape.dense(V)[:, t_order]
         larynx = basis.larynx
+        larynx_start, profiles, rest = 0, None, None
+        if larynx is not None:
+            # One slice of the kernel mesh, not a scatter: the span of the larynx vertices.
+            at = position[larynx.vertex_index.cpu().numpy()]
+            larynx_start = int(at.min())
+            H = max(larynx.map.shape[0], 2)
+            columns = larynx.map.new_zeros(int(at.max()) + 1 - larynx_start, H)
+            row0 = larynx.map.new_zeros(len(columns))
+            index = torch.as_tensor(at - larynx_start, device=columns.device)
+            columns[index] = larynx_columns(larynx.map, larynx.vertex_uvs)
+            row0[index] = (1.0 - larynx.vertex_uvs[:, 1]) * (H - 1)
+            profiles = RowProfiles.from_columns(columns, row0)
+            rest = sample_row_profiles(profiles, row0.new_zeros(1, 1))[0]
         return cls(
             basis=basis,
             order=t_order,
@@ -137,9 +153,11 @@ class KernelBasis:
             pose_start=pose_start,
             weights_by_bone=basis.skinning_weights[t_order].T.contiguous(),
             runs=runs,
-            larynx_position=None if larynx is None else torch.as_tensor(position)[larynx.vertex_index],
             output_index=output_index,
             posed=posed,
+            larynx_start=larynx_start,
+            larynx_profiles=profiles,
+            larynx_rest=rest,
         ).derived()
 
     def derived(self) -> KernelBasis:
@@ -261,12 +279,14 @@ def _add_larynx(kernel: KernelBasis, mesh: torch.Tensor, height, scale) -> torch
     larynx = kernel.basis.larynx
     if larynx is None:
         raise ValueError("larynx_height/larynx_scale given, but this model has no larynx map")
-    B = mesh.shape[0]
-    height = (height if height is not None else mesh.new_zeros(1, 1)).expand(B, 1)
-    scale = (scale if scale is not None else mesh.new_ones(1, 1)).expand(B, 1)
-    offsets = sample_larynx_offsets(larynx.map, larynx.vertex_uvs, larynx.direction, height, scale)
-    delta = offsets - larynx.rest_offsets  # [B, V_l, 3]
-    return mesh.index_add_(2, kernel.larynx_position, delta.transpose(1, 2))
+    profiles = kernel.larynx_profiles
+    value = sample_row_profiles(profiles, height if height is not None else mesh.new_zeros(1, 1))
+    if scale is not None:
+        value = value * scale
+    start = kernel.larynx_start
+    span = mesh[:, :, start : start + len(profiles.row0)]
+    span.addcmul_((value - kernel.larynx_rest)[:, None, :], larynx.direction[:, None])
+    return mesh
 
 
 def _rest_frames(
