@@ -47,9 +47,10 @@ class KernelBasis:
     vertex v sits in the kernel (order's inverse). template [3 * V]; shape_directions
     [S, 3 * V]; expression_directions [E, 3 * V_e] from expression_start;
     pose_directions [9 P, 3 * V_p] from pose_start; weights_by_bone [J, V]; runs: the
-    skinning runs covering [0, V); larynx_start, larynx_profiles, larynx_rest [V_r]: the
+    skinning runs covering [0, V); larynx_start, larynx_profiles [V_r]: the
     kernel vertices [larynx_start, +V_r) that span the larynx, with their map columns
-    (zero for the others in the span) and the value at rest; output_index [3 * V]: where model vertex v's
+    (zero for the others in the span); minus_larynx_rest [V_r]: minus the value at rest
+    (the template carries that); output_index [3 * V]: where model vertex v's
     coordinate c sits in a flattened [3, V] kernel mesh (index 3 v + c);
     posed: the posed bones as a slice when they are a range. Derived from the basis's
     frames in its dtype (`derived`; None when joints are regressed: the frames then
@@ -72,7 +73,7 @@ class KernelBasis:
     posed: slice | list[int]
     larynx_start: int
     larynx_profiles: RowProfiles | None
-    larynx_rest: torch.Tensor | None
+    minus_larynx_rest: torch.Tensor | None
     local_forms: torch.Tensor | None = None
     rest_inverse: torch.Tensor | None = None
 
@@ -140,7 +141,7 @@ class KernelBasis:
             columns[index] = larynx_columns(larynx.map, larynx.vertex_uvs)
             row0[index] = (1.0 - larynx.vertex_uvs[:, 1]) * (H - 1)
             profiles = RowProfiles.from_columns(columns, row0)
-            rest = sample_row_profiles(profiles, row0.new_zeros(1, 1))[0]
+            rest = sample_row_profiles(profiles, row0.new_zeros(1, 1))[0]  # what the template carries
         return cls(
             basis=basis,
             order=t_order,
@@ -157,7 +158,7 @@ class KernelBasis:
             posed=posed,
             larynx_start=larynx_start,
             larynx_profiles=profiles,
-            larynx_rest=rest,
+            minus_larynx_rest=None if rest is None else -rest,
         ).derived()
 
     def derived(self) -> KernelBasis:
@@ -219,14 +220,14 @@ def evaluate(
 
     if shaped is None and shape is not None:
         shaped = shaped_template(kernel, shape)
-    base = template if shaped is None else shaped
-    # A fresh [B, 3, V] mesh that the blendshapes are added to in place.
-    mesh = base.expand(B, -1).clone().view(B, 3, V)
+    base = (template if shaped is None else shaped).view(-1, 3, V)
+    mesh = None  # a fresh [B, 3, V] mesh that the blendshapes are added to in place
+    if larynx_height is not None or larynx_scale is not None:
+        mesh = _add_larynx(kernel, base, larynx_height, larynx_scale)
+    if mesh is None or mesh.shape[0] != B:
+        mesh = (base if mesh is None else mesh).expand(B, 3, V).clone()
     if expression is not None:
         add_blend_shapes_to_range(mesh, expression, kernel.expression_directions, kernel.expression_start)
-    if larynx_height is not None or larynx_scale is not None:
-        mesh = _add_larynx(kernel, mesh, larynx_height, larynx_scale)
-
     if neck_pose is not None:
         # Unit quaternions' products: R - I and the bones' local transforms are each one
         # matmul of them.
@@ -274,18 +275,24 @@ def _skin(kernel: KernelBasis, mesh: torch.Tensor, bone_matrices: torch.Tensor) 
     return torch.cat(pieces, 2) if len(pieces) > 1 else pieces[0]
 
 
-def _add_larynx(kernel: KernelBasis, mesh: torch.Tensor, height, scale) -> torch.Tensor:
-    """mesh [B, 3, V] plus the change from the rest larynx (height 0, scale 1)."""
+def _add_larynx(kernel: KernelBasis, base: torch.Tensor, height, scale) -> torch.Tensor:
+    """base [B', 3, V] plus the change from the rest larynx (height 0, scale 1): a new
+    tensor, unless the larynx spans only part of the mesh (then a copy changed in place)."""
     larynx = kernel.basis.larynx
     if larynx is None:
         raise ValueError("larynx_height/larynx_scale given, but this model has no larynx map")
     profiles = kernel.larynx_profiles
-    value = sample_row_profiles(profiles, height if height is not None else mesh.new_zeros(1, 1))
+    value = sample_row_profiles(profiles, height if height is not None else base.new_zeros(1, 1))
     if scale is not None:
-        value = value * scale
-    start = kernel.larynx_start
-    span = mesh[:, :, start : start + len(profiles.row0)]
-    span.addcmul_((value - kernel.larynx_rest)[:, None, :], larynx.direction[:, None])
+        delta = torch.addcmul(kernel.minus_larynx_rest, value, scale)
+    else:
+        delta = value + kernel.minus_larynx_rest
+    start, count = kernel.larynx_start, len(profiles.row0)
+    direction = larynx.direction[:, None]
+    if count == base.shape[-1]:
+        return torch.addcmul(base, delta[:, None, :], direction)
+    mesh = base.expand(len(delta), -1, -1).clone()
+    mesh[:, :, start : start + count].addcmul_(delta[:, None, :], direction)
     return mesh
 
 

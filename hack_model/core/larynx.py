@@ -23,17 +23,15 @@ import torch
 class RowProfiles:
     """Each vertex's column of the map (already interpolated at its u), rows low..high.
 
-    pairs [N, 2]: (value at row r, value at row r + 1 minus it) for r in low..high-1 of
-    every vertex, vertex by vertex; offset [V] long: the pair of row 0 (pair of row r is
-    offset + r); low, top [V]: the first stored row and the last pair's row (high - 1),
-    as floats; high [V]; row0 [V]: the vertex's image row at height 0, (1 - v) (H - 1);
-    rows_per_height: H - 1 (height 1 moves a whole map up).
+    pairs [N, 2]: (value at row r, value at row r + 1 minus it; 0 at high) for r in
+    low..high of every vertex, vertex by vertex; offset [V] long: the pair of row 0 (row
+    r's is offset + r); low, high [V] float: the rows kept; row0 [V]: the vertex's image
+    row at height 0, (1 - v) (H - 1); rows_per_height: H - 1 (height 1 moves a whole map).
     """
 
     pairs: torch.Tensor
     offset: torch.Tensor
     low: torch.Tensor
-    top: torch.Tensor
     high: torch.Tensor
     row0: torch.Tensor
     rows_per_height: float
@@ -57,24 +55,22 @@ class RowProfiles:
             any_row = nonzero.any(1)
             first = np.where(any_row, nonzero.argmax(1), 0)
             last = np.where(any_row, H - 1 - nonzero[:, ::-1].argmax(1), 0)
-            low = np.maximum(first - 1, 0)
-            high = np.minimum(np.maximum(last + 1, low + 1), H - 1)
-            low = np.minimum(low, high - 1)
+            low, high = np.maximum(first - 1, 0), np.minimum(last + 1, H - 1)
         else:
             low, high = np.zeros(V, np.int64), np.full(V, H - 1)
-        counts = high - low  # pairs per vertex
+        counts = high - low + 1  # rows per vertex
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         vertex = np.repeat(np.arange(V), counts)
         row = np.arange(counts.sum()) - np.repeat(starts, counts) + np.repeat(low, counts)
         v_t, r_t = torch.as_tensor(vertex, device=columns.device), torch.as_tensor(row, device=columns.device)
-        below = columns[v_t, r_t]
-        pairs = torch.stack([below, columns[v_t, r_t + 1] - below], 1)
+        value = columns[v_t, r_t]
+        slope = columns[v_t, (r_t + 1).clamp(max=H - 1)] - value
+        slope[torch.as_tensor(starts + counts - 1, device=columns.device)] = 0.0  # row high: flat
         as_float = lambda a: torch.as_tensor(a, dtype=columns.dtype, device=columns.device)  # noqa: E731
         return RowProfiles(
-            pairs=pairs,
+            pairs=torch.stack([value, slope], 1),
             offset=torch.as_tensor(starts - low, device=columns.device),
             low=as_float(low),
-            top=as_float(high - 1),
             high=as_float(high),
             row0=row0.to(columns.dtype),
             rows_per_height=float(H - 1),
@@ -109,9 +105,9 @@ def sample_row_profiles(profiles: RowProfiles, height: torch.Tensor) -> torch.Te
     """The map's value per vertex at height [B, 1] -> [B, V]: bilinear, border clamp."""
     p = profiles
     y = torch.add(p.row0, height, alpha=p.rows_per_height).clamp_(p.low, p.high)  # [B, V] row
-    r = torch.minimum(y.detach().floor(), p.top)
-    pair = p.pairs.index_select(0, (r.long() + p.offset).view(-1)).view(*r.shape, 2)  # [B, V, 2]
-    return torch.addcmul(pair[..., 0], pair[..., 1], y - r)
+    index = y.detach().long() + p.offset  # y >= 0: truncation is floor
+    pair = p.pairs.index_select(0, index.view(-1)).view(*y.shape, 2)  # [B, V, 2]
+    return torch.addcmul(pair[..., 0], pair[..., 1], torch.frac(y))
 
 
 def sample_larynx_offsets(
