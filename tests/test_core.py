@@ -112,6 +112,27 @@ def test_row_profiles_gradient_in_height():
     assert torch.autograd.gradcheck(lambda h: sample_row_profiles(profiles, h), (height,))
 
 
+def test_block_sparse_blendshapes_equal_the_dense_product():
+    from hack_model.core.blendshapes import BlockSparse, add_block_sparse_blend_shapes, add_blend_shapes_to_range
+
+    rng = np.random.default_rng(10)
+    K, V_k, start, V = 12, 1000, 37, 1100
+    dirs = rng.normal(size=(K, 3, V_k))
+    region = rng.integers(0, 4, K)  # each direction moves one of 4 regions of vertices
+    dirs[:, :, :] *= region[:, None, None] == (np.arange(V_k) * 4 // V_k)[None, None]
+    dirs = torch.tensor(dirs.reshape(K, -1))
+    blocks = BlockSparse.from_directions(dirs, start, V - start, size=32)
+    assert blocks is not None and blocks.values.numel() < 0.5 * dirs.numel()
+    for B, Bc in ((1, 1), (3, 3), (3, 1)):
+        mesh = torch.tensor(rng.normal(size=(B, 3, V)))
+        c = torch.tensor(rng.normal(size=(Bc, K)), requires_grad=True)
+        ours = add_block_sparse_blend_shapes(mesh.clone(), c, blocks)
+        (g_ours,) = torch.autograd.grad(ours.square().sum(), c)
+        ref = add_blend_shapes_to_range(mesh.clone(), c, dirs, start)
+        (g_ref,) = torch.autograd.grad(ref.square().sum(), c)
+        assert (ours - ref).abs().max() < 1e-12 and (g_ours - g_ref).abs().max() < 1e-9
+
+
 def test_vertex_normals_match_trimesh():
     mesh = trimesh.creation.icosphere(subdivisions=2)
     mesh.vertices += np.random.default_rng(2).normal(0, 0.02, mesh.vertices.shape)

@@ -23,7 +23,7 @@ import torch
 
 from . import kinematics
 from .basis import ModelBasis
-from .blendshapes import add_blend_shapes_to_range, pose_features
+from .blendshapes import BlockSparse, add_block_sparse_blend_shapes, add_blend_shapes_to_range
 from .larynx import RowProfiles, larynx_columns, sample_row_profiles
 from .rotations import axis_angle_to_matrix, axis_angle_to_quaternion, quaternion_forms, quaternion_products
 from .skinning import rigid_planes, skin_planes
@@ -46,6 +46,7 @@ class KernelBasis:
     order [V]: kernel vertex p is model vertex order[p]; model_position [V]: where model
     vertex v sits in the kernel (order's inverse). template [3 * V]; shape_directions
     [S, 3 * V]; expression_directions [E, 3 * V_e] from expression_start;
+    expression_blocks: the same as `BlockSparse` (None when that saves little);
     pose_directions [9 P, 3 * V_p] from pose_start; weights_by_bone [J, V]; runs: the
     skinning runs covering [0, V); larynx_start, larynx_profiles [V_r]: the
     kernel vertices [larynx_start, +V_r) that span the larynx, with their map columns
@@ -65,6 +66,7 @@ class KernelBasis:
     shape_directions: torch.Tensor
     expression_directions: torch.Tensor
     expression_start: int
+    expression_blocks: BlockSparse | None
     pose_directions: torch.Tensor
     pose_start: int
     weights_by_bone: torch.Tensor
@@ -93,7 +95,9 @@ class KernelBasis:
         # last in group 0, first in the others; rigid ones by bone.
         blended_key = np.where(group == 0, J, -1)
         sub = np.where(rigid_bone >= 0, rigid_bone, blended_key)
-        order = np.lexsort((np.arange(V), sub, group))
+        # Within each (group, sub) vertices moved by the same expressions sit together:
+        # the blocks of `BlockSparse` then store few directions each.
+        order = np.lexsort((np.arange(V), _expression_pattern(basis), sub, group))
         labels = rigid_bone[order]
         runs, start = [], 0
         for p in range(1, V + 1):
@@ -128,6 +132,7 @@ class KernelBasis:
         if posed == list(range(posed[0], posed[0] + len(posed))) if posed else False:
             posed = slice(posed[0], posed[0] + len(posed))
         shape = basis.shape.dense(V)[:, t_order]
+        expression = coordinate_major(basis.expression, expression_start)
         larynx = basis.larynx
         larynx_start, profiles, rest = 0, None, None
         if larynx is not None:
@@ -148,8 +153,9 @@ class KernelBasis:
             model_position=torch.as_tensor(position),
             template=basis.template[t_order].T.reshape(-1).contiguous(),
             shape_directions=shape.transpose(1, 2).reshape(basis.shape.count, -1).contiguous(),
-            expression_directions=coordinate_major(basis.expression, expression_start),
+            expression_directions=expression,
             expression_start=expression_start,
+            expression_blocks=BlockSparse.from_directions(expression, expression_start, V - expression_start),
             pose_directions=coordinate_major(basis.pose_correctives, pose_start),
             pose_start=pose_start,
             weights_by_bone=basis.skinning_weights[t_order].T.contiguous(),
@@ -176,11 +182,28 @@ class KernelBasis:
         def move(x):
             if isinstance(x, torch.Tensor):
                 return x.to(device=device, dtype=dtype if x.is_floating_point() else None)
+            if isinstance(x, (RowProfiles, BlockSparse)):
+                return type(x)(**{k: move(v) for k, v in vars(x).items()})
             return x
 
         fields = {k: move(v) for k, v in vars(self).items()}
         fields["basis"] = self.basis.to(device, dtype)
         return KernelBasis(**fields).derived()
+
+
+def _expression_pattern(basis: ModelBasis) -> np.ndarray:
+    """[V] rank of each vertex's set of moving expressions (lexicographic, the most
+    common expression first); 0 for vertices no expression moves."""
+    V = basis.num_vertices
+    pattern = np.zeros(V, np.int64)
+    index = basis.expression.vertex_index.cpu().numpy()
+    if index.size == 0:
+        return pattern
+    moving = (basis.expression.directions != 0).any(-1).cpu().numpy().T  # [V_e, E]
+    moving = moving[:, np.argsort(-moving.sum(0), kind="stable")]
+    _, rank = np.unique(~moving, axis=0, return_inverse=True)
+    pattern[index] = rank.reshape(-1) + 1
+    return pattern
 
 
 def shaped_template(kernel: KernelBasis, shape: torch.Tensor) -> torch.Tensor:
@@ -226,7 +249,9 @@ def evaluate(
         mesh = _add_larynx(kernel, base, larynx_height, larynx_scale)
     if mesh is None or mesh.shape[0] != B:
         mesh = (base if mesh is None else mesh).expand(B, 3, V).clone()
-    if expression is not None:
+    if expression is not None and kernel.expression_blocks is not None:
+        add_block_sparse_blend_shapes(mesh, expression, kernel.expression_blocks)
+    elif expression is not None:
         add_blend_shapes_to_range(mesh, expression, kernel.expression_directions, kernel.expression_start)
     if neck_pose is not None:
         # Unit quaternions' products: R - I and the bones' local transforms are each one
