@@ -129,8 +129,8 @@ class KernelBasis:
         t_order = torch.as_tensor(order)
         output_index = (torch.as_tensor(position)[:, None] + torch.arange(3) * V).reshape(-1)
         posed = list(basis.posed_bones)
-        if posed == list(range(posed[0], posed[0] + len(posed))) if posed else False:
-            posed = slice(posed[0], posed[0] + len(posed))
+        if posed and posed == list(range(posed[0], posed[-1] + 1)):  # a slice: no index op per call
+            posed = slice(posed[0], posed[-1] + 1)
         shape = basis.shape.dense(V)[:, t_order]
         expression = coordinate_major(basis.expression, expression_start)
         larynx = basis.larynx

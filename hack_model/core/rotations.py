@@ -57,7 +57,8 @@ def _forms(kind: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
             rows.append(_quadratic(t))
     else:
         raise ValueError(kind)
-    return torch.tensor(rows, dtype=torch.float64).T.to(device=device, dtype=dtype).contiguous()
+    with torch.inference_mode(False):  # a cached constant: never an inference tensor
+        return torch.tensor(rows, dtype=torch.float64).T.to(device=device, dtype=dtype).contiguous()
 
 
 def quaternion_forms(kind: str, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
