@@ -197,6 +197,19 @@ def test_sparse_kernel_equals_dense_reference():
         assert np.abs(ours - dense_reference(data, shape, expr, pose)).max() < 1e-5
 
 
+@pytest.mark.parametrize("data", [sparse_data(), random_model_data(num_vertices=12, num_shape=3, seed=5)])
+def test_kernel_larynx_equals_numpy_sampling(data):
+    """The larynx's span of the kernel mesh, whole (the first model) or part of it."""
+    model = HACK(data).to(torch.float64)
+    for height, scale in ((0.037, 1.3), (-0.4, 0.6), (0.0, 1.0)):
+        with torch.no_grad():
+            ours = model(larynx_height=[[height]], larynx_scale=[[scale]]).vertices[0].numpy()
+        ref = data.template_vertices + nm.larynx_offsets(
+            data.larynx_map, data.vertex_uvs, data.larynx_direction, height, scale
+        )
+        assert np.abs(ours - ref).max() < 1e-5  # (the arrays are float32: a few 1e-7 cm)
+
+
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-9), (torch.float32, 2e-4)])
 def test_evaluator_on_any_dtype_matches_forward(dtype, tolerance):
     data = sparse_data()

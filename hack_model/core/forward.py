@@ -138,9 +138,11 @@ class KernelBasis:
         if larynx is not None:
             # One slice of the kernel mesh, not a scatter: the span of the larynx vertices.
             at = position[larynx.vertex_index.cpu().numpy()]
-            larynx_start = int(at.min())
+            larynx_start, stop = int(at.min()), int(at.max()) + 1
+            if stop - larynx_start > 0.75 * V:  # nearly all: all, and the larynx makes the fresh mesh
+                larynx_start, stop = 0, V
             H = max(larynx.map.shape[0], 2)
-            columns = larynx.map.new_zeros(int(at.max()) + 1 - larynx_start, H)
+            columns = larynx.map.new_zeros(stop - larynx_start, H)
             row0 = larynx.map.new_zeros(len(columns))
             index = torch.as_tensor(at - larynx_start, device=columns.device)
             columns[index] = larynx_columns(larynx.map, larynx.vertex_uvs)
