@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
+from hack_model.core.numpy_math import axis_angle_to_matrix
+
 UNIT_TO_CM = {"mm": 0.1, "cm": 1.0, "m": 100.0}
 
 
@@ -89,15 +91,6 @@ def _axis_rotations() -> list[np.ndarray]:
 
 def _rotation_angle(R1: np.ndarray, R2: np.ndarray) -> float:
     return float(np.arccos(np.clip((np.trace(R1.T @ R2) - 1.0) / 2.0, -1.0, 1.0)))
-
-
-def _rodrigues(omega: np.ndarray) -> np.ndarray:
-    theta = float(np.linalg.norm(omega))
-    if theta < 1e-12:
-        return np.eye(3)
-    k = omega / theta
-    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + np.sin(theta) * K + (1 - np.cos(theta)) * K @ K
 
 
 def _trimmed_mean(d: np.ndarray, keep: float) -> float:
@@ -194,7 +187,7 @@ def initial_alignment(
             for angle in (-50.0, -25.0, 25.0, 50.0):
                 omega = np.zeros(3)
                 omega[axis] = np.deg2rad(angle)
-                R = sim.rotation @ _rodrigues(omega)  # turn the model about its head's centre
+                R = sim.rotation @ axis_angle_to_matrix(omega)  # turn the model about its head's centre
                 starts.append(Similarity(1.0, R, sim.apply(centre[None])[0] - R @ centre))
     head_keep = 0.6
     # The head's ranking needs more iterations than the whole model's (ICP slides slowly

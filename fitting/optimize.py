@@ -31,6 +31,8 @@ import numpy as np
 import scipy.sparse
 import torch
 
+from hack_model.core.numpy_math import axis_angle_to_matrix
+
 from .alignment import Similarity
 from .evaluator import ModelEvaluator, ModelParams, Subset
 from .geometry import TensorProximity, face_normals
@@ -185,16 +187,6 @@ class SolveLog:
     iterations: int = 0
 
 
-def _skew(v: np.ndarray) -> np.ndarray:
-    return np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
-
-
-def _rotation(omega: np.ndarray) -> np.ndarray:
-    theta = float(np.linalg.norm(omega))
-    K = _skew(omega / theta) if theta > 1e-12 else np.zeros((3, 3))
-    return np.eye(3) + np.sin(theta) * K + (1 - np.cos(theta)) * K @ K
-
-
 class Problem:
     """The parameter vector of one stage: [log-scale, rotation (3), translation (3)] then the
     model blocks that move in this stage."""
@@ -241,7 +233,7 @@ class Problem:
         o, p = self.offsets, new.params
         if self.sim:
             new.scale = float(np.clip(state.scale * float(np.exp(delta[0])), *SCALE_RANGE))
-            R = _rotation(delta[1:4])
+            R = axis_angle_to_matrix(delta[1:4])
             new.rotation = R @ state.rotation
             new.shift = state.shift + delta[4:7]
         if self.stage.shape and self.ev.S:
