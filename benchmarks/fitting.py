@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for name, model in models:
             rows += bench_model(
-                name, model, kinds, args.count, args.seed, args.points, frames, "cpu", args.jsonl
+                name, model, kinds, args.count, args.seed, args.points, frames, args.jsonl, args.facing
             )
         summarise(rows)
     if args.ict:
