@@ -66,7 +66,7 @@ DEFAULT_STAGES = (
     Stage("shape+neck", 8, shape=True, pose=True, points=3000, trim_floor_cm=0.8),
     Stage(
         "+expression+larynx",
-        8,
+        10,
         shape=True,
         expression=True,
         pose=True,
@@ -76,7 +76,7 @@ DEFAULT_STAGES = (
     ),
     Stage(
         "all",
-        6,
+        10,
         shape=True,
         expression=True,
         pose=True,
