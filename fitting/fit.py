@@ -79,7 +79,9 @@ class _Scan:
     """A scan prepared for fitting: points [N, 3] and normals in cm, its units, and the
     surface the report measures to (triangles over vertices in cm, or None)."""
 
-    def __init__(self, scan: ScanData | np.ndarray, opts: FitOptions, rng: np.random.Generator) -> None:
+    def __init__(
+        self, scan: ScanData | np.ndarray, opts: FitOptions, rng: np.random.Generator, centre: bool = True
+    ) -> None:
         if not isinstance(scan, ScanData):
             scan = ScanData(np.asarray(scan, np.float64))
         surface = None
@@ -112,10 +114,15 @@ class _Scan:
         self.points = points * self.to_cm
         lo, hi = np.percentile(self.points, [1, 99], axis=0)
         self.extent_cm = float(np.linalg.norm(hi - lo))
+        # The solver turns the scan about its frame's origin, which a scanner may put a metre
+        # away: rotation and translation then trade almost one for one, and a frontal view
+        # stayed several degrees off. The scan is solved about its own median instead.
+        self.centre = np.median(self.points, axis=0) if centre else np.zeros(3)
+        self.points = self.points - self.centre
         self.normals = normals
         if float(np.ptp(self.points, axis=0).max()) < 1.0:
             raise ValueError("the scan is smaller than 1 cm across; not a head scan")
-        self.surface = None if surface is None else (surface[0] * self.to_cm, surface[1])
+        self.surface = None if surface is None else (surface[0] * self.to_cm - self.centre, surface[1])
 
 
 def _fit_scan(
@@ -129,7 +136,8 @@ def _fit_scan(
     t_start, c_start = time.perf_counter(), time.process_time()
     timings: dict[str, float] = {}
     rng = np.random.default_rng(opts.seed)
-    prepared = _Scan(scan, opts, rng)
+    # Rows from a caller (extra_rows) are in the scan's own frame: keep it then.
+    prepared = _Scan(scan, opts, rng, centre=extra_rows is None)
     scan_cm, normals = prepared.points, prepared.normals
     timings["load"] = time.perf_counter() - t_start
 
@@ -139,9 +147,9 @@ def _fit_scan(
     extra, pool, alignment = None, [], None
     searched = start is None and landmarks is None  # the global search ran: retries may help
     if start is not None:
-        state = start.copy()
+        state = _recentred(start, prepared.centre)
     elif landmarks is not None:
-        lm_cm = _landmarks_cm(model, landmarks, prepared.to_cm)
+        lm_cm = _landmarks_cm(model, landmarks, prepared.to_cm) - prepared.centre
         neutral = ev.vertices(ModelParams.neutral(ev.S, ev.E, ev.J))
         # Rotation and translation from the landmarks; the units fix the scale.
         sim = landmark_alignment(lm_cm, neutral[model.data.landmark_indices], with_scale=False)
@@ -205,7 +213,7 @@ def _fit_scan(
     result.converged = bool(best.converged)
     result.iterations = iterations
     result.stages = best.log.stages
-    result.state = best.state
+    result.state = _recentred(best.state, -prepared.centre)  # in the scan's own frame (cm)
     result.scale_status, result.scale_reason = _scale_status(prepared, best.state, result)
     timings["total"] = time.perf_counter() - t_start
     timings["cpu"] = time.process_time() - c_start
@@ -285,6 +293,13 @@ def _polish(model, ev, fitter, opts, best, result, scan, extra, rng):
         if result.confidence >= 1.0:
             break
     return best, result, iterations
+
+
+def _recentred(state: State, centre: np.ndarray) -> State:
+    """The state for scan points moved by -centre (y = s R (x - c) + shift')."""
+    out = state.copy()
+    out.shift = state.shift + state.scale * state.rotation @ centre
+    return out
 
 
 class _Attempt:
@@ -400,7 +415,7 @@ def _finish(
     )
     to_units = 1.0 / scan.to_cm
     scale = sim_cm.scale * to_units
-    translation = sim_cm.translation * to_units
+    translation = (sim_cm.translation + scan.centre) * to_units
     vertices = scale * verts_model @ sim_cm.rotation.T + translation
     verts_cm = sim_cm.apply(verts_model)
     triangles = ev.triangles
@@ -449,7 +464,7 @@ def _finish(
         scan_regions=scan_regions,
         vertex_distances_mm=vert_mm,
         vertex_covered=covered,
-        scan_sample=scan_cm[pick] / scan.to_cm,
+        scan_sample=(scan_cm[pick] + scan.centre) / scan.to_cm,
         units=scan.units,
         converged=False,
         confidence=confidence,
@@ -480,7 +495,7 @@ def fit_registered(
     tris = ev.triangles[ok[ev.triangles].all(1)]
     scan = ScanData(np.where(ok[:, None], verts, 0.0), None, tris if len(tris) else None)
     rng = np.random.default_rng(opts.seed)
-    prepared = _Scan(ScanData(verts[ok]), opts, rng)
+    prepared = _Scan(ScanData(verts[ok]), opts, rng, centre=False)
     if len(tris):
         prepared.surface = (scan.points * prepared.to_cm, tris)
     cm = verts * prepared.to_cm
