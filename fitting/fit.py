@@ -1,12 +1,17 @@
 """`fit_scan` and `fit_registered`: the public entry points of the fitting package.
 
 A fit runs in four steps, each in its own module:
-    prepare   scan_io (ScanData, mesh sampling) and alignment (units)
-    start     search: rigid hypotheses, neck twists and tilts, probed and ranked
-    solve     optimize: staged Levenberg-Marquardt (`_run_stages`), retried from the next
+    prepare   scan_io (ScanData, mesh sampling) and alignment (units); the scan is solved
+              about its own median (`_Scan.centre`), outputs are in its own frame
+    start     search: rigid hypotheses (a single view's ranked by probes), neck twists and
+              tilts, probed and ranked
+    solve     optimize: staged Levenberg-Marquardt (`_run_stages`; a single view keeps the
+              probe's shape and skips the similarity-only stage), retried from the next
               best hypotheses when the residual stays high
     finish    `_finish`: the mesh through HACK.forward, point-to-surface distances both
-              ways and the confidence (confidence.py)
+              ways and the confidence (confidence.py); a doubted fit is polished while the
+              evidence improves (`_polish`), then other rigid basins are tried; the scale's
+              status (`_scale_status`: units, fitted or cannot tell)
 """
 
 from __future__ import annotations
@@ -191,10 +196,11 @@ def _fit_scan(
         best, result, more = _polish(model, ev, fitter, opts, best, result, prepared, extra, rng)
         iterations += more
         timings["polish"] = time.perf_counter() - t0
-    if searched and result.failed and alignment is not None and alignment.others:
-        # Doubted: the rigid search may have picked the wrong basin (a small frontal view
-        # matches the model in more than one orientation). Search from the next rigid
-        # basins too and keep the fit the evidence trusts most.
+    if searched and result.failed and alignment is not None and alignment.others and not single_view:
+        # Doubted: the rigid search may have picked the wrong basin. Search from the next
+        # rigid basins too and keep the fit the evidence trusts most. (A single view's
+        # basins were ranked by probes already; searching the next one again rescued none
+        # of the benchmark's doubted frontal views and doubled their time.)
         t0 = time.perf_counter()
         for sim in alignment.others[:OTHER_BASINS]:
             alt, _ = search_from(
