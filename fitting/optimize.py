@@ -73,7 +73,7 @@ DEFAULT_STAGES = (
     Stage("shape+neck", 8, shape=True, pose=True, points=3000, trim_floor_cm=0.8),
     Stage(
         "+expression+larynx",
-        8,
+        10,
         shape=True,
         expression=True,
         pose=True,
@@ -83,7 +83,7 @@ DEFAULT_STAGES = (
     ),
     Stage(
         "all",
-        6,
+        10,
         shape=True,
         expression=True,
         pose=True,

@@ -61,6 +61,12 @@ class FitResult:
     failed: bool = False
     message: str = ""  # why the fit is doubted ("" when it is not)
     state: State | None = None  # the solver's final state (a start for a neighbouring frame)
+    # Where the scale comes from: "units" (the scan's units, given or detected, and a trusted
+    # fit of a head at that size), "fitted" (a stage with scale=True moved it) or "cannot
+    # tell" (the fit is doubted or the scan's extent fits no head in mm, cm or m: the size
+    # is not confirmed); scale_reason says why in words.
+    scale_status: str = "units"
+    scale_reason: str = ""
 
     def parameter_arrays(self) -> dict[str, np.ndarray]:
         """What `hack_model.params.save_params` writes: forward() arguments with a batch axis

@@ -256,8 +256,6 @@ class HACK(nn.Module):
             return self().vertices[0].cpu().numpy()
 
 
-
-
 class _Params:
     """Checks and converts forward() arguments, tracking the batch size they imply."""
 
@@ -280,9 +278,7 @@ class _Params:
         culprits = sorted(sizes, key=sizes.get, reverse=True)
         if culprits:
             named = ", ".join(f"'{k}' (largest |value| {sizes[k]:.3g})" for k in culprits[:3])
-            raise ValueError(
-                f"the output {which} are not finite: parameter {named} too large for this model"
-            )
+            raise ValueError(f"the output {which} are not finite: parameter {named} too large for this model")
         raise ValueError(f"the output {which} are not finite (the model's arrays hold NaN or inf)")
 
     def check_inputs_finite(self) -> None:

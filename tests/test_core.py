@@ -113,7 +113,11 @@ def test_row_profiles_gradient_in_height():
 
 
 def test_block_sparse_blendshapes_equal_the_dense_product():
-    from hack_model.core.blendshapes import BlockSparse, add_block_sparse_blend_shapes, add_blend_shapes_to_range
+    from hack_model.core.blendshapes import (
+        BlockSparse,
+        add_blend_shapes_to_range,
+        add_block_sparse_blend_shapes,
+    )
 
     rng = np.random.default_rng(10)
     K, V_k, start, V = 12, 1000, 37, 1100

@@ -62,7 +62,9 @@ class BlockSparse:
     values: torch.Tensor
 
     @staticmethod
-    def from_directions(directions: torch.Tensor, start: int, room: int, size: int = 64) -> BlockSparse | None:
+    def from_directions(
+        directions: torch.Tensor, start: int, room: int, size: int = 64
+    ) -> BlockSparse | None:
         """directions [K, 3 * V_k] coordinate-major over vertices [start, +V_k) -> blocks,
         or None when they would save little. room: vertices available from start (the last
         block may run past V_k over vertices it then adds zero to)."""

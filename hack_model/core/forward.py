@@ -23,7 +23,7 @@ import torch
 
 from . import kinematics
 from .basis import ModelBasis
-from .blendshapes import BlockSparse, add_block_sparse_blend_shapes, add_blend_shapes_to_range
+from .blendshapes import BlockSparse, add_blend_shapes_to_range, add_block_sparse_blend_shapes
 from .larynx import RowProfiles, larynx_columns, sample_row_profiles
 from .rotations import axis_angle_to_matrix, axis_angle_to_quaternion, quaternion_forms, quaternion_products
 from .skinning import rigid_planes, skin_planes

@@ -40,7 +40,9 @@ class RowProfiles:
         """A copy on device / in dtype (floating tensors only)."""
         return RowProfiles(
             **{
-                k: v.to(device=device, dtype=dtype if v.is_floating_point() else None) if torch.is_tensor(v) else v
+                k: v.to(device=device, dtype=dtype if v.is_floating_point() else None)
+                if torch.is_tensor(v)
+                else v
                 for k, v in vars(self).items()
             }
         )
@@ -94,7 +96,9 @@ def larynx_columns(larynx_map: torch.Tensor, vertex_uvs: torch.Tensor) -> torch.
     return torch.lerp(left, right, (x - x0).to(m.dtype)).T
 
 
-def larynx_row_profiles(larynx_map: torch.Tensor, vertex_uvs: torch.Tensor, compact: bool = True) -> RowProfiles:
+def larynx_row_profiles(
+    larynx_map: torch.Tensor, vertex_uvs: torch.Tensor, compact: bool = True
+) -> RowProfiles:
     """`RowProfiles` of vertices [V, 2] on a map [H, W]."""
     H = max(larynx_map.shape[0], 2)
     row0 = (1.0 - vertex_uvs[:, 1]) * (H - 1)

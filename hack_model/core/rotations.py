@@ -36,7 +36,7 @@ def _rotation_terms() -> list[dict]:
     ]  # fmt: skip
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _forms(kind: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     terms = _rotation_terms()
     if kind == "matrix":  # [16, 9]: R
