@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 import weakref
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -237,6 +238,39 @@ def _fit_scan(
 # The robust extent (cm) of anything a head scan shows, from a face seen by one camera to a
 # whole head with shoulders; outside it the units are doubtful whatever the fit says.
 HEAD_EXTENT_CM = (8.0, 90.0)
+
+
+@dataclass
+class Solved:
+    """What `solve_from` returns: the solver's state (scan cm, the scan's own frame), the
+    stages' log and whether the last stage settled."""
+
+    state: State
+    log: SolveLog
+    converged: bool
+
+    @property
+    def median_mm(self) -> float:
+        """The last stage's median scan-to-model distance (mm, model scale)."""
+        return 10.0 * self.log.stages[-1].median_cm if self.log.stages else float("inf")
+
+
+def solve_from(
+    model: HACK, scan: ScanData | np.ndarray, start: State, options: FitOptions, extra_rows=None
+) -> Solved:
+    """The stages of `options` from a solver state, without the global search and without the
+    report (distances both ways, confidence): fitting.sequence's tracking step, where the next
+    frame needs only the state. `fit_scan(..., start=...)` is the same with the report."""
+    opts = options
+    with torch_threads(opts.threads):
+        rng = np.random.default_rng(opts.seed)
+        prepared = _Scan(scan, opts, rng, centre=False)
+        ev = evaluator_for(model, opts.device)
+        fitter = Fitter(ev, rng, sigma_cm=opts.sigma_cm)
+        state, log, converged = _run_stages(
+            fitter, ev, opts.stages, start.copy(), prepared.points, prepared.normals, extra_rows
+        )
+    return Solved(state, log, converged)
 
 
 def _scale_status(scan: _Scan, state: State, result: FitResult) -> tuple[str, str]:

@@ -15,8 +15,8 @@
    FitOptions.sigma_cm): a change of velocity of temporal_mm per frame costs as much as one
    scan point off by the scan noise. It smooths neck and similarity (and mesh) motion without
    holding back steady motion.
-   A frame whose median scan-to-fit distance exceeds `relock_mm`, or whose fit is flagged
-   failed, has lost tracking: it is fitted again with the global search, and starts a new
+   A frame whose tracking solve ends with a median scan-to-model distance above `relock_mm`
+   has lost tracking: it is fitted again with the global search, and starts a new
    segment (no velocity is carried across the jump).
 3. The identity is refined jointly over the fitted frames (`identity_frames` of them; by
    default all of a short sequence, IDENTITY_FRAMES spread evenly over a long one: the shape
@@ -41,22 +41,21 @@ import torch
 from hack_model.model import HACK
 
 from .alignment import UNIT_TO_CM
-from .fit import FitOptions, FitResult, ScanData, evaluator_for, fit_scan, mesh_to_points
-from .optimize import Correspondences, Fitter, Problem, Stage
+from .fit import FitOptions, FitResult, ScanData, evaluator_for, fit_scan, mesh_to_points, solve_from
+from .optimize import Correspondences, Fitter, Problem, Stage, State
 
 IDENTITY_FRAMES = 16
 IDENTITY_POINTS = 2000  # scan points per frame in each identity step
 POLISH_REPORT_POINTS = 10_000  # scan points each frame's report measures (a single fit: 20,000)
-TRACK_REPORT_POINTS = 3000  # enough for the tracking-lost check (median distance, confidence)
 
-# From a neighbour's solution a short solve suffices; the polish after the identity refinement
-# gives the final fit on a fixed, larger sample.
+# From a neighbour's solution a short solve suffices (a stage stops once its energy settles);
+# the polish after the identity refinement gives the final fit on a fixed, larger sample.
 TRACK_STAGES = (
-    Stage("track", 4, shape=True, expression=True, pose=True, larynx=True, points=3000, trim_floor_cm=0.4),
+    Stage("track", 8, shape=True, expression=True, pose=True, larynx=True, points=3000, trim_floor_cm=0.4),
 )
 POLISH_STAGES = (
     Stage(
-        "polish", 2, expression=True, pose=True, larynx=True, points=5000, trim_floor_cm=0.3, resample=False
+        "polish", 3, expression=True, pose=True, larynx=True, points=5000, trim_floor_cm=0.3, resample=False
     ),
 )
 
@@ -105,12 +104,18 @@ def _temporal_rows(target_cm: np.ndarray, idx: np.ndarray, weight: float):
     return lambda state: rows
 
 
-def _predicted(done: list[FitResult], idx: np.ndarray) -> np.ndarray:
-    """Where the prior vertices [K, 3] (scan units) would be at constant velocity: the prior
-    penalises a change of velocity, so steady motion is not held back."""
+def _prior_points(ev, state: State, idx: np.ndarray) -> np.ndarray:
+    """Where a solver state puts the prior vertices idx: [K, 3] scan cm."""
+    return state.similarity().apply(ev.vertices(state.params, idx))
+
+
+def _predicted(done: list[np.ndarray]) -> np.ndarray:
+    """Where the prior vertices [K, 3] (scan cm) would be at constant velocity, from the
+    previous frames' positions: the prior penalises a change of velocity, so steady motion is
+    not held back."""
     if len(done) >= 2:
-        return 2.0 * done[-1].vertices[idx] - done[-2].vertices[idx]
-    return done[-1].vertices[idx]
+        return 2.0 * done[-1] - done[-2]
+    return done[-1]
 
 
 def _scan_cm(scan: ScanData, units: str, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -125,7 +130,7 @@ def _scan_cm(scan: ScanData, units: str, count: int, rng: np.random.Generator) -
 
 def _refine_identity(
     model: HACK,
-    frames: list[FitResult],
+    frames: list[State],
     scans_cm: list[np.ndarray],
     sigma_cm: float,
     iterations: int,
@@ -137,12 +142,12 @@ def _refine_identity(
     problem = Problem(
         ev, Stage("identity", 1, shape=True, points=IDENTITY_POINTS, trim_floor_cm=0.3), move_similarity=False
     )
-    shape = np.mean([f.state.params.shape for f in frames], axis=0)  # the tracked frames' own shapes
+    shape = np.mean([f.params.shape for f in frames], axis=0)  # the tracked frames' own shapes
     for _ in range(iterations):
         H = np.eye(ev.S)  # the shape prior, once for the sequence
         g = shape.copy()
-        for result, pts in zip(frames, scans_cm):
-            state = result.state.copy()
+        for tracked, pts in zip(frames, scans_cm):
+            state = tracked.copy()
             state.params.shape = shape
             count = IDENTITY_POINTS
             pick = pts if len(pts) <= count else pts[rng.choice(len(pts), count, replace=False)]
@@ -208,9 +213,10 @@ def fit_sequence(
     failed: dict[str, str] = {}
     relocked: list[str] = []
     kept: list[tuple[str, ScanData]] = []
-    frames: list[FitResult] = []
+    states: list[State] = []  # tracked solver states, one per kept frame
+    placed: list[np.ndarray] = []  # where each puts the prior vertices (scan cm)
     units = None
-    track_opts = replace(opts, stages=TRACK_STAGES, report_points=TRACK_REPORT_POINTS)
+    track_opts = replace(opts, stages=TRACK_STAGES)
     t_track = time.perf_counter()
     segment_start, segment_starts = 0, {0}
     for name, scan in zip(names, scans):
@@ -220,47 +226,47 @@ def fit_sequence(
                 scan = load_scan(scan)
             elif not isinstance(scan, ScanData):
                 scan = ScanData(np.asarray(scan, np.float64))
-            if not frames:
+            if not states:
                 result = fit_scan(model, scan, options=opts)
                 units = result.units
                 track_opts = replace(track_opts, units=units)
                 if result.failed:
                     raise ValueError(f"the first fit failed ({result.message})")
+                state = result.state
             else:
-                prev = frames[-1]
-                start = prev.state.copy()
                 extra = None
                 if weight > 0:
-                    extra = _temporal_rows(
-                        _predicted(frames[segment_start:], prior_idx) * UNIT_TO_CM[units], prior_idx, weight
-                    )
-                result = fit_scan(model, scan, options=track_opts, start=start, extra_rows=extra)
-                if result.failed or float(np.median(result.scan_distances_mm)) > relock_mm:
+                    extra = _temporal_rows(_predicted(placed[segment_start:]), prior_idx, weight)
+                # Tracking needs the state only: each frame's report comes with the polish.
+                solved = solve_from(model, scan, states[-1], track_opts, extra)
+                state = solved.state
+                if solved.median_mm > relock_mm:
                     relocked.append(name)
                     lost = True
                     again = fit_scan(model, scan, options=replace(opts, units=units))
                     if again.failed:
                         raise ValueError(f"tracking lost and the global search failed ({again.message})")
-                    result = again
+                    state = again.state
         except Exception as err:  # noqa: BLE001 - one bad frame is reported and skipped
             failed[name] = _one_line(err)
             continue
         if lost:  # the motion jumped: no velocity is carried across (track and polish alike)
-            segment_start = len(frames)
+            segment_start = len(states)
             segment_starts.add(segment_start)
-        frames.append(result)
+        states.append(state)
+        placed.append(_prior_points(ev, state, prior_idx))
         kept.append((name, scan))
     timings = {"track": time.perf_counter() - t_track}
-    if not frames:
+    if not states:
         raise ValueError(
             "no frame of the sequence could be fitted: "
             + "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:3])
         )
 
     use = (
-        np.unique(np.linspace(0, len(frames) - 1, min(len(frames), IDENTITY_FRAMES)).round().astype(int))
+        np.unique(np.linspace(0, len(states) - 1, min(len(states), IDENTITY_FRAMES)).round().astype(int))
         if identity_frames is None
-        else [i for i in identity_frames if 0 <= i < len(frames)]
+        else [i for i in identity_frames if 0 <= i < len(states)]
     )
     scans_cm = [_scan_cm(kept[i][1], units, 20_000, rng) for i in use]
     polish_opts = replace(opts, stages=POLISH_STAGES, units=units, report_points=POLISH_REPORT_POINTS)
@@ -269,21 +275,22 @@ def fit_sequence(
         # Identity over the frames, then every frame polished with it (alternating rounds).
         t0 = time.perf_counter()
         shape = _refine_identity(
-            model, [frames[i] for i in use], scans_cm, opts.sigma_cm, identity_iterations, rng
+            model, [states[i] for i in use], scans_cm, opts.sigma_cm, identity_iterations, rng
         )
         timings["identity"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         final: list[FitResult] = []
+        placed = []
         for i, (_, scan) in enumerate(kept):
-            st = frames[i].state.copy()
+            st = states[i].copy()
             st.params.shape = shape.copy()
             extra = None
             since = max(k for k in segment_starts if k <= i)
             if weight > 0 and i > since:
-                history = final[since:]
-                extra = _temporal_rows(_predicted(history, prior_idx) * UNIT_TO_CM[units], prior_idx, weight)
+                extra = _temporal_rows(_predicted(placed[since:]), prior_idx, weight)
             final.append(fit_scan(model, scan, options=polish_opts, start=st, extra_rows=extra))
-        frames = final
+            placed.append(_prior_points(ev, final[-1].state, prior_idx))
+        states = [f.state for f in final]
         timings["polish"] += time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     timings["per_frame"] = timings["total"] / max(1, len(final))
