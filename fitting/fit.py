@@ -193,7 +193,8 @@ def _fit_scan(
     t0 = time.perf_counter()
     result = _finish(model, ev, best.state, prepared, rng, opts)
     timings["report"] = time.perf_counter() - t0
-    if POLISH_FROM < result.confidence < 1.0 and result.evidence.get("explained", 0.0) >= conf.EXPLAINED[0]:
+    explained = result.evidence.get("explained", 0.0) >= conf.EXPLAINED[0]
+    if opts.polish_doubted and POLISH_FROM < result.confidence < 1.0 and explained:
         # The scan is explained but not yet closely (residual structure): a partial view
         # constrains the surface's sliding weakly and the solve is still creeping (each
         # further iteration still gains). Polish while that lowers the doubt.

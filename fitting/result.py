@@ -24,6 +24,10 @@ class FitOptions:
     tilt_hypotheses: bool = True
     threads: int | None = 1  # torch threads during the fit: its many small ops run fastest on one
     min_confidence: float = 0.5  # below this the fit is flagged as failed
+    # A doubted fit (0 < confidence < 1, the scan explained) is polished while its evidence
+    # improves (fit._polish); a sequence's frames skip it: their neighbours and the shared
+    # identity constrain them, and it tripled the time of a frame.
+    polish_doubted: bool = True
     # Where the whole solver runs (model evaluation, correspondences, LM): cpu, cuda, ...;
     # None: the model's device.
     device: str | None = None

@@ -269,7 +269,9 @@ def fit_sequence(
         else [i for i in identity_frames if 0 <= i < len(states)]
     )
     scans_cm = [_scan_cm(kept[i][1], units, 20_000, rng) for i in use]
-    polish_opts = replace(opts, stages=POLISH_STAGES, units=units, report_points=POLISH_REPORT_POINTS)
+    polish_opts = replace(
+        opts, stages=POLISH_STAGES, units=units, report_points=POLISH_REPORT_POINTS, polish_doubted=False
+    )
     timings["identity"] = timings["polish"] = 0.0
     for _ in range(max(1, identity_rounds)):
         # Identity over the frames, then every frame polished with it (alternating rounds).
