@@ -101,11 +101,11 @@ def sequence_tasks(args: argparse.Namespace) -> list:
     """One task per sequence: each of several folders is a sequence (outputs in OUT/NAME);
     otherwise all the frames given form one sequence (outputs in OUT)."""
     from .batch import Task, output_names
-    from .scan_io import SCAN_SUFFIXES
+    from .scan_io import find_scans
     from .sequence import natural_key
 
     def frames_in(folder: Path) -> list[Path]:
-        return [q for q in folder.iterdir() if q.is_file() and q.suffix.lower() in SCAN_SUFFIXES]
+        return find_scans([folder])  # an empty folder is a clear error
 
     given = [Path(raw) for raw in args.scans]
     if len(given) > 1 and all(p.is_dir() for p in given):
