@@ -6,10 +6,18 @@ own functions (`hack_model.core`: rotations, pose features, kinematics, larynx s
 tests compare it with `HACK.forward`. Jacobians are cheap: vertices are linear in shape and
 expression given the pose, so those columns are the skinned blendshape directions; pose
 and larynx columns come from central differences.
+
+The solver needs the derivatives of rows sum_k coef_k . v[corner_k] (point-to-plane
+residuals), not of vertices: `row_jacobian` turns each row's weights back into rest space
+(coef_k M_v, M_v the vertex's blended skinning rotation) and multiplies them straight into
+the directions' rows with one sparse [N, 3V] product, so no per-vertex Jacobian block is
+gathered, rotated or stored. Skinning is linear in the bone matrices: the pose columns are
+the rows' weights on the bones (sum_k coef_k w_j [u; 1]) against the bones' changes.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +55,21 @@ class ModelParams:
             self.neck_pose.copy(),
             self.larynx_height,
             self.larynx_scale,
+        )
+
+    def key(self) -> bytes:
+        """The values as bytes: equal keys, equal parameters (a cache key)."""
+        return (
+            np.concatenate(
+                [
+                    self.shape,
+                    self.expression,
+                    self.neck_pose.reshape(-1),
+                    [self.larynx_height, self.larynx_scale],
+                ]
+            )
+            .astype(np.float64)
+            .tobytes()
         )
 
     def forward_arguments(self) -> dict[str, np.ndarray]:
@@ -97,7 +120,8 @@ class ModelEvaluator:
         # Shape then expression: one product gives the linear part of every vertex.
         linear = torch.cat([basis.shape.dense(V), basis.expression.dense(V)])  # [K, V, 3]
         self.linear_directions = linear.permute(1, 2, 0).contiguous()  # [V, 3, K]: fast row gathers
-        self.pose_directions = basis.pose_correctives.dense(V).transpose(1, 2).contiguous()  # [9P, 3, V]
+        # [V, 3, 9P]: row 3 v + c of the flat view is vertex v's coordinate c (as linear_directions).
+        self.pose_directions = basis.pose_correctives.dense(V).permute(1, 2, 0).contiguous()
         self.template = basis.template.T.contiguous()  # [3, V]
         self.weights_by_bone = basis.skinning_weights.T.contiguous()  # [J, V]
         self.rest_frames = basis.rest_frames
@@ -191,10 +215,14 @@ class ModelEvaluator:
     def vertices_tensor(self, p: ModelParams, idx: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
         """[Vs, 3] posed vertices (all when idx is None) on the device."""
         if idx is None:
-            if self._everything is None:  # kept: the whole mesh is posed every solver iteration
-                self._everything = Subset(self, torch.arange(self.num_vertices, device=self.device))
-            return self._everything.vertices_tensor(p)
+            return self.posed(p).vertices
         return self.subset(idx).vertices_tensor(p)
+
+    def posed(self, p: ModelParams) -> PosedMesh:
+        """The whole mesh at p (what `row_jacobian` differentiates)."""
+        if self._everything is None:
+            self._everything = Subset(self, None)
+        return self._everything.posed(p)
 
     def subset(self, idx: np.ndarray | torch.Tensor) -> Subset:
         """Precomputed gathers for repeated evaluations on the vertices idx (numpy or a tensor)."""
@@ -211,26 +239,145 @@ class ModelEvaluator:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Vertices [Vs, 3] and d vertices / d (shape, expression, pose of pose_bones, larynx)
         [Vs, 3, P] in that column order (only the blocks asked for)."""
-        return self.subset(idx).jacobian(p, use_shape, use_expression, pose_bones, use_larynx)
+        verts, jac = self.jacobian_tensors(p, idx, use_shape, use_expression, pose_bones, use_larynx)
+        return _numpy(verts), _numpy(jac)
+
+    def jacobian_tensors(
+        self,
+        p: ModelParams,
+        idx: np.ndarray | torch.Tensor,
+        use_shape: bool,
+        use_expression: bool,
+        pose_bones: list[int],
+        use_larynx: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`jacobian` as tensors on the device: each vertex coordinate is a row of
+        `row_jacobian` with weight 1 on it."""
+        idx = torch.as_tensor(idx, dtype=torch.int64, device=self.device).reshape(-1)
+        posed = self.posed(p)
+        n = len(idx)
+        corners = idx.repeat_interleave(3)[:, None].expand(-1, 3)  # [3 n, 3]: vertex v's rows 3 v..3 v + 2
+        coef = torch.zeros(3 * n, 3, 3, dtype=self.dtype, device=self.device)
+        coef[:, 0] = torch.eye(3, dtype=self.dtype, device=self.device).repeat(n, 1)
+        jac = self.row_jacobian(posed, coef, corners, use_shape, use_expression, pose_bones, use_larynx)
+        return posed.vertices[idx], jac.view(n, 3, -1)
+
+    def row_jacobian(
+        self,
+        posed: PosedMesh,
+        coef: torch.Tensor,
+        corners: torch.Tensor,
+        use_shape: bool,
+        use_expression: bool,
+        pose_bones: list[int],
+        use_larynx: bool,
+    ) -> torch.Tensor:
+        """d rows / d (shape, expression, pose of pose_bones, larynx) [N, P], the blocks asked
+        for in that column order, of the rows sum_k coef[n, k] . v[corners[n, k]] at the posed
+        mesh: coef [N, 3, 3] (row n's weights on the coordinates of its corner k; a
+        point-to-plane row's are bary_k times the plane's normal), corners [N, 3]."""
+        N = len(corners)
+        # Rest-space offsets d of a vertex move it by M_v d (M_v its blended skinning
+        # rotation): the rows' weights turned back into rest space act on them directly.
+        rest_coef = torch.einsum("nka,nkab->nkb", coef, posed.blended[:, :, :3][corners])  # [N, 3, 3]
+        rows = row_matrix(rest_coef, corners, 3 * self.num_vertices)  # sparse [N, 3V]
+        blocks = []
+        lo = 0 if use_shape else self.S
+        hi = self.S + self.E if use_expression else self.S
+        if hi > lo:
+            linear = (rows @ self.linear_directions.view(3 * self.num_vertices, -1))[:, lo:hi]
+            if posed.joints is not None:
+                # Regressed joints move only the bones' translations (the rotations do not depend
+                # on the joints), affinely: a unit step of each coefficient gives the exact change.
+                moved = posed.joints[None] + self.joint_directions[lo:hi]  # [K, J, 3]
+                steps = self.bone_matrices(posed.pose.expand(hi - lo, -1, -1), moved)
+                at_pose = self.bone_matrices(posed.pose[None], posed.joints)
+                d_translation = (steps - at_pose)[..., 3]  # [K, J, 3]
+                on_bones = self._rows_on_bones(coef, corners)  # [N, J, 3]
+                linear = linear + on_bones.reshape(N, -1) @ d_translation.reshape(hi - lo, -1).T
+            blocks.append(linear)
+        if pose_bones:
+            steps = []
+            for b in pose_bones:
+                for axis in range(3):
+                    for sign in (1.0, -1.0):
+                        q = posed.pose.clone()
+                        q[b, axis] += sign * FD_STEP
+                        steps.append(q)
+            steps = torch.stack(steps)
+            # Skinning is linear in the bone matrices: a row moves by its weights on the bones
+            # (sum_k coef_k w_j(v_k) [u(v_k); 1]) against each bone's change...
+            mats = self.bone_matrices(steps, posed.joints)  # [2P, J, 3, 4]
+            d_mats = (mats[0::2] - mats[1::2]) / (2 * FD_STEP)  # [P, J, 3, 4]
+            unposed = posed.unposed[corners]  # [N, 3, 3]
+            homogeneous = torch.cat([unposed, torch.ones_like(unposed[..., :1])], -1)  # [N, 3, 4]
+            per_corner = (coef[..., :, None] * homogeneous[..., None, :]).reshape(N, 3, 12)
+            weights = self.weights_by_bone[:, corners].permute(1, 0, 2)  # [N, J, 3]
+            d = torch.bmm(weights, per_corner).reshape(N, -1) @ d_mats.reshape(len(d_mats), -1).T
+            if self.has_pose_correctives:
+                # ...plus the pose correctives' change of the rest shape, carried by the skinning.
+                feats = pose_features(axis_angle_to_matrix(steps), self.posed_bones)  # [2P, K]
+                d_feats = (feats[0::2] - feats[1::2]) / (2 * FD_STEP)  # [P, K]
+                d = d + (rows @ self.pose_directions.view(3 * self.num_vertices, -1)) @ d_feats.T
+            blocks.append(d)
+        if use_larynx and self.has_larynx:
+            h, s = posed.params.larynx_height, posed.params.larynx_scale
+            step = LARYNX_FD_STEP
+            heights = self._t([[h + step], [h - step], [h], [h]])
+            scales = self._t([[s], [s], [s + step], [s - step]])
+            delta = self.larynx_offsets(heights, scales)  # [4, V_larynx, 3]
+            d_rest = torch.stack([delta[0] - delta[1], delta[2] - delta[3]], -1) / (2 * step)  # [V_l, 3, 2]
+            at = self._larynx_pos[corners]  # [N, 3], -1 off the larynx
+            d_corner = torch.where((at >= 0)[..., None, None], d_rest[at.clamp(min=0)], 0.0)  # [N, 3, 3, 2]
+            blocks.append(torch.einsum("nkc,nkcp->np", rest_coef, d_corner))
+        if blocks:
+            return torch.cat(blocks, -1)
+        return torch.zeros(N, 0, dtype=self.dtype, device=self.device)
+
+    def _rows_on_bones(self, coef: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
+        """[N, J, 3] each row's weight on every bone's translation: sum_k coef_k w_j(v_k)."""
+        weights = self.weights_by_bone[:, corners].permute(1, 0, 2)  # [N, J, 3]
+        return torch.bmm(weights, coef)
+
+
+@dataclass(frozen=True)
+class PosedMesh:
+    """The whole mesh at params, in the evaluator's anchoring (tensors on its device):
+    vertices [V, 3]; unposed [V, 3], the rest shape with its pose correctives (before
+    skinning); blended [V, 3, 4], each vertex's skinning map; pose [J, 3]; joints [J, 3]
+    (None when the bones are fixed)."""
+
+    params: ModelParams
+    vertices: torch.Tensor
+    unposed: torch.Tensor
+    blended: torch.Tensor
+    pose: torch.Tensor
+    joints: torch.Tensor | None
 
 
 class Subset:
-    """Evaluation restricted to vertices idx (numpy or a tensor), with their blendshape rows
-    gathered once."""
+    """Evaluation restricted to vertices idx (numpy or a tensor; None: all, without copies),
+    with their blendshape rows gathered once."""
 
-    def __init__(self, ev: ModelEvaluator, idx: np.ndarray | torch.Tensor) -> None:
+    def __init__(self, ev: ModelEvaluator, idx: np.ndarray | torch.Tensor | None) -> None:
         self.ev = ev
-        self.idx = idx if isinstance(idx, torch.Tensor) else np.asarray(idx)
-        ti = torch.as_tensor(self.idx, device=ev.device)
-        self.template = ev.template[:, ti].T.contiguous()  # [Vs, 3]
-        self.linear_directions = ev.linear_directions[ti]  # [Vs, 3, K] shape then expression
-        self.weights_by_bone = ev.weights_by_bone[:, ti]  # [J, Vs]
-        self.pose_directions = (
-            ev.pose_directions[:, :, ti] if ev.has_pose_correctives else None
-        )  # [9P, 3, Vs]
+        if idx is None:
+            self.idx = torch.arange(ev.num_vertices, device=ev.device)
+            self.template = ev.template.T  # [V, 3]
+            self.linear_directions = ev.linear_directions
+            self.weights_by_bone = ev.weights_by_bone
+            self.pose_directions = ev.pose_directions if ev.has_pose_correctives else None
+            pos = ev._larynx_pos if ev.has_larynx else None
+        else:
+            self.idx = idx if isinstance(idx, torch.Tensor) else np.asarray(idx)
+            ti = torch.as_tensor(self.idx, device=ev.device)
+            self.template = ev.template[:, ti].T.contiguous()  # [Vs, 3]
+            self.linear_directions = ev.linear_directions[ti]  # [Vs, 3, K] shape then expression
+            self.weights_by_bone = ev.weights_by_bone[:, ti]  # [J, Vs]
+            self.pose_directions = ev.pose_directions[ti] if ev.has_pose_correctives else None  # [Vs, 3, 9P]
+            pos = ev._larynx_pos[ti] if ev.has_larynx else None
         self.larynx_hit = None
-        if ev.has_larynx:
-            pos = ev._larynx_pos[ti]
+        if pos is not None:
             hit = torch.nonzero(pos >= 0)[:, 0]
             if len(hit):
                 self.larynx_hit, self.larynx_pos = hit, pos[hit]
@@ -256,19 +403,12 @@ class Subset:
         if self.pose_directions is None:
             return rest
         feats = pose_features(axis_angle_to_matrix(pose[None]), self.ev.posed_bones)[0]
-        return rest + torch.einsum("k,kcv->vc", feats, self.pose_directions)
+        return rest + self.pose_directions @ feats
 
     def _blend(self, pose: torch.Tensor, joints: torch.Tensor | None) -> torch.Tensor:
         """[Vs, 3, 4] blended skinning matrices."""
         A = self.ev.bone_matrices(pose[None], joints)[0]  # [J, 3, 4]
         return (A.reshape(-1, 12).T @ self.weights_by_bone).T.reshape(-1, 3, 4)
-
-    def _through_bones(self, dA: torch.Tensor, unposed: torch.Tensor) -> torch.Tensor:
-        """Change of the vertices [Vs, 3, P] for changes of the bone matrices dA [P, J, 3, 4]."""
-        P = len(dA)
-        per_vertex = (dA.reshape(P, -1, 12).permute(0, 2, 1) @ self.weights_by_bone).view(P, 3, 4, -1)
-        d = per_vertex[:, :, 3] + sum(per_vertex[:, :, k] * unposed[:, k] for k in range(3))  # [P, 3, Vs]
-        return d.permute(2, 1, 0)
 
     def vertices(self, p: ModelParams) -> np.ndarray:
         """[Vs, 3] posed vertices."""
@@ -276,87 +416,39 @@ class Subset:
 
     def vertices_tensor(self, p: ModelParams) -> torch.Tensor:
         """[Vs, 3] posed vertices on the device."""
+        return self.posed(p).vertices
+
+    def posed(self, p: ModelParams) -> PosedMesh:
+        """These vertices at p (a `PosedMesh` of the whole mesh when the subset is all of it)."""
         pose = self.ev._t(p.neck_pose)
+        joints = self.ev.joints(p)
         unposed = self._unposed(self.rest_vertices(p), pose)
-        blended = self._blend(pose, self.ev.joints(p))
-        return _apply(blended, unposed)
+        blended = self._blend(pose, joints)
+        vertices = blended[:, :, 3] + sum(blended[:, :, k] * unposed[:, k : k + 1] for k in range(3))
+        return PosedMesh(p.copy(), vertices, unposed, blended, pose, joints)
 
     def jacobian(
         self, p: ModelParams, use_shape: bool, use_expression: bool, pose_bones: list[int], use_larynx: bool
     ) -> tuple[np.ndarray, np.ndarray]:
         """Vertices [Vs, 3] and d vertices / d (shape, expression, pose of pose_bones, larynx)
         [Vs, 3, P] in that column order (only the blocks asked for)."""
-        verts, jac = self.jacobian_tensors(p, use_shape, use_expression, pose_bones, use_larynx)
-        return _numpy(verts), _numpy(jac)
+        return self.ev.jacobian(p, self.idx, use_shape, use_expression, pose_bones, use_larynx)
 
-    def jacobian_tensors(
-        self, p: ModelParams, use_shape: bool, use_expression: bool, pose_bones: list[int], use_larynx: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`jacobian` as tensors on the device."""
-        ev = self.ev
-        t = ev._t
-        pose = t(p.neck_pose)
-        joints = ev.joints(p)
-        unposed = self._unposed(self.rest_vertices(p), pose)
-        blended = self._blend(pose, joints)
-        M = blended[:, :, :3]
-        verts = _apply(blended, unposed)
-        blocks = []
-        lo = 0 if use_shape else ev.S
-        hi = ev.S + ev.E if use_expression else ev.S
-        if hi > lo:
-            linear = _rotate_columns(M, self.linear_directions[:, :, lo:hi])
-            if joints is not None:
-                # Regressed joints move only the bones' translations (the rotations do not depend
-                # on the joints), affinely: a unit step of each coefficient gives the exact change.
-                moved = joints[None] + ev.joint_directions[lo:hi]  # [K, J, 3]
-                steps = ev.bone_matrices(pose.expand(hi - lo, -1, -1), moved)
-                d_translation = (steps - ev.bone_matrices(pose[None], joints))[..., 3]  # [K, J, 3]
-                linear = linear + torch.einsum("kjc,jv->vck", d_translation, self.weights_by_bone)
-            blocks.append(linear)
-        if pose_bones:
-            steps = []
-            for b in pose_bones:
-                for axis in range(3):
-                    for sign in (1.0, -1.0):
-                        q = pose.clone()
-                        q[b, axis] += sign * FD_STEP
-                        steps.append(q)
-            steps = torch.stack(steps)
-            # LBS is linear in the bone matrices: differentiate those only...
-            mats = ev.bone_matrices(steps, joints)  # [2P, J, 3, 4]
-            d = self._through_bones((mats[0::2] - mats[1::2]) / (2 * FD_STEP), unposed)  # [Vs, 3, P]
-            if self.pose_directions is not None:
-                # ...plus the pose correctives' change of the rest shape, carried by the skinning.
-                feats = pose_features(axis_angle_to_matrix(steps), ev.posed_bones)  # [2P, K]
-                d_feats = (feats[0::2] - feats[1::2]) / (2 * FD_STEP)  # [P, K]
-                d_rest = torch.einsum("pk,kcv->vcp", d_feats, self.pose_directions)  # [Vs, 3, P]
-                d = d + _rotate_columns(M, d_rest)
-            blocks.append(d)
-        if use_larynx and ev.has_larynx:
-            h, s = p.larynx_height, p.larynx_scale
-            step = LARYNX_FD_STEP
-            heights = t([[h + step], [h - step], [h], [h]])
-            scales = t([[s], [s], [s + step], [s - step]])
-            delta = self.larynx_delta(heights, scales)  # [4, Vs, 3]
-            d_rest = torch.stack([delta[0] - delta[1], delta[2] - delta[3]], -1) / (2 * step)  # [Vs, 3, 2]
-            blocks.append(_rotate_columns(M, d_rest))
-        if blocks:
-            jac = torch.cat(blocks, -1)
-        else:
-            jac = torch.zeros(len(self.idx), 3, 0, dtype=ev.dtype, device=ev.device)
-        return verts, jac
+
+def row_matrix(coef: torch.Tensor, corners: torch.Tensor, columns: int) -> torch.Tensor:
+    """coef [N, 3, 3] on the coordinates of corners [N, 3] as a sparse CSR matrix [N, columns]
+    (column 3 v + c: vertex v's coordinate c), nine entries a row (duplicates add up)."""
+    N = len(corners)
+    cols = (3 * corners[:, :, None] + torch.arange(3, device=corners.device)).reshape(N, 9)
+    cols, order = cols.sort(1)  # CSR wants each row's columns in order
+    values = coef.reshape(N, 9).gather(1, order)
+    crow = torch.arange(0, 9 * N + 1, 9, device=corners.device)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the product is what we use
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(
+            crow, cols.reshape(-1), values.reshape(-1), (N, columns), check_invariants=False
+        )
 
 
 def _numpy(x: torch.Tensor) -> np.ndarray:
     return x.detach().to("cpu", torch.float64).numpy()
-
-
-def _apply(blended: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """Per-vertex affine maps [Vs, 3, 4] applied to points [Vs, 3] -> [Vs, 3] (no tiny bmm)."""
-    return blended[:, :, 3] + sum(blended[:, :, k] * points[:, k : k + 1] for k in range(3))
-
-
-def _rotate_columns(M: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """M [Vs, 3, 3] @ cols [Vs, 3, K] -> [Vs, 3, K] as three broadcasts (bmm is slow for 3x3)."""
-    return sum(M[:, :, k : k + 1] * cols[:, k : k + 1, :] for k in range(3))

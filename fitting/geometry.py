@@ -121,7 +121,9 @@ class MeshProximity:
         corners = self.vertices[self.triangles]  # [F, 3, 3]
         self.centroids = corners.mean(1)
         self.radii = np.linalg.norm(corners - self.centroids[:, None], axis=2).max(1)  # [F]
-        self.tree = cKDTree(self.centroids)
+        # Built afresh every solver iteration: an unbalanced tree builds in half the time and
+        # answers as fast.
+        self.tree = cKDTree(self.centroids, balanced_tree=False, compact_nodes=False)
         self.candidates = min(candidates, len(self.triangles))
         self._groups = None
 

@@ -28,13 +28,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.sparse
 import torch
 
 from hack_model.core.numpy_math import axis_angle_to_matrix
 
 from .alignment import Similarity
-from .evaluator import ModelEvaluator, ModelParams, Subset
+from .evaluator import ModelEvaluator, ModelParams, PosedMesh
 from .geometry import TensorProximity, face_normals
 
 LARYNX_HEIGHT_SIGMA, LARYNX_SCALE_SIGMA = 0.05, 0.3
@@ -45,6 +44,8 @@ LOG_SCALE_SIGMA = 0.02
 SCALE_RANGE = (0.75, 1.33)
 SHAPE_BOUND = 5.0
 MIN_ROWS = 30
+# Posed meshes a Fitter keeps (the state's, a candidate step's and one more).
+POSED_KEPT = 3
 
 
 @dataclass
@@ -253,33 +254,28 @@ class Problem:
         return new
 
     def residuals(
-        self, state: State, rows: Correspondences, verts: torch.Tensor, pos: torch.Tensor
+        self, state: State, rows: Correspondences, vertices: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """r [N] and z = scale * rotation @ x [N, 3] (tensors on the rows' device); verts [U, 3]
-        of the unique corners, pos maps vertex -> row of verts."""
+        """r [N] and z = scale * rotation @ x [N, 3] (tensors on the rows' device) on the mesh
+        vertices [V, 3]."""
         like = rows.points
         rotation = torch.as_tensor(state.rotation, dtype=like.dtype, device=like.device)
         shift = torch.as_tensor(state.shift, dtype=like.dtype, device=like.device)
         z = state.scale * rows.points @ rotation.T
-        q = torch.einsum("nk,nkc->nc", rows.bary, verts[pos[rows.corners]])
+        q = torch.einsum("nk,nkc->nc", rows.bary, vertices[rows.corners])
         return ((q - z - shift) * rows.normals).sum(1), z
 
     def linearize(
-        self, state: State, rows: Correspondences, subset: Subset, pos
+        self, state: State, rows: Correspondences, posed: PosedMesh
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Residuals r [N] and Jacobian [N, P]; subset holds the rows' unique corner vertices,
-        pos [V] maps a vertex to its place in the subset. Tensors on the evaluator's device;
-        numpy rows (and pos) give numpy results, as before the solver moved to the device."""
+        """Residuals r [N] and Jacobian [N, P] at the posed mesh of state.params
+        (`ModelEvaluator.posed`). Tensors on the evaluator's device; numpy rows give numpy
+        results."""
         ev, st = self.ev, self.stage
         if not rows.on_device:
-            r, J = self.linearize(
-                state, rows.to(ev.device, ev.dtype), subset, torch.as_tensor(pos, device=ev.device)
-            )
+            r, J = self.linearize(state, rows.to(ev.device, ev.dtype), posed)
             return _numpy(r), _numpy(J)
-        verts, jv = subset.jacobian_tensors(
-            state.params, st.shape, st.expression, self.pose_bones, st.larynx and ev.has_larynx
-        )
-        r, z = self.residuals(state, rows, verts, pos)
+        r, z = self.residuals(state, rows, posed.vertices)
         N = len(rows.points)
         n = rows.normals
         J = torch.zeros((N, self.size), dtype=n.dtype, device=n.device)
@@ -288,31 +284,17 @@ class Problem:
                 J[:, 0] = -(n * z).sum(1)
             J[:, 1:4] = torch.linalg.cross(n, z)
             J[:, 4:7] = -n
-        if jv.shape[2]:
-            J[:, self.offsets[1] :] = _rows_times(
-                rows.bary[:, :, None] * n[:, None, :], pos[rows.corners], jv
+        if self.size > self.offsets[1]:
+            J[:, self.offsets[1] :] = ev.row_jacobian(
+                posed,
+                rows.bary[:, :, None] * n[:, None, :],
+                rows.corners,
+                st.shape,
+                st.expression,
+                self.pose_bones,
+                st.larynx and ev.has_larynx,
             )
         return r, J
-
-
-def _rows_times(coef: torch.Tensor, at: torch.Tensor, jv: torch.Tensor) -> torch.Tensor:
-    """[N, P]: row i is sum_k sum_c coef[i, k, c] * jv[at[i, k], c] (coef [N, 3, 3] = bary_k n_c,
-    at [N, 3] rows of the vertex Jacobians jv [U, 3, P])."""
-    if coef.device.type == "cpu":
-        # A sparse [N, 3U] matrix (9 entries a row) times the stacked Jacobians [3U, P]: on the
-        # CPU scipy's product is 4-5x faster than gathering [N, 3, P] blocks.
-        N, U = len(coef), len(jv)
-        cols = (3 * at[:, :, None] + torch.arange(3)).reshape(-1).numpy()
-        S = scipy.sparse.csr_matrix(
-            (coef.reshape(-1).numpy(), cols, np.arange(0, 9 * N + 1, 9)), shape=(N, 3 * U)
-        )
-        return torch.from_numpy(S @ jv.reshape(3 * U, -1).numpy())
-    return _rows_times_gather(coef, at, jv)
-
-
-def _rows_times_gather(coef: torch.Tensor, at: torch.Tensor, jv: torch.Tensor) -> torch.Tensor:
-    """_rows_times on any device: one gather [N, 3, P] per corner."""
-    return sum(torch.einsum("nc,ncp->np", coef[:, k], jv[at[:, k]]) for k in range(3))
 
 
 def _numpy(x: torch.Tensor) -> np.ndarray:
@@ -339,13 +321,32 @@ class Fitter:
         self._triangles = torch.as_tensor(ev.triangles, dtype=torch.int64, device=ev.device)
         # None: the k-d tree on the CPU, brute-force candidates on other devices (geometry.TensorProximity).
         self.brute_force = brute_force
+        # The last few posed meshes ([key, PosedMesh, proximity or None], newest first): an LM
+        # step poses its candidate, and the next iteration (and `score`) needs the same mesh.
+        self._posed: list[list] = []
 
     def _tensor(self, x) -> torch.Tensor:
         return torch.as_tensor(x, dtype=self.dtype, device=self.device)
 
+    def _entry(self, params: ModelParams) -> list:
+        key = params.key()
+        for entry in self._posed:
+            if entry[0] == key:
+                return entry
+        entry = [key, self.ev.posed(params), None]
+        self._posed = [entry] + self._posed[: POSED_KEPT - 1]
+        return entry
+
+    def posed(self, params: ModelParams) -> PosedMesh:
+        """The whole mesh at params (`ModelEvaluator.posed`), kept for the next calls."""
+        return self._entry(params)[1]
+
     def _proximity(self, state: State) -> tuple[torch.Tensor, TensorProximity]:
-        verts = self.ev.vertices_tensor(state.params)
-        return verts, TensorProximity(verts, self._triangles, brute_force=self.brute_force)
+        entry = self._entry(state.params)
+        verts = entry[1].vertices
+        if entry[2] is None:
+            entry[2] = TensorProximity(verts, self._triangles, brute_force=self.brute_force)
+        return verts, entry[2]
 
     def _to_model(self, state: State, points: torch.Tensor) -> torch.Tensor:
         return state.scale * points @ self._tensor(state.rotation).T + self._tensor(state.shift)
@@ -395,10 +396,8 @@ class Fitter:
         return float(d.clamp(max=cap_cm).mean())
 
     # --------------------------------------------------------------------- solve
-    def energy(
-        self, problem: Problem, state: State, rows: Correspondences, scale: float, subset: Subset, pos
-    ) -> float:
-        r, _ = problem.residuals(state, rows, subset.vertices_tensor(state.params), pos)
+    def energy(self, problem: Problem, state: State, rows: Correspondences, scale: float) -> float:
+        r, _ = problem.residuals(state, rows, self.posed(state.params).vertices)
         off, prec = problem.prior(state)
         data = float((rows.weights * r**2).sum())
         return float(scale * data / self.sigma**2 + (prec * off**2).sum())
@@ -447,11 +446,7 @@ class Fitter:
             if used < MIN_ROWS:  # nothing left to fit: stop rather than follow the priors alone
                 break
             scale = self.reference_rows / used
-            unique = torch.unique(rows.corners)
-            pos = torch.full((self.ev.num_vertices,), -1, dtype=torch.int64, device=self.device)
-            pos[unique] = torch.arange(len(unique), device=self.device)
-            subset = self.ev.subset(unique)
-            r, J = problem.linearize(state, rows, subset, pos)
+            r, J = problem.linearize(state, rows, self.posed(state.params))
             w = rows.weights * (scale / self.sigma**2)
             off, prec = problem.prior(state)
             # The normal equations on the device; the [P, P] solve in float64 whatever the dtype.
@@ -468,7 +463,7 @@ class Fitter:
                     mu *= 10
                     continue
                 cand = problem.apply(state, delta.cpu().numpy())
-                e1 = self.energy(problem, cand, rows, scale, subset, pos)
+                e1 = self.energy(problem, cand, rows, scale)
                 if e1 < e0:
                     state, accepted = cand, True
                     mu = max(mu / 3.0, 1e-7)

@@ -155,10 +155,7 @@ def _refine_identity(
             used = float((rows.weights > 0).sum())
             if used < 10:
                 continue
-            unique = np.unique(rows.corners)
-            pos = np.full(ev.num_vertices, -1, np.int64)
-            pos[unique] = np.arange(len(unique))
-            r, J = problem.linearize(state, rows, ev.subset(unique), pos)
+            r, J = problem.linearize(state, rows, fitter.posed(state.params))
             w = rows.weights * (fitter.reference_rows / used) / sigma_cm**2
             Jt = torch.from_numpy(J)
             H += (Jt.T @ (Jt * torch.from_numpy(w)[:, None])).numpy()

@@ -1,6 +1,6 @@
-"""The solver on --device: the torch path (brute-force candidate triangles, gathered Jacobian
-rows, normal equations as tensors) forced on the CPU and compared with the k-d tree / scipy
-path and with independent references; on CUDA, when there is one, the same fits there."""
+"""The solver on --device: the torch path (brute-force candidate triangles, sparse Jacobian
+rows, normal equations as tensors) forced on the CPU and compared with the k-d tree path
+and with independent references; on CUDA, when there is one, the same fits there."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from fitting import FitOptions, fit_scan, optimize
+from fitting import FitOptions, fit_scan
 from fitting.alignment import Similarity
-from fitting.evaluator import LARYNX_FD_STEP, ModelEvaluator, ModelParams
+from fitting.evaluator import LARYNX_FD_STEP, ModelEvaluator, ModelParams, row_matrix
 from fitting.fit import evaluator_for
 from fitting.geometry import MeshProximity, TensorProximity, closest_point_on_triangles, face_normals
-from fitting.optimize import Correspondences, Fitter, Problem, Stage, State, _rows_times, _rows_times_gather
+from fitting.optimize import Correspondences, Fitter, Problem, Stage, State
 from fitting.synthetic_scans import make_scan, random_params
 from hack_model import HACK
 
@@ -101,20 +101,20 @@ def test_tensor_proximity_brute_force_matches_kdtree_on_the_model(ev):
     )
 
 
-def test_jacobian_rows_gather_matches_a_dense_product():
+def test_row_matrix_is_the_rows_weights_written_out():
     rng = np.random.default_rng(2)
     N, U, P = 500, 80, 7
     at = rng.integers(0, U, (N, 3))
+    at[0] = 5  # one row with a repeated corner: its weights add up
     coef = rng.normal(size=(N, 3, 3))
-    jv = rng.normal(size=(U, 3, P))
+    jv = rng.normal(size=(3 * U, P))
     S = np.zeros((N, 3 * U))  # the sparse matrix written out
     for k in range(3):
         for c in range(3):
             np.add.at(S, (np.arange(N), 3 * at[:, k] + c), coef[:, k, c])
-    ref = S @ jv.reshape(3 * U, P)
-    args = (torch.from_numpy(coef), torch.from_numpy(at), torch.from_numpy(jv))
-    assert np.allclose(_rows_times_gather(*args).numpy(), ref, atol=1e-12)
-    assert np.allclose(_rows_times(*args).numpy(), ref, atol=1e-12)
+    rows = row_matrix(torch.from_numpy(coef), torch.from_numpy(at), 3 * U)
+    assert np.allclose(rows.to_dense().numpy(), S, atol=1e-15)
+    assert np.allclose((rows @ torch.from_numpy(jv)).numpy(), S @ jv, atol=1e-12)
 
 
 def _scan_and_start(ev, seed=3):
@@ -141,14 +141,10 @@ def test_linearize_matches_finite_differences_of_the_residuals(ev):
     problem = Problem(ev, stage)
     state.params.expression[:] = 0.5  # inside [0, 1]: the steps are not clipped
     rows, _ = fitter.correspond_tensors(state, torch.from_numpy(scan.points[:400]), None, 0.5)
-    unique = torch.unique(rows.corners)
-    pos = torch.full((ev.num_vertices,), -1, dtype=torch.int64)
-    pos[unique] = torch.arange(len(unique))
-    subset = ev.subset(unique)
-    r, J = problem.linearize(state, rows, subset, pos)
+    r, J = problem.linearize(state, rows, ev.posed(state.params))
 
     def res(s):
-        return problem.residuals(s, rows, subset.vertices_tensor(s.params), pos)[0].numpy()
+        return problem.residuals(s, rows, ev.vertices_tensor(s.params))[0].numpy()
 
     assert np.allclose(res(state), r.numpy(), atol=1e-12)
     for col in list(range(0, 7)) + [7, 7 + ev.S, problem.offsets[3], problem.offsets[4], problem.size - 1]:
@@ -158,22 +154,19 @@ def test_linearize_matches_finite_differences_of_the_residuals(ev):
         num = (res(problem.apply(state, d)) - res(problem.apply(state, -d))) / (2 * h)
         assert np.allclose(J[:, col].numpy(), num, atol=1e-5 * max(1.0, np.abs(num).max())), col
     # numpy rows in, numpy results out (fitting.sequence's call), the same numbers
-    rn, Jn = problem.linearize(state, rows.numpy(), ev.subset(unique.numpy()), pos.numpy())
+    rn, Jn = problem.linearize(state, rows.numpy(), ev.posed(state.params))
     assert isinstance(Jn, np.ndarray) and np.allclose(Jn, J.numpy(), atol=1e-12)
 
 
-def test_device_path_on_the_cpu_fits_like_the_kdtree_path(ev, monkeypatch):
-    """A stage run the CUDA way (brute-force candidate triangles, gathered Jacobian rows) ends
-    where the CPU's k-d tree and scipy product do: the same sample, the same candidates, the
-    same steps (up to ties)."""
+def test_device_path_on_the_cpu_fits_like_the_kdtree_path(ev):
+    """A stage run the CUDA way (brute-force candidate triangles) ends where the CPU's k-d
+    tree does: the same sample, the same candidates, the same steps (up to ties)."""
     scan, start = _scan_and_start(ev)
     # One iteration per stage run, five runs: both paths take the same number of steps (a
     # longer stage may stop one of them an iteration earlier, rounding at its threshold).
     stage = Stage("shape+neck", 1, shape=True, pose=True, points=2000, trim_floor_cm=0.8)
     out = []
     for brute in (False, True):
-        if brute:
-            monkeypatch.setattr(optimize, "_rows_times", _rows_times_gather)
         fitter = Fitter(ev, np.random.default_rng(0), brute_force=brute)
         state = start.copy()
         for _ in range(5):
