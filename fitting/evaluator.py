@@ -1,9 +1,10 @@
 """The model evaluated for fitting: vertices of any subset of the mesh and their
 derivatives with respect to every parameter, in float64 (or float32) on any torch device.
 
-It reads only the model's public basis (`HACK.basis`) and evaluates it with the kernel's
-own functions (`hack_model.core`: rotations, pose features, kinematics, larynx sampling);
-tests compare it with `HACK.forward`. Jacobians are cheap: vertices are linear in shape and
+It reads only the model's public basis (`HACK.basis`): the posed mesh is the forward
+kernel's (`hack_model.core.forward`, the very pass `HACK.forward` runs, in this
+evaluator's dtype and device), and the Jacobians use the kernel's functions (rotations,
+pose features, kinematics, larynx sampling). Jacobians are cheap: vertices are linear in shape and
 expression given the pose, so those columns are the skinned blendshape directions; pose
 and larynx columns come from central differences.
 
@@ -26,6 +27,7 @@ import torch
 from hack_model.anatomy import pose_limits_rad
 from hack_model.core import kinematics
 from hack_model.core.blendshapes import pose_features
+from hack_model.core.forward import KernelBasis, evaluate_with_unposed
 from hack_model.core.rotations import axis_angle_to_matrix
 from hack_model.model import HACK
 
@@ -113,6 +115,8 @@ class ModelEvaluator:
         d = model.data
         basis = model.basis.to(self.device, dtype)
         self.basis = basis
+        # Laid out on the host (its index arrays), then moved.
+        self.kernel = KernelBasis.from_basis(model.basis.to("cpu", dtype)).to(self.device, dtype)
         V = basis.num_vertices
         self.model = model
         self.num_vertices = V
@@ -148,7 +152,6 @@ class ModelEvaluator:
         rom = d.range_of_motion
         self.pose_limits = pose_limits_rad(rom) if rom is not None else np.full((self.J, 3), np.deg2rad(30.0))
         self.triangles = d.triangles()
-        self._everything: Subset | None = None
 
     # --------------------------------------------------------------- accessors
     def _t(self, value) -> torch.Tensor:
@@ -219,10 +222,27 @@ class ModelEvaluator:
         return self.subset(idx).vertices_tensor(p)
 
     def posed(self, p: ModelParams) -> PosedMesh:
-        """The whole mesh at p (what `row_jacobian` differentiates)."""
-        if self._everything is None:
-            self._everything = Subset(self, None)
-        return self._everything.posed(p)
+        """The whole mesh at p (what `row_jacobian` differentiates), by the forward kernel."""
+        t = self._t
+        pose = t(p.neck_pose)
+        joints = self.joints(p)
+        larynx = {}
+        if self.has_larynx:
+            larynx = {"larynx_height": t([[p.larynx_height]]), "larynx_scale": t([[p.larynx_scale]])}
+        vertices, _, unposed = evaluate_with_unposed(
+            self.kernel,
+            shape=t(p.shape)[None] if self.S else None,
+            expression=t(p.expression)[None] if self.E else None,
+            neck_pose=pose[None],
+            **larynx,
+        )
+        vertices = vertices[0]
+        mats = self.root_bone_matrices(pose[None], joints)[0]  # [J, 3, 4]
+        if self.anchor == "head":
+            head = mats[-1]
+            vertices = (vertices - head[:, 3]) @ head[:, :3]  # R_h^T (v - t_h), row by row
+            mats = kinematics.anchor_at_bone(mats[None], self.J - 1)[0]
+        return PosedMesh(p.copy(), vertices, unposed[0], mats, pose, joints)
 
     def subset(self, idx: np.ndarray | torch.Tensor) -> Subset:
         """Precomputed gathers for repeated evaluations on the vertices idx (numpy or a tensor)."""
@@ -279,7 +299,10 @@ class ModelEvaluator:
         N = len(corners)
         # Rest-space offsets d of a vertex move it by M_v d (M_v its blended skinning
         # rotation): the rows' weights turned back into rest space act on them directly.
-        rest_coef = torch.einsum("nka,nkab->nkb", coef, posed.blended[:, :, :3][corners])  # [N, 3, 3]
+        blended = (  # [N, 3, 3, 4] the corners' skinning maps
+            self.weights_by_bone[:, corners].reshape(self.J, -1).T @ posed.bone_matrices.reshape(self.J, 12)
+        ).view(N, 3, 3, 4)
+        rest_coef = torch.einsum("nka,nkab->nkb", coef, blended[..., :3])  # [N, 3, 3]
         rows = row_matrix(rest_coef, corners, 3 * self.num_vertices)  # sparse [N, 3V]
         blocks = []
         lo = 0 if use_shape else self.S
@@ -321,15 +344,18 @@ class ModelEvaluator:
                 d = d + (rows @ self.pose_directions.view(3 * self.num_vertices, -1)) @ d_feats.T
             blocks.append(d)
         if use_larynx and self.has_larynx:
-            h, s = posed.params.larynx_height, posed.params.larynx_scale
-            step = LARYNX_FD_STEP
-            heights = self._t([[h + step], [h - step], [h], [h]])
-            scales = self._t([[s], [s], [s + step], [s - step]])
-            delta = self.larynx_offsets(heights, scales)  # [4, V_larynx, 3]
-            d_rest = torch.stack([delta[0] - delta[1], delta[2] - delta[3]], -1) / (2 * step)  # [V_l, 3, 2]
-            at = self._larynx_pos[corners]  # [N, 3], -1 off the larynx
-            d_corner = torch.where((at >= 0)[..., None, None], d_rest[at.clamp(min=0)], 0.0)  # [N, 3, 3, 2]
-            blocks.append(torch.einsum("nkc,nkcp->np", rest_coef, d_corner))
+            # Central differences of the kernel's own unposed mesh (the larynx is piecewise
+            # linear in its height: a coarser step is exact within each piece).
+            h, sc, step = posed.params.larynx_height, posed.params.larynx_scale, LARYNX_FD_STEP
+            t = self._t
+            _, _, unposed = evaluate_with_unposed(
+                self.kernel,
+                larynx_height=t([[h + step], [h - step], [h], [h]]),
+                larynx_scale=t([[sc], [sc], [sc + step], [sc - step]]),
+                batch_size=4,
+            )
+            d_rest = torch.stack([unposed[0] - unposed[1], unposed[2] - unposed[3]], -1) / (2 * step)
+            blocks.append(rows @ d_rest.reshape(3 * self.num_vertices, 2))
         if blocks:
             return torch.cat(blocks, -1)
         return torch.zeros(N, 0, dtype=self.dtype, device=self.device)
@@ -344,40 +370,31 @@ class ModelEvaluator:
 class PosedMesh:
     """The whole mesh at params, in the evaluator's anchoring (tensors on its device):
     vertices [V, 3]; unposed [V, 3], the rest shape with its pose correctives (before
-    skinning); blended [V, 3, 4], each vertex's skinning map; pose [J, 3]; joints [J, 3]
+    skinning); bone_matrices [J, 3, 4], the skinning matrices; pose [J, 3]; joints [J, 3]
     (None when the bones are fixed)."""
 
     params: ModelParams
     vertices: torch.Tensor
     unposed: torch.Tensor
-    blended: torch.Tensor
+    bone_matrices: torch.Tensor
     pose: torch.Tensor
     joints: torch.Tensor | None
 
 
 class Subset:
-    """Evaluation restricted to vertices idx (numpy or a tensor; None: all, without copies),
-    with their blendshape rows gathered once."""
+    """The rest shape of vertices idx (numpy or a tensor), their blendshape rows gathered
+    once: what searches over many poses of a few vertices (`alignment.neck_search`) need."""
 
-    def __init__(self, ev: ModelEvaluator, idx: np.ndarray | torch.Tensor | None) -> None:
+    def __init__(self, ev: ModelEvaluator, idx: np.ndarray | torch.Tensor) -> None:
         self.ev = ev
-        if idx is None:
-            self.idx = torch.arange(ev.num_vertices, device=ev.device)
-            self.template = ev.template.T  # [V, 3]
-            self.linear_directions = ev.linear_directions
-            self.weights_by_bone = ev.weights_by_bone
-            self.pose_directions = ev.pose_directions if ev.has_pose_correctives else None
-            pos = ev._larynx_pos if ev.has_larynx else None
-        else:
-            self.idx = idx if isinstance(idx, torch.Tensor) else np.asarray(idx)
-            ti = torch.as_tensor(self.idx, device=ev.device)
-            self.template = ev.template[:, ti].T.contiguous()  # [Vs, 3]
-            self.linear_directions = ev.linear_directions[ti]  # [Vs, 3, K] shape then expression
-            self.weights_by_bone = ev.weights_by_bone[:, ti]  # [J, Vs]
-            self.pose_directions = ev.pose_directions[ti] if ev.has_pose_correctives else None  # [Vs, 3, 9P]
-            pos = ev._larynx_pos[ti] if ev.has_larynx else None
+        self.idx = idx if isinstance(idx, torch.Tensor) else np.asarray(idx)
+        ti = torch.as_tensor(self.idx, device=ev.device)
+        self.template = ev.template[:, ti].T.contiguous()  # [Vs, 3]
+        self.linear_directions = ev.linear_directions[ti]  # [Vs, 3, K] shape then expression
+        self.weights_by_bone = ev.weights_by_bone[:, ti]  # [J, Vs]
         self.larynx_hit = None
-        if pos is not None:
+        if ev.has_larynx:
+            pos = ev._larynx_pos[ti]
             hit = torch.nonzero(pos >= 0)[:, 0]
             if len(hit):
                 self.larynx_hit, self.larynx_pos = hit, pos[hit]
@@ -398,34 +415,13 @@ class Subset:
             base = base + self.larynx_delta(t([[p.larynx_height]]), t([[p.larynx_scale]]))[0]
         return base
 
-    def _unposed(self, rest: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
-        """[Vs, 3] rest + pose correctives for one pose [J, 3]."""
-        if self.pose_directions is None:
-            return rest
-        feats = pose_features(axis_angle_to_matrix(pose[None]), self.ev.posed_bones)[0]
-        return rest + self.pose_directions @ feats
-
-    def _blend(self, pose: torch.Tensor, joints: torch.Tensor | None) -> torch.Tensor:
-        """[Vs, 3, 4] blended skinning matrices."""
-        A = self.ev.bone_matrices(pose[None], joints)[0]  # [J, 3, 4]
-        return (A.reshape(-1, 12).T @ self.weights_by_bone).T.reshape(-1, 3, 4)
-
     def vertices(self, p: ModelParams) -> np.ndarray:
         """[Vs, 3] posed vertices."""
         return _numpy(self.vertices_tensor(p))
 
     def vertices_tensor(self, p: ModelParams) -> torch.Tensor:
-        """[Vs, 3] posed vertices on the device."""
-        return self.posed(p).vertices
-
-    def posed(self, p: ModelParams) -> PosedMesh:
-        """These vertices at p (a `PosedMesh` of the whole mesh when the subset is all of it)."""
-        pose = self.ev._t(p.neck_pose)
-        joints = self.ev.joints(p)
-        unposed = self._unposed(self.rest_vertices(p), pose)
-        blended = self._blend(pose, joints)
-        vertices = blended[:, :, 3] + sum(blended[:, :, k] * unposed[:, k : k + 1] for k in range(3))
-        return PosedMesh(p.copy(), vertices, unposed, blended, pose, joints)
+        """[Vs, 3] posed vertices on the device (of the whole posed mesh: the kernel is fast)."""
+        return self.ev.posed(p).vertices[torch.as_tensor(self.idx, device=self.ev.device)]
 
     def jacobian(
         self, p: ModelParams, use_shape: bool, use_expression: bool, pose_bones: list[int], use_larynx: bool

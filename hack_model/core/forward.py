@@ -215,7 +215,23 @@ def shaped_template(kernel: KernelBasis, shape: torch.Tensor) -> torch.Tensor:
     return torch.addmm(kernel.template.expand(len(padded), -1), padded, kernel.shape_directions)
 
 
-def evaluate(
+def evaluate(kernel: KernelBasis, **parameters) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's vertices [B, V, 3] (model order) and posed bone frames [B, J, 4, 4]; the
+    parameters are `_evaluate`'s."""
+    vertices, frames, _ = _evaluate(kernel, want_unposed=False, **parameters)
+    return vertices, frames
+
+
+def evaluate_with_unposed(
+    kernel: KernelBasis, **parameters
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`evaluate` plus the mesh before skinning [B', V, 3] (model order; every blendshape and
+    the pose correctives applied; B' is 1 when nothing in it varies over the batch): what
+    fitting's Jacobians need. The parameters are `_evaluate`'s."""
+    return _evaluate(kernel, want_unposed=True, **parameters)
+
+
+def _evaluate(
     kernel: KernelBasis,
     shape: torch.Tensor | None = None,
     expression: torch.Tensor | None = None,
@@ -226,8 +242,10 @@ def evaluate(
     transl: torch.Tensor | None = None,
     batch_size: int = 1,
     shaped: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model's vertices [B, V, 3] (model order) and posed bone frames [B, J, 4, 4].
+    want_unposed: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The model's vertices [B, V, 3] (model order), posed bone frames [B, J, 4, 4] and, when
+    wanted, the mesh before skinning (else None).
 
     shape [B, S'], expression [B, E], neck_pose [B, J, 3] axis-angle in each bone's rest
     frame, larynx_height / larynx_scale [B, 1], global_orient [B, 3] axis-angle about
@@ -274,8 +292,8 @@ def evaluate(
     else:
         frames = _rest_frames(basis, shape, expression, B).expand(B, J, 4, 4).clone()  # not the basis's
         planes = mesh
-    # Back to the model's order and [B, V, 3]: one gather.
-    vertices = planes.reshape(B, 3 * V).index_select(1, kernel.output_index).view(B, V, 3)
+    unposed = _model_order(kernel, mesh) if want_unposed else None
+    vertices = _model_order(kernel, planes)
 
     if global_orient is not None or transl is not None:
         R = (
@@ -286,7 +304,13 @@ def evaluate(
         t = transl.expand(B, 3) if transl is not None else template.new_zeros(B, 3)
         vertices = kinematics.rigid_transform(vertices, R, t)
         frames = kinematics.rigid_frame(R, t)[:, None] @ frames
-    return vertices, frames
+    return vertices, frames, unposed
+
+
+def _model_order(kernel: KernelBasis, mesh: torch.Tensor) -> torch.Tensor:
+    """mesh [B, 3, V] (kernel order) -> [B, V, 3] (model order): one gather."""
+    B, _, V = mesh.shape
+    return mesh.reshape(B, 3 * V).index_select(1, kernel.output_index).view(B, V, 3)
 
 
 def _skin(kernel: KernelBasis, mesh: torch.Tensor, bone_matrices: torch.Tensor) -> torch.Tensor:
