@@ -180,15 +180,33 @@ class MeshProximity:
             dist_c, idx = tree.query(points[todo], k=k)
             dist_c = np.asarray(dist_c).reshape(len(todo), k)
             idx = np.asarray(idx).reshape(len(todo), k)
-            c = self._best_of(points[todo], members[idx])
-            better = c.distance < out.distance[todo]
-            for f in Closest.__dataclass_fields__:
-                getattr(out, f)[todo[better]] = getattr(c, f)[better]
+            # Only candidates whose own bound (centroid distance - its radius) could beat the
+            # best so far get the exact test: far points (outliers) meet many triangles.
+            cand = members[idx]
+            hopeful = dist_c - self.radii[cand] < out.distance[todo, None]
+            rows, cols = np.nonzero(hopeful)
+            if len(rows):
+                self._improve(points, out, todo[rows], cand[rows, cols])
             if k == len(members):
                 break
             # Some triangle beyond the k-th centroid may still be closer than the best so far.
             todo = todo[out.distance[todo] > dist_c[:, -1] - radius]
             k = min(4 * k, len(members))
+
+    def _improve(self, points: np.ndarray, out: Closest, at: np.ndarray, triangles: np.ndarray) -> None:
+        """Replace out's answer for points[at[i]] by triangles[i] where that is closer (pairs)."""
+        flat = self.triangles[triangles]
+        v = self.vertices
+        p = points[at]
+        q, bary = closest_point_on_triangles(p, v[flat[:, 0]], v[flat[:, 1]], v[flat[:, 2]])
+        d = np.linalg.norm(q - p, axis=1)
+        # The closest pair per point: sort by (point, distance), keep each point's first.
+        order = np.lexsort((d, at))
+        first = order[np.r_[True, at[order][1:] != at[order][:-1]]]
+        better = first[d[first] < out.distance[at[first]]]
+        rows = at[better]
+        out.point[rows], out.triangle[rows] = q[better], triangles[better]
+        out.bary[rows], out.distance[rows] = bary[better], d[better]
 
 
 class TensorProximity:
