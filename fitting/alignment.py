@@ -426,7 +426,8 @@ def neck_search(
     pose_t = torch.as_tensor(poses)
     mats = ev.bone_matrices(pose_t, ev.joints(neutral_p))  # [H, J, 3, 4]
     blended = torch.einsum("hjk,jv->hvk", mats.reshape(H, J, 12), sub.weights_by_bone).reshape(H, -1, 3, 4)
-    posed_c = blended[..., 3] + (blended[..., :3] @ rest_c[None, :, :, None])[..., 0]
+    # The 3x3 products as three broadcasts: a batched matmul of 3x3 blocks is slow.
+    posed_c = blended[..., 3] + sum(blended[..., k] * rest_c[None, :, k : k + 1] for k in range(3))
     posed_c = posed_c.cpu().numpy()  # [H, C, 3]
     _, face, bary = sample_surface(rest, neck_tris, samples, rng)
     local = np.searchsorted(corners, neck_tris[face])  # [S, 3] rows of posed_c
@@ -434,7 +435,7 @@ def neck_search(
     head = mats[:, -1].cpu().numpy()  # [H, 3, 4]: rest -> posed for the head's vertices
     R_h, t_h = head[:, :, :3], head[:, :, 3]
     # Carry the posed neck back by the head's motion: x = sim(R_h^T (v - t_h)).
-    back = np.einsum("hdc,hvd->hvc", R_h, posed - t_h[:, None])
+    back = (posed - t_h[:, None]) @ R_h  # R_h^T (v - t_h) for every row
     neck_pts = sim.apply(back.reshape(-1, 3)).reshape(H, -1, 3)
 
     head_idx = np.nonzero(head_w >= 0.5)[0]
@@ -452,8 +453,9 @@ def neck_search(
     sigma = np.sqrt((limits**2).sum(0) / 3.0)
     score = 0.01 * ((combos / sigma) ** 2).sum(1)
     for h in range(H):
-        d_scan = cKDTree(neck_pts[h]).query(rest_of_scan, k=1)[0]
-        d_model = scan_tree.query(neck_pts[h], k=1)[0]
+        # Distances are capped: the trees need not look farther (beyond it they answer inf).
+        d_scan = cKDTree(neck_pts[h]).query(rest_of_scan, k=1, distance_upper_bound=cap)[0]
+        d_model = scan_tree.query(neck_pts[h], k=1, distance_upper_bound=cap)[0]
         score[h] += _trimmed_mean(np.minimum(d_scan, cap), 0.9) + _trimmed_mean(np.minimum(d_model, cap), 0.8)
     out: list[tuple[np.ndarray, Similarity, float]] = []
     chosen: list[np.ndarray] = []
