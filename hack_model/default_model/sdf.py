@@ -140,9 +140,13 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     d = smin(d, buccal, 2.0)
     buccal = ellipsoid(q, [4.5, -0.6, 6.4], [1.7, 2.0, 2.2])
     d = smin(d, buccal, 2.0)
+    # the cheek's lower half over the masseter, so the side of the face runs smoothly from
+    # the cheekbone to the jaw line (no hollow cheek, no jowl)
+    masseter = ellipsoid(q, [4.9, -2.4, 5.4], [1.75, 2.4, 2.3])
+    d = smin(d, masseter, 2.4)
     # Brow ridge.
-    brow = ellipsoid(q, [2.8, 5.5, 8.9], np.array([2.6, 0.8, 1.3]) * [1, 1, hp.brow_ridge])
-    d = smin(d, brow, 1.8)
+    brow = ellipsoid(q, [2.8, 5.45, 8.85], np.array([2.8, 1.05, 1.3]) * [1, 1, hp.brow_ridge])
+    d = smin(d, brow, 2.2)
     # Eye sockets carved out, then the lid spheres around the eyeballs.
     ec = eye_center(hp)
     socket = ellipsoid(q, ec + [0.1, 0.15, 2.1], [2.0, 1.4, 1.6])

@@ -46,6 +46,11 @@ def _softmin(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
     return b * (1 - h) + a * h - k * h * (1 - h)
 
 
+def _softplus(x: np.ndarray, s: float) -> np.ndarray:
+    """Smooth max(x, 0) with a rounding of width s."""
+    return s * np.logaddexp(0.0, x / s)
+
+
 CHIN_Y = -7.6  # cm, menton of the mean head
 
 
@@ -72,7 +77,8 @@ def basis_fields(topo: hm.Topology, P: np.ndarray, seed: int = 0) -> tuple[list[
     # Cranium proportions (relative scalings about the head centre, head region only).
     f("cranium_breadth", 0.13 * x * head_w, 0, 0)
     f("cranium_length", 0, 0, 0.1 * (z - head_c[2]) * head_w * (1 - 0.7 * face_w))
-    f("cranium_height", 0, 0.1 * np.maximum(y - 4.0, 0) * head_w, 0)
+    # (smooth ramps, not max(y - 4, 0): a kink in a displacement is a ridge round the head)
+    f("cranium_height", 0, 0.1 * _softplus(y - 4.0, 1.5) * head_w, 0)
     f("occiput", 0, 0, -_g(P, [0, 3.0, -9.0], [4.0, 3.5, 3.0]))
     f("forehead_slope", 0, 0, -0.8 * _g(P, [0, 10.0, 8.0], [4.5, 2.5, 3.0]))
     # Face. Its height: everything below the nasion in front drops in proportion to the
@@ -105,7 +111,7 @@ def basis_fields(topo: hm.Topology, P: np.ndarray, seed: int = 0) -> tuple[list[
     girth = 0.12 * neck_w * (1.0 - _smooth01(r_neck, 7.0, 9.5))
     f("neck_girth", girth * x, 0, girth * (z - axis_z))
     # the neck stretches between its base and the jaw; the head above moves as a block
-    f("neck_length", 0, 0.1 * np.clip(y + 19.3, 0, 11.0), 0)
+    f("neck_length", 0, 0.1 * (y + 19.3 - _softplus(y + 19.3 - 11.0, 1.5)), 0)
     f("larynx_prominence", 0, -0.45 * _g(P, [0, -12.0, 6.0], [1.2, 1.5, 1.5]),
       0.9 * _g(P, [0, -12.0, 6.0], [1.2, 1.5, 1.5]))
     f("trapezius", 0.5 * np.sign(x) * _g(np.abs(P), [5.5, -18.0, -3.0], [2.5, 3.0, 3.0]), 0, 0)
