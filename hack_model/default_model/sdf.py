@@ -181,14 +181,18 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     d = smax(d, -concha, 0.5)
     # the folds: helix rim, antihelix with its upper branch, tragus, antitragus, lobule
     ec_ = np.array([7.95 + 0.9 * (es - 1), 1.8, -0.3])
-    rim = [ec_ + es * np.array([0.0, 2.75 * np.sin(a), 1.65 * np.cos(a)])
-           for a in np.radians([-40.0, 10.0, 60.0, 100.0, 140.0])]
-    for a, b in zip(rim[:-1], rim[1:]):
-        d = smin(d, capsule(q, a, b, 0.26 * es, 0.26 * es), 0.25)
-    anti = [ec_ + es * np.array([0.15, -1.2, -0.75]), ec_ + es * np.array([0.15, 0.6, -0.85]),
-            ec_ + es * np.array([0.1, 1.7, -0.2])]
+    # (finely sampled curves: a few long straight capsules leave knuckles at their joints)
+    rim = [ec_ + es * np.array([0.05 * np.cos(a), 2.7 * np.sin(a), 1.6 * np.cos(a)])
+           for a in np.radians(np.linspace(45.0, 250.0, 14))]  # root over the top to the lobule
+    for k, (a, b) in enumerate(zip(rim[:-1], rim[1:])):
+        r0 = 0.24 + 0.06 * np.sin(np.pi * k / 12)
+        r1 = 0.24 + 0.06 * np.sin(np.pi * (k + 1) / 12)
+        d = smin(d, capsule(q, a, b, r0 * es, r1 * es), 0.3)
+    s_ = np.linspace(0.0, 1.0, 7)[:, None]
+    p0, p1, p2 = np.array([0.15, -1.2, -0.75]), np.array([0.15, 0.5, -1.0]), np.array([0.1, 1.7, -0.2])
+    anti = [ec_ + es * v for v in (1 - s_) ** 2 * p0 + 2 * s_ * (1 - s_) * p1 + s_**2 * p2]
     for a, b in zip(anti[:-1], anti[1:]):
-        d = smin(d, capsule(q, a, b, 0.22 * es, 0.2 * es), 0.3)
+        d = smin(d, capsule(q, a, b, 0.24 * es, 0.24 * es), 0.35)
     for c_, r_, k_ in (
         ([0.15, -0.4, 1.25], [0.3, 0.42, 0.28], 0.25),  # tragus
         ([0.2, -1.35, -0.35], [0.28, 0.28, 0.3], 0.25),  # antitragus
