@@ -77,7 +77,7 @@ def brow_weight(topo: hm.Topology, P: np.ndarray, hp: HeadParams) -> np.ndarray:
     x = np.abs(P[:, 0])
     t = (x - (ec[0] - 2.0)) / 3.9  # 0 at the inner end, 1 at the tail
     tc = np.clip(t, 0.0, 1.0)
-    centre_y = ec[1] + 1.95 + 0.35 * np.sin(np.pi * tc * 0.9) - 0.1 * tc
+    centre_y = ec[1] + 2.05 + 0.35 * np.sin(np.pi * tc * 0.9) - 0.1 * tc
     half_height = 0.3 - 0.17 * tc**1.5
     along = _step(t, -0.15, 0.22) * (1.0 - _step(t, 0.6, 1.05))
     dy = P[:, 1] - centre_y
@@ -127,7 +127,7 @@ def preview_colours(topo: hm.Topology, P: np.ndarray, hp: HeadParams | None = No
     hp = hp or HeadParams()
     c = skin_variation(topo, P)
     c = _mix(c, LIP, lip_weight(topo, P))
-    c = _mix(c, BROW, 0.6 * brow_weight(topo, P, hp))
+    c = _mix(c, BROW, 0.5 * brow_weight(topo, P, hp))
     for side in ("L", "R"):
         c[topo.eye_ids[side]] = eye_colours(topo.eye_unit[side])
     bag = topo.bag_ids

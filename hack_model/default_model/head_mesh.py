@@ -498,15 +498,23 @@ def place_vertices(topo: Topology, hp: HeadParams) -> np.ndarray:
         tt = raycast(o, dd, hp)
         P[topo.grid[r]] = o + tt[:, None] * dd
     P = smooth_skin(topo, P, hp)
-    # Eyeballs, and the lid margins rolled in onto them: the last ring of lid quads is the
-    # margin's thickness, facing forward, instead of a paper-thin edge.
+    # Eyeballs, and lids with thickness: the margin tucked in towards the eyeball (as far as
+    # combined blink and squint shapes allow, which bring it up to 1.2 mm closer) and the
+    # ring next to it rounded out, so the last quads are the margin's forward-facing edge.
     for side, sign in (("L", 1.0), ("R", -1.0)):
         c = eye_center(hp) * [sign, 1, 1]
         P[topo.eye_ids[side]] = c + EYE_RADIUS * topo.eye_unit[side]
         name = "eye_" + side
+        a, b = topo.eye_cols[side]
         rim = np.concatenate([topo.upper_margin[name][1:-1], topo.lower_margin[name][1:-1]])
         r = P[rim] - c
         P[rim] = c + r * ((EYE_RADIUS + LID_MARGIN_GAP) / np.linalg.norm(r, axis=1))[:, None]
+        cols = np.arange(a + 1, b)
+        ring = np.concatenate([topo.grid[topo.eye_rows + 1, cols], topo.grid[topo.eye_rows - 1, cols]])
+        r = P[ring] - c
+        n = np.linalg.norm(r, axis=1)
+        taper = np.tile(np.sin(np.pi * (cols - a) / (b - a)) ** 0.5, 2)  # none at the corners
+        P[ring] = c + r * (np.maximum(n, EYE_RADIUS + LID_ROLL * taper) / n)[:, None]
     # Mouth bag: the oral cavity behind the lip margin, widening behind the lips' corners
     # and tall enough to hold the teeth, closing towards the throat.
     loop = P[topo.bag_loop]
@@ -540,7 +548,8 @@ def place_vertices(topo: Topology, hp: HeadParams) -> np.ndarray:
 
 
 SMOOTH_ITERS = 12  # Taubin passes over the skin (removes the sculpt's lumps and creases)
-LID_MARGIN_GAP = 0.035  # cm between the rolled-in lid margin and the eyeball
+LID_MARGIN_GAP = 0.145  # cm between the lid margin and the eyeball
+LID_ROLL = 0.24  # cm, the lid's rounded edge next to the margin stands this far off the eyeball
 
 
 def skin_neighbours(topo: Topology) -> tuple[np.ndarray, np.ndarray]:

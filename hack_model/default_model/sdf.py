@@ -53,6 +53,15 @@ def smin(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
     return b * (1 - h) + a * h - k * h * (1 - h)
 
 
+def smin_exp(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
+    """Smooth minimum with a blend of the same depth as smin(a, b, k) but infinitely smooth:
+    smin's blend ends with a jump in curvature, which a broad, gently curved surface such
+    as the cranium shows as a line in its highlight."""
+    ke = k / (4.0 * np.log(2.0))
+    m = np.minimum(a, b)
+    return m - ke * np.log1p(np.exp(-np.abs(a - b) / ke))
+
+
 def smax(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
     return -smin(-a, -b, k)
 
@@ -109,12 +118,12 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     fore = ellipsoid(
         p, [0.0, 6.8, 3.6 - hp.forehead_slope], [6.3, 6.4, 6.9 - 0.5 * hp.forehead_slope]
     )
-    d = smin(d, fore, 2.0)
+    d = smin_exp(d, fore, 2.0)
     # Parietal eminences and a rounded occiput (no bullet-shaped skull).
     parietal = ellipsoid(p, [0.0, 6.6, -0.8], [7.45, 7.5, 7.2])
-    d = smin(d, parietal, 2.5)
+    d = smin_exp(d, parietal, 2.5)
     occiput = ellipsoid(p, [0.0, 4.2, -5.0], [5.6, 4.8, 4.6])
-    d = smin(d, occiput, 2.5)
+    d = smin_exp(d, occiput, 2.5)
     # Face mass (maxilla, cheeks) and the muzzle around the mouth.
     face = ellipsoid(p, [0.0, -0.3, 3.9], [hp.face_width, hp.face_height, hp.face_depth])
     d = smin(d, face, 2.0)
@@ -204,14 +213,19 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     rx, rz = hp.neck_radius
     # towards the base the neck flares into the trapezius and the top of the shoulders
     # (sideways far more than front to back), so the cut at the base is a wide oval
-    tb = np.clip((-14.0 - y) / 5.3, 0.0, 1.2)
-    fx = 1.0 + 0.8 * tb**1.5
-    fz = 1.0 + 0.12 * tb**2
+    # (in front view an S: the neck's side, the trapezius sloping out to the shoulder top,
+    # which rounds over into the upper arm's side just above the cut)
+    tb = np.clip((-12.6 - y) / 6.4, 0.0, 1.0)
+    sb = tb * tb * (3 - 2 * tb)
+    fx = 1.0 + 1.33 * sb
+    fz = 1.0 + 0.38 * sb
     nq = np.stack([x / (rx * fx), (z - az) / (rz * fz)], axis=-1)
     nr = np.linalg.norm(nq, axis=-1)
     neck = (nr - 1.0) * min(rx, rz) * fz
     neck = np.where(y > 2.0, np.maximum(neck, y - 2.0), neck)
-    d = smin(d, neck, 2.5)
+    # (smin's blend with the tube's flat top would end along a line round the back of the
+    # head, from ear to ear, at the height where y - 2 exceeds the blend radius: a seam)
+    d = smin_exp(d, neck, 2.5)
     scm_top = np.array([5.0, -1.2, -1.6])
     scm_bot = np.array([1.3, -20.5, 4.2 + hp.neck_forward])
     scm = capsule(q, scm_top, scm_bot, 0.85 * hp.scm, 0.75 * hp.scm)
