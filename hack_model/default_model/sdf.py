@@ -128,11 +128,11 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     face = ellipsoid(p, [0.0, -0.3, 3.9], [hp.face_width, hp.face_height, hp.face_depth])
     d = smin(d, face, 2.0)
     muzzle = ellipsoid(p, [0.0, -3.1, 7.6], [3.5 * hp.mouth_width, 3.0, 3.5])
-    d = smin(d, muzzle, 1.2)
+    d = smin(d, muzzle, 2.0)  # (a wide blend: no snout-like crease from the cheeks)
     # Mandible: chin, body and ramus.
     chin_c = np.array([0.0, -6.3 - jd, 9.0 + hp.chin_forward])
     chin = ellipsoid(p, chin_c, np.array([2.5, 1.5, 1.7]) * hp.chin_size)
-    d = smin(d, chin, 2.0)
+    d = smin(d, chin, 2.5)
     gon = np.array([hp.jaw_width, -4.6 - 0.6 * jd, 2.4])
     body = capsule(q, chin_c + [0.9, 0.2, -0.6], gon, 1.25 * hp.chin_size, 1.35)
     d = smin(d, body, 2.6)
@@ -215,10 +215,10 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     # (sideways far more than front to back), so the cut at the base is a wide oval
     # (in front view an S: the neck's side, the trapezius sloping out to the shoulder top,
     # which rounds over into the upper arm's side just above the cut)
-    tb = np.clip((-12.6 - y) / 6.4, 0.0, 1.0)
+    tb = np.clip((-14.6 - y) / 4.7, 0.0, 1.0)
     sb = tb * tb * (3 - 2 * tb)
-    fx = 1.0 + 1.33 * sb
-    fz = 1.0 + 0.38 * sb
+    fx = 1.0 + 1.2 * sb
+    fz = 1.0 + 0.35 * sb
     nq = np.stack([x / (rx * fx), (z - az) / (rz * fz)], axis=-1)
     nr = np.linalg.norm(nq, axis=-1)
     neck = (nr - 1.0) * min(rx, rz) * fz

@@ -66,6 +66,10 @@ def basis_fields(topo: hm.Topology, P: np.ndarray, seed: int = 0) -> tuple[list[
     r_neck = np.hypot(x, z - axis_z)  # distance from the neck's axis
     fields: dict[str, np.ndarray] = {}
     zero = np.zeros(V)
+    # paired features are placed on the left (+x) side: fold x only (np.abs(P) folded z too,
+    # so every facial feature had a twin at the back of the head: the occipital ridge)
+    Px = P.copy()
+    Px[:, 0] = np.abs(P[:, 0])
 
     def f(name: str, dx, dy, dz) -> None:
         fields[name] = np.stack([dx + zero, dy + zero, dz + zero], 1)
@@ -99,13 +103,13 @@ def basis_fields(topo: hm.Topology, P: np.ndarray, seed: int = 0) -> tuple[list[
     lips = _g(P, [0, -3.3, 11.0], [2.2, 1.0, 1.2])
     f("lip_fullness", 0, 0.25 * (y + 3.3) * lips, 0.6 * lips)
     f("mouth_width", 0.2 * x * lips, 0, 0)
-    f("brow_ridge", 0, 0, 0.8 * _g(np.abs(P), [2.8, 5.6, 9.2], [2.0, 1.0, 1.5]))
-    f("cheekbones", 0.5 * np.sign(x) * _g(np.abs(P), [5.0, 2.0, 6.8], [1.8, 1.5, 2.0]), 0,
-      0.3 * _g(np.abs(P), [5.0, 2.0, 6.8], [1.8, 1.5, 2.0]))
-    f("cheek_fullness", 0.6 * np.sign(x) * _g(np.abs(P), [4.5, -2.5, 7.0], [1.8, 2.0, 2.0]), 0, 0)
-    f("eye_spacing", 0.5 * np.sign(x) * _g(np.abs(P), [3.2, 3.4, 8.5], [1.6, 1.5, 2.0]), 0, 0)
-    f("ear_size", 0, 0.15 * (y - 1.8) * _g(np.abs(P), [7.4, 1.8, -0.3], [1.5, 3.0, 2.0]), 0)
-    f("ear_protrusion", 0.6 * np.sign(x) * _g(np.abs(P), [8.0, 1.8, -0.8], [1.2, 2.5, 1.5]), 0, 0)
+    f("brow_ridge", 0, 0, 0.8 * _g(Px, [2.8, 5.6, 9.2], [2.0, 1.0, 1.5]))
+    f("cheekbones", 0.5 * np.sign(x) * _g(Px, [5.0, 2.0, 6.8], [1.8, 1.5, 2.0]), 0,
+      0.3 * _g(Px, [5.0, 2.0, 6.8], [1.8, 1.5, 2.0]))
+    f("cheek_fullness", 0.6 * np.sign(x) * _g(Px, [4.5, -2.5, 7.0], [1.8, 2.0, 2.0]), 0, 0)
+    f("eye_spacing", 0.5 * np.sign(x) * _g(Px, [3.2, 3.4, 8.5], [1.6, 1.5, 2.0]), 0, 0)
+    f("ear_size", 0, 0.15 * (y - 1.8) * _g(Px, [7.4, 1.8, -0.3], [1.5, 3.0, 2.0]), 0)
+    f("ear_protrusion", 0.6 * np.sign(x) * _g(Px, [8.0, 1.8, -0.8], [1.2, 2.5, 1.5]), 0, 0)
     # Neck.
     # radial scaling of the neck, fading out under the chin (which it must not push forward)
     girth = 0.12 * neck_w * (1.0 - _smooth01(r_neck, 7.0, 9.5))
@@ -114,7 +118,7 @@ def basis_fields(topo: hm.Topology, P: np.ndarray, seed: int = 0) -> tuple[list[
     f("neck_length", 0, 0.1 * (y + 19.3 - _softplus(y + 19.3 - 11.0, 1.5)), 0)
     f("larynx_prominence", 0, -0.45 * _g(P, [0, -12.0, 6.0], [1.2, 1.5, 1.5]),
       0.9 * _g(P, [0, -12.0, 6.0], [1.2, 1.5, 1.5]))
-    f("trapezius", 0.5 * np.sign(x) * _g(np.abs(P), [5.5, -18.0, -3.0], [2.5, 3.0, 3.0]), 0, 0)
+    f("trapezius", 0.5 * np.sign(x) * _g(Px, [5.5, -18.0, -3.0], [2.5, 3.0, 3.0]), 0, 0)
     sub = _g(P, [0, -8.3, 7.0], [2.5, 1.0, 1.5])  # fat under the chin (a double chin)
     f("submental", 0, -0.8 * sub, 0.3 * sub)
     names = list(fields)
