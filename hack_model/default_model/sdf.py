@@ -131,10 +131,10 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     d = smin(d, muzzle, 2.0)  # (a wide blend: no snout-like crease from the cheeks)
     # Mandible: chin, body and ramus.
     chin_c = np.array([0.0, -6.3 - jd, 9.0 + hp.chin_forward])
-    chin = ellipsoid(p, chin_c, np.array([2.5, 1.5, 1.7]) * hp.chin_size)
+    chin = ellipsoid(p, chin_c, np.array([2.8, 1.5, 1.7]) * hp.chin_size)
     d = smin(d, chin, 2.5)
     gon = np.array([hp.jaw_width, -4.6 - 0.6 * jd, 2.4])
-    body = capsule(q, chin_c + [0.9, 0.2, -0.6], gon, 1.25 * hp.chin_size, 1.35)
+    body = capsule(q, chin_c + [1.0, 0.25, -0.8], gon, 1.05 * hp.chin_size, 1.35)
     d = smin(d, body, 2.6)
     ramus = capsule(q, gon, [hp.jaw_width + 0.3, 0.4, 1.2], 1.35, 1.3)
     d = smin(d, ramus, 2.6)
@@ -154,14 +154,14 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     masseter = ellipsoid(q, [4.9, -2.4, 5.4], [1.75, 2.4, 2.3])
     d = smin(d, masseter, 2.4)
     # Brow ridge.
-    brow = ellipsoid(q, [2.8, 5.45, 8.85], np.array([2.8, 1.05, 1.3]) * [1, 1, hp.brow_ridge])
-    d = smin(d, brow, 2.2)
+    brow = ellipsoid(q, [2.8, 5.4, 8.85], np.array([3.0, 1.4, 1.3]) * [1, 1, hp.brow_ridge])
+    d = smin(d, brow, 2.4)
     # Eye sockets carved out, then the lid spheres around the eyeballs.
     ec = eye_center(hp)
     socket = ellipsoid(q, ec + [0.1, 0.15, 2.1], [2.0, 1.4, 1.6])
-    d = smax(d, -socket, 1.0)
+    d = smax(d, -socket, 1.5)
     lids = np.linalg.norm(q - ec, axis=-1) - LID_RADIUS
-    d = smin(d, lids, 0.45)
+    d = smin(d, lids, 0.7)
     # Nose: bridge, tip, alae and columella.
     nl, npj, nw = hp.nose_length, hp.nose_projection, hp.nose_width
     root = np.array([0.0, 3.9, 10.25])
