@@ -50,7 +50,7 @@ EYE_LAT, EYE_LON = 12, 24
 # closes the cavity.
 BAG_DEPTH = np.array([0.3, 0.75, 1.4, 2.4, 3.6, 4.8, 5.7, 6.2])
 BAG_WIDTH = np.array([0.0, 2.75, 3.1, 3.35, 3.35, 3.0, 2.2, 1.1])
-BAG_HEIGHT = np.array([0.3, 1.55, 2.15, 2.35, 2.3, 2.0, 1.4, 0.0])
+BAG_HEIGHT = np.array([0.3, 1.55, 2.15, 2.35, 2.35, 2.2, 1.55, 0.0])
 BAG_CURVE = np.array([0.0, 1.1, 1.5, 2.0, 1.8, 1.2, 0.6, 0.2])
 BAG_KEEP = np.array([1.0, 0.3, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0])
 # Arches (cm): half width a, depth b, front z behind the lips' front, crown height at the
@@ -58,8 +58,8 @@ BAG_KEEP = np.array([1.0, 0.3, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0])
 # the incisal edge lies from the mouth line (the corners' height; the lips' middle is lower),
 # towards the crown's root (negative: past the line).
 ARCH = {
-    "upper": dict(a=2.25, b=3.6, front=1.05, crown=(1.0, 0.75), thick=(0.62, 0.95), gap=-0.46),
-    "lower": dict(a=2.1, b=3.45, front=1.25, crown=(0.95, 0.7), thick=(0.55, 0.9), gap=0.56),
+    "upper": dict(a=2.25, b=3.6, front=1.05, crown=(1.0, 0.75), thick=(0.62, 0.95), gap=-0.38),
+    "lower": dict(a=2.1, b=3.45, front=1.25, crown=(0.95, 0.7), thick=(0.55, 0.9), gap=0.42),
 }
 GUM = 0.38  # height of the gum band over the crowns
 TONGUE_C = np.array([-1.05, -3.75])  # centre: below the mouth line, behind the lips' front

@@ -184,7 +184,7 @@ FEATURE_STD = {
     "chin_forward": 0.45, "chin_down": 0.35, "nose_length": 0.25, "nose_projection": 0.4,
     "nose_width": 0.35, "lip_fullness": 0.35, "mouth_width": 0.4, "brow_ridge": 0.5,
     "cheekbones": 0.35, "cheek_fullness": 0.4, "eye_spacing": 0.25, "ear_size": 0.35,
-    "ear_protrusion": 0.35, "neck_girth": 0.5, "neck_length": 0.45, "larynx_prominence": 0.6,
+    "ear_protrusion": 0.35, "neck_girth": 0.5, "neck_length": 0.45, "larynx_prominence": 0.8,
     "trapezius": 0.4, "submental": 0.4,
 }  # fmt: skip
 LOADINGS = {
