@@ -187,6 +187,16 @@ def _check_params(params: dict, arm: bpy.types.Object, data, source: str) -> Non
             )
         if name in ("larynx_height", "larynx_scale") and not data.has_larynx:
             raise ValueError(f"{source}: {name} given, but this head's model has no larynx")
+    rotation = params.get("rotation")
+    if rotation is not None and rotation.ndim == 3:
+        count = len(rotation)
+        translation = params.get("translation", np.zeros((count, 3)))
+        scale = np.asarray(params.get("scale", np.ones(count))).reshape(-1)
+        if rotation.shape[1:] != (3, 3) or translation.shape != (count, 3) or scale.shape != (count,):
+            raise ValueError(
+                f"{source}: a per-frame placement needs scale [T], rotation [T, 3, 3] and translation "
+                f"[T, 3]; got {list(scale.shape)}, {list(rotation.shape)}, {list(translation.shape)}"
+            )
     if "action_units" in params:
         names = [str(n) for n in params.get("action_unit_names", np.array([])).tolist()]
         known = [item.name for item in s.action_units]
@@ -207,11 +217,14 @@ def _read_params(path: str, arm, data) -> dict:
     return params
 
 
-def keyframe_params(arm: bpy.types.Object, params: dict, frames_for) -> int:
+def keyframe_params(arm: bpy.types.Object, params: dict, frames_for, unit_scale: float | None = None) -> int:
     """Key every per-frame parameter; returns the longest sequence's length.
 
     frames_for(n) gives the scene frames of n samples. Sequences of different
     lengths (as in the HACK release's recordings) are each keyed over their own frames.
+    A fitted sequence's per-frame similarity (scale [T], rotation [T, 3, 3], translation
+    [T, 3]) keys the head object onto its scans when unit_scale (Blender units per scan
+    unit) is given.
     """
     s = arm.hack
     bag = _channelbag(arm)
@@ -236,11 +249,9 @@ def keyframe_params(arm: bpy.types.Object, params: dict, frames_for) -> int:
             )
         longest = max(longest, len(values))
     if "neck_pose" in params:
-        quats = rig_math.axis_angle_to_quaternion(params["neck_pose"].astype(np.float64))  # [N, J, 4]
-        # Keep neighbouring keys in one hemisphere so that interpolation takes the short way.
-        for n in range(1, len(quats)):
-            flip = np.sum(quats[n] * quats[n - 1], -1) < 0
-            quats[n, flip] *= -1
+        quats = rig_math.continuous_quaternions(
+            rig_math.axis_angle_to_quaternion(params["neck_pose"].astype(np.float64))
+        )  # [N, J, 4]
         frames = frames_for(len(quats))
         for b, bone in enumerate(data.bone_names):
             path = f'pose.bones["{bone}"].rotation_quaternion'
@@ -254,6 +265,23 @@ def keyframe_params(arm: bpy.types.Object, params: dict, frames_for) -> int:
                 values = np.clip(values, -rig_math.LARYNX_HEIGHT_LIMIT, rig_math.LARYNX_HEIGHT_LIMIT)
             _write_curve(bag, f"hack.{name}", 0, frames_for(len(values)), values, "Larynx")
             longest = max(longest, len(values))
+    rotation = params.get("rotation")
+    if unit_scale is not None and rotation is not None and rotation.ndim == 3:
+        count = len(rotation)
+        location, quaternion, size = rig_math.placement_keys(
+            params.get("scale", np.ones(count)),
+            rotation,
+            params.get("translation", np.zeros((count, 3))),
+            unit_scale,
+        )
+        frames = frames_for(count)
+        arm.rotation_mode = "QUATERNION"
+        for c in range(3):
+            _write_curve(bag, "location", c, frames, location[:, c], "Object transforms")
+            _write_curve(bag, "scale", c, frames, size, "Object transforms")
+        for c in range(4):
+            _write_curve(bag, "rotation_quaternion", c, frames, quaternion[:, c], "Object transforms")
+        longest = max(longest, count)
     return longest
 
 
@@ -302,6 +330,17 @@ class HACK_OT_import_animation(_HeadOperator, bpy.types.Operator, ImportHelper):
     )
     start_frame: IntProperty(name="Start frame", default=1)
     set_scene_range: BoolProperty(name="Set scene frame range", default=True)
+    place_on_scans: BoolProperty(
+        name="Place on scans",
+        default=True,
+        description="A hack-fit sequence: key the head onto each frame's scan (its fitted similarity)",
+    )
+    unit_scale: FloatProperty(
+        name="Scan unit scale",
+        default=0.01,
+        min=1e-6,
+        description="Blender units per scan unit (0.01: scans in cm imported as metres, Y up)",
+    )
 
     def execute(self, context):
         arm = _active_head(context)
@@ -320,7 +359,10 @@ class HACK_OT_import_animation(_HeadOperator, bpy.types.Operator, ImportHelper):
             arm.hack.use_limits = False
             self.report({"WARNING"}, "the sequence passes the range of motion: limits switched off")
         count = keyframe_params(
-            arm, params, lambda n: rig_math.frame_numbers(n, source_fps, scene_fps, self.start_frame)
+            arm,
+            params,
+            lambda n: rig_math.frame_numbers(n, source_fps, scene_fps, self.start_frame),
+            self.unit_scale if self.place_on_scans else None,
         )
         if self.set_scene_range and count:
             scene.frame_start = self.start_frame

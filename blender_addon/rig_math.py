@@ -254,6 +254,38 @@ def fit_object_matrix(
     return placement_matrix(unit_scale) @ similarity_matrix(scale, rotation, translation)
 
 
+def placement_keys(
+    scale: np.ndarray, rotation: np.ndarray, translation: np.ndarray, unit_scale: float = 0.01
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-frame object keys that put a fitted sequence's heads on their scans (see
+    `fit_object_matrix`): scale [T], rotation [T, 3, 3], translation [T, 3] -> location
+    [T, 3], rotation_quaternion [T, 4] (one hemisphere from frame to frame), uniform scale [T]."""
+    scale = np.asarray(scale, np.float64).reshape(-1)
+    rotation = np.asarray(rotation, np.float64).reshape(-1, 3, 3)
+    translation = np.asarray(translation, np.float64).reshape(-1, 3)
+    if not (len(scale) == len(rotation) == len(translation)):
+        raise ValueError(
+            f"scale, rotation and translation have {len(scale)}, {len(rotation)} and "
+            f"{len(translation)} frames"
+        )
+    matrices = np.stack(
+        [fit_object_matrix(s, r, t, unit_scale) for s, r, t in zip(scale, rotation, translation)]
+    )
+    size = scale * unit_scale
+    quaternions = continuous_quaternions(matrix_to_quaternion(matrices[:, :3, :3] / size[:, None, None]))
+    return matrices[:, :3, 3], quaternions, size
+
+
+def continuous_quaternions(quaternions: np.ndarray) -> np.ndarray:
+    """[T, ..., 4] with each key in the hemisphere of the one before, so that interpolation
+    between keys takes the short way."""
+    q = np.array(quaternions, np.float64)
+    for n in range(1, len(q)):
+        flip = np.sum(q[n] * q[n - 1], -1) < 0
+        q[n, flip] *= -1
+    return q
+
+
 def frame_numbers(count: int, source_fps: float, scene_fps: float, start: int = 1) -> np.ndarray:
     """Scene frames (float) of `count` samples recorded at source_fps."""
     return start + np.arange(count) * (float(scene_fps) / float(source_fps))

@@ -15,7 +15,17 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
+from hack_model.core.numpy_math import axis_angle_to_matrix
+
 UNIT_TO_CM = {"mm": 0.1, "cm": 1.0, "m": 100.0}
+# A scan whose local normals have this share of their scatter along one direction (about
+# 1/3 for a closed head, ~0.4 for a face cut out of one, ~0.8 for one camera's view) is a
+# single view.
+SINGLE_VIEW = 0.6
+# View starts that go on to the coarse ICP, and distinct rigid candidates a single view's
+# probes rank.
+VIEW_SURVIVORS = 48
+VIEW_CANDIDATES = 5
 
 
 def detect_units(points: np.ndarray) -> str:
@@ -91,15 +101,6 @@ def _rotation_angle(R1: np.ndarray, R2: np.ndarray) -> float:
     return float(np.arccos(np.clip((np.trace(R1.T @ R2) - 1.0) / 2.0, -1.0, 1.0)))
 
 
-def _rodrigues(omega: np.ndarray) -> np.ndarray:
-    theta = float(np.linalg.norm(omega))
-    if theta < 1e-12:
-        return np.eye(3)
-    k = omega / theta
-    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + np.sin(theta) * K + (1 - np.cos(theta)) * K @ K
-
-
 def _trimmed_mean(d: np.ndarray, keep: float) -> float:
     k = max(1, int(len(d) * keep))
     return float(np.partition(d, k - 1)[:k].mean())
@@ -111,6 +112,7 @@ class Alignment:
     score: float  # trimmed scan-to-model distance, cm
     hypotheses: int
     others: list  # the next best distinct transforms (other basins to try when a fit is doubted)
+    single_view: bool = False  # the scan faces one way (one camera): `others` are candidates to probe
 
 
 def rigid_icp(
@@ -130,6 +132,110 @@ def rigid_icp(
     return inv, _trimmed_mean(d, keep)
 
 
+def view_direction(
+    points: np.ndarray, rng: np.random.Generator, sample: int = 500, k: int = 16
+) -> tuple[np.ndarray, float]:
+    """The direction a single-view scan was taken from, up to its sign, and how strongly the
+    scan's surface faces it: the main axis d of the scatter of local surface normals (planes
+    through each point's k nearest neighbours) and its share of that scatter, the mean of
+    (n . d)^2: about 1/3 for a closed surface, near 1 when every normal faces one way."""
+    pts = points[rng.choice(len(points), min(6000, len(points)), replace=False)]
+    if len(pts) < 4 * k:
+        return np.array([0.0, 0.0, 1.0]), 0.0
+    query = pts[: min(sample, len(pts))]
+    _, idx = cKDTree(pts).query(query, k=k)
+    nb = pts[idx] - pts[idx].mean(1, keepdims=True)
+    _, vecs = np.linalg.eigh(np.einsum("nki,nkj->nij", nb, nb))
+    normals = vecs[:, :, 0]
+    vals, axes = np.linalg.eigh(normals.T @ normals / len(normals))
+    return axes[:, -1], float(vals[-1])
+
+
+def _about(axis: int, degrees: float) -> np.ndarray:
+    omega = np.zeros(3)
+    omega[axis] = np.deg2rad(degrees)
+    return axis_angle_to_matrix(omega)
+
+
+def view_starts(
+    direction: np.ndarray,
+    scan_centre: np.ndarray,
+    model_points: np.ndarray,
+    model_normals: np.ndarray,
+    forward: tuple[float, float, float] = (0.0, 0.0, 1.0),
+    yaws: tuple[float, ...] = (-40.0, -20.0, 0.0, 20.0, 40.0),
+    pitches: tuple[float, ...] = (-30.0, 0.0, 30.0),
+    rolls: int = 12,
+    facing_deg: float = 45.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rigid starts (rotations [H, 3, 3], translations [H, 3], model -> scan) for a scan seen
+    from `direction` (either sign): the model's face (`forward`) turned towards the camera
+    within a grid of yaws and pitches, every roll about the view axis, and the centre of the
+    model surface that faces that camera (normals within facing_deg) put on the scan's centre."""
+    rotations, translations = [], []
+    forward = np.asarray(forward, np.float64) / np.linalg.norm(forward)
+    cos_facing = np.cos(np.deg2rad(facing_deg))
+    for sign in (1.0, -1.0):
+        d = sign * direction / np.linalg.norm(direction)
+        base = _rotation_between(forward, d)
+        for yaw in yaws:
+            for pitch in pitches:
+                tilt = _about(1, yaw) @ _about(0, pitch)
+                seen = model_normals @ (tilt @ forward) >= cos_facing
+                centre = model_points[seen].mean(0) if seen.sum() >= 20 else model_points.mean(0)
+                for r in range(rolls):
+                    R = base @ _about(2, 360.0 * r / rolls) @ tilt.T
+                    rotations.append(R)
+                    translations.append(scan_centre - R @ centre)
+    return np.array(rotations), np.array(translations)
+
+
+def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """A rotation taking unit vector a onto unit vector b."""
+    v = np.cross(a, b)
+    c = float(a @ b)
+    if np.linalg.norm(v) < 1e-9:
+        if c > 0:
+            return np.eye(3)
+        perp = np.cross(a, [1.0, 0.0, 0.0] if abs(a[0]) < 0.9 else [0.0, 1.0, 0.0])
+        return axis_angle_to_matrix(np.pi * perp / np.linalg.norm(perp))
+    return axis_angle_to_matrix(v / np.linalg.norm(v) * np.arctan2(np.linalg.norm(v), c))
+
+
+def rigid_icp_batch(
+    scan: np.ndarray,
+    tree: cKDTree,
+    model_points: np.ndarray,
+    rotations: np.ndarray,
+    translations: np.ndarray,
+    iterations: int,
+    keep: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """rigid_icp for many starts at once (rotations [H, 3, 3], translations [H, 3], model ->
+    scan): one k-d tree query and one batched Umeyama step per iteration. Returns the
+    rotations, translations and trimmed scores [H] (cm)."""
+    R, t = rotations.copy(), translations.copy()
+    H, n = len(R), len(scan)
+    k = max(1, int(n * keep))
+    for it in range(iterations + 1):
+        moved = np.einsum("hji,hnj->hni", R, scan[None] - t[:, None])  # R^T (x - t)
+        d, j = tree.query(moved.reshape(-1, 3), k=1)
+        d, j = d.reshape(H, n), j.reshape(H, n)
+        order = np.argpartition(d, k - 1, axis=1)[:, :k]
+        if it == iterations:
+            return R, t, np.take_along_axis(d, order, 1).mean(1)
+        src = model_points[np.take_along_axis(j, order, 1)]  # [H, k, 3]
+        dst = scan[order]
+        mu_s, mu_t = src.mean(1), dst.mean(1)
+        cov = np.einsum("hni,hnj->hij", dst - mu_t[:, None], src - mu_s[:, None])
+        U, _, Vt = np.linalg.svd(cov)
+        sign = np.sign(np.linalg.det(U @ Vt))
+        U[:, :, 2] *= sign[:, None]
+        R = U @ Vt
+        t = mu_t - np.einsum("hij,hj->hi", R, mu_s)
+    raise AssertionError("unreachable")
+
+
 def initial_alignment(
     scan_cm: np.ndarray,
     model_points: np.ndarray,
@@ -143,17 +249,25 @@ def initial_alignment(
     coarse_sample: int = 400,
     coarse_iterations: int = 8,
     survivors: int = 6,
+    model_normals: np.ndarray | None = None,
 ) -> Alignment:
     """Model -> scan similarity (scale 1: the scan is in cm) from any starting orientation.
 
     scan_cm [N, 3]; model_points [M, 3] samples of the neutral model surface; face [M] bool
     marks the samples on the face (a second set of PCA hypotheses for face-only scans), and
-    each mask of `parts` another part a partial scan may show alone (a frontal view);
+    each mask of `parts` another part a partial scan may show alone;
     head [M] bool marks the samples on the head: the best hypothesis is refined on those alone, because a
     bent neck makes the whole-model fit a compromise that tilts the head.
+    model_normals [M, 3]: the samples' normals; with them a scan that faces one way (a single
+    view, `view_direction`) also gets `view_starts`: the principal axes of a partial view
+    do not follow the head's, the direction it was seen from does.
 
     Coarse to fine: every start is first run on `coarse_sample` points for
-    `coarse_iterations`; only the best `survivors` distinct ones go on with `sample` points.
+    `coarse_iterations` (a very large set of starts first on a few points for a few
+    iterations); only the best `survivors` distinct ones go on with `sample` points.
+    A single view matches the neutral model in more than one orientation about as well
+    (a trimmed distance cannot tell them apart until the shape and expression are fitted),
+    so its Alignment lists the best distinct candidates for the probes to rank.
     """
     pts = scan_cm[rng.choice(len(scan_cm), size=min(sample, len(scan_cm)), replace=False)]
     few = pts[: min(coarse_sample, len(pts))]  # pts is a random sample: its head is one too
@@ -164,22 +278,34 @@ def initial_alignment(
     for part in ([face] if face is not None else []) + list(parts or []):
         if part.sum() >= 100:
             frames.append((_principal_axes(model_points[part]), model_points[part].mean(0)))
-    results = []
-    for E_model, c_model in frames:
-        for P in _axis_rotations():
-            R = E_scan @ P @ E_model.T  # model axes -> scan axes
-            start = Similarity(1.0, R, c_scan - R @ c_model)
-            results.append(rigid_icp(few, tree, model_points, start, coarse_iterations, keep))
-    hypotheses = len(results)
-    results = [
-        rigid_icp(pts, tree, model_points, sim, iterations, keep) for sim in _distinct(results, survivors)
-    ]
+    rotations = [E_scan @ P @ E_model.T for E_model, _ in frames for P in _axis_rotations()]
+    translations = [c_scan - R @ frames[i // 24][1] for i, R in enumerate(rotations)]
+    Rs, ts = np.array(rotations), np.array(translations)
+    single_view = False
+    if model_normals is not None:
+        direction, strength = view_direction(scan_cm, rng)
+        single_view = strength >= SINGLE_VIEW
+        if single_view:
+            Rv, tv = view_starts(direction, c_scan, model_points, model_normals)
+            # The many view starts: a few iterations on a few points pick the promising ones.
+            Rv, tv, sv = rigid_icp_batch(few[: min(150, len(few))], tree, model_points, Rv, tv, 3, keep)
+            top = np.argsort(sv)[:VIEW_SURVIVORS]
+            Rs, ts = np.concatenate([Rs, Rv[top]]), np.concatenate([ts, tv[top]])
+    hypotheses = len(Rs) if not single_view else len(Rs) - VIEW_SURVIVORS + len(Rv)
+    R, t, sc = rigid_icp_batch(few, tree, model_points, Rs, ts, coarse_iterations, keep)
+    coarse = [(Similarity(1.0, R[i], t[i]), float(sc[i])) for i in range(len(R))]
+    kept = _distinct(coarse, 2 * survivors if single_view else survivors)
+    results = _batch(pts, tree, model_points, kept, iterations, keep)
     results.sort(key=lambda r: r[1])
     more = scan_cm[rng.choice(len(scan_cm), size=min(3 * sample, len(scan_cm)), replace=False)]
     if head is None or head.sum() < 100:
-        refined = [rigid_icp(more, tree, model_points, r[0], 2 * iterations, keep) for r in results[:3]]
-        refined.sort(key=lambda r: r[1])
-        return Alignment(refined[0][0], refined[0][1], hypotheses, _distinct(refined, 3, degrees=20.0)[1:])
+        refined = sorted(
+            _batch(more, tree, model_points, [r[0] for r in results[:3]], 2 * iterations, keep),
+            key=lambda r: r[1],
+        )
+        return Alignment(
+            refined[0][0], refined[0][1], hypotheses, _distinct(refined, 3, degrees=20.0)[1:], single_view
+        )
     # A bent neck and an unusual head shape make the whole-model fit a compromise that can
     # be tens of degrees off, and ICP on the head alone stalls near it. The head's trimmed
     # distance does rank orientations correctly, so search: perturb the best whole-model
@@ -192,24 +318,40 @@ def initial_alignment(
         starts.append(sim)
         for axis in range(3):
             for angle in (-50.0, -25.0, 25.0, 50.0):
-                omega = np.zeros(3)
-                omega[axis] = np.deg2rad(angle)
-                R = sim.rotation @ _rodrigues(omega)  # turn the model about its head's centre
+                R = sim.rotation @ _about(axis, angle)  # turn the model about its head's centre
                 starts.append(Similarity(1.0, R, sim.apply(centre[None])[0] - R @ centre))
     head_keep = 0.6
     # The head's ranking needs more iterations than the whole model's (ICP slides slowly
     # over a small frontal view), on a medium sample.
     medium = pts[: min(3 * coarse_sample // 2, len(pts))]
-    middle = [
-        rigid_icp(medium, head_tree, head_points, s0, 2 * coarse_iterations, head_keep) for s0 in starts
-    ]
+    middle = _batch(medium, head_tree, head_points, starts, 2 * coarse_iterations, head_keep)
     kept = _distinct(middle, 4)  # the best few distinct orientations
     refined = sorted(
-        (rigid_icp(more, head_tree, head_points, k, 2 * iterations, head_keep) for k in kept),
-        key=lambda r: r[1],
+        _batch(more, head_tree, head_points, kept, 2 * iterations, head_keep), key=lambda r: r[1]
     )
-    others = _distinct(refined + [(s, 1e9) for s in _distinct(middle, 8)], 4, degrees=20.0)[1:]
-    return Alignment(refined[0][0], refined[0][1], hypotheses + len(starts), others)
+    if single_view:
+        # Candidates for the probes: the head's best, then the whole model's other basins.
+        pool = refined + [(s, 1e9 + i) for i, (s, _) in enumerate(results)]
+        others = _distinct(pool, VIEW_CANDIDATES, degrees=12.0)[1:]
+    else:
+        others = _distinct(refined + [(s, 1e9) for s in _distinct(middle, 8)], 4, degrees=20.0)[1:]
+    return Alignment(refined[0][0], refined[0][1], hypotheses + len(starts), others, single_view)
+
+
+def _batch(points, tree, model_points, sims: list[Similarity], iterations: int, keep: float):
+    """rigid_icp_batch over a list of similarities: [(Similarity, score)]."""
+    if not sims:
+        return []
+    R, t, sc = rigid_icp_batch(
+        points,
+        tree,
+        model_points,
+        np.array([s.rotation for s in sims]),
+        np.array([s.translation for s in sims]),
+        iterations,
+        keep,
+    )
+    return [(Similarity(1.0, R[i], t[i]), float(sc[i])) for i in range(len(R))]
 
 
 def _distinct(results: list[tuple[Similarity, float]], count: int, degrees: float = 8.0) -> list[Similarity]:
@@ -284,11 +426,12 @@ def neck_search(
     pose_t = torch.as_tensor(poses)
     mats = ev.bone_matrices(pose_t, ev.joints(neutral_p))  # [H, J, 3, 4]
     blended = torch.einsum("hjk,jv->hvk", mats.reshape(H, J, 12), sub.weights_by_bone).reshape(H, -1, 3, 4)
-    posed_c = (blended[..., 3] + (blended[..., :3] @ rest_c[None, :, :, None])[..., 0]).numpy()  # [H, C, 3]
+    posed_c = blended[..., 3] + (blended[..., :3] @ rest_c[None, :, :, None])[..., 0]
+    posed_c = posed_c.cpu().numpy()  # [H, C, 3]
     _, face, bary = sample_surface(rest, neck_tris, samples, rng)
     local = np.searchsorted(corners, neck_tris[face])  # [S, 3] rows of posed_c
     posed = np.einsum("sk,hskc->hsc", bary, posed_c[:, local])  # [H, S, 3]
-    head = mats[:, -1].numpy()  # [H, 3, 4]: rest -> posed for the head's vertices
+    head = mats[:, -1].cpu().numpy()  # [H, 3, 4]: rest -> posed for the head's vertices
     R_h, t_h = head[:, :, :3], head[:, :, 3]
     # Carry the posed neck back by the head's motion: x = sim(R_h^T (v - t_h)).
     back = np.einsum("hdc,hvd->hvc", R_h, posed - t_h[:, None])

@@ -32,6 +32,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 OUTPUT_SUFFIXES = ("_params.npz", "_fit.obj", "_report.json")
+# A sequence's outputs (fitting/sequence.py), in its own folder with sequence_manifest.json.
+SEQUENCE_STEM = "sequence"
+SEQUENCE_OUTPUTS = ("sequence_params.npz", "sequence_report.json")
 RENDER_SUFFIX = "_fit.png"
 MANIFEST_SUFFIX = "_manifest.json"
 MANIFEST_VERSION = 1
@@ -88,13 +91,16 @@ def manifest_path(out_dir: Path, name: str) -> Path:
     return out_dir / f"{name}{MANIFEST_SUFFIX}"
 
 
-def is_complete(out_dir: Path, name: str, render: bool = False) -> bool:
+def is_complete(
+    out_dir: Path, name: str, render: bool = False, required: tuple[str, ...] | None = None
+) -> bool:
     """True when the scan's manifest exists and lists its outputs (parameters, mesh, report;
-    the picture when it could be rendered), all present with their sizes."""
+    the picture when it could be rendered; or `required`), all present with their sizes."""
     try:
         m = json.loads(manifest_path(out_dir, name).read_text(encoding="utf-8"))
         files = m["files"]
-        wanted = {f"{name}{s}" for s in OUTPUT_SUFFIXES}  # the picture is optional (no OpenGL)
+        # The picture is optional (no OpenGL).
+        wanted = set(required) if required is not None else {f"{name}{s}" for s in OUTPUT_SUFFIXES}
         if m.get("version") != MANIFEST_VERSION or not wanted <= set(files):
             return False
         return all((out_dir / f).stat().st_size == int(info["size"]) for f, info in files.items())
@@ -102,8 +108,11 @@ def is_complete(out_dir: Path, name: str, render: bool = False) -> bool:
         return False
 
 
-def existing_outputs(out_dir: Path, name: str, render: bool) -> list[Path]:
-    paths = [out_dir / f"{name}{s}" for s in output_suffixes(render)] + [manifest_path(out_dir, name)]
+def existing_outputs(
+    out_dir: Path, name: str, render: bool, candidates: list[str] | None = None
+) -> list[Path]:
+    files = candidates if candidates is not None else [f"{name}{s}" for s in output_suffixes(render)]
+    paths = [out_dir / f for f in files] + [manifest_path(out_dir, name)]
     return [p for p in paths if p.exists()]
 
 
@@ -185,11 +194,49 @@ class Outcome:
 
 @dataclass
 class Task:
+    """One scan, or one whole sequence (`frames`: its frames' paths, `path` the sequence)."""
+
     name: str
     path: str
     options: dict
     data: bytes | None = None  # the scan file's bytes (sent to workers that cannot read `path`)
     attempts: int = field(default=0)
+    frames: list[str] | None = None
+    frame_data: list[bytes] | None = None  # the frames' bytes (--send-bytes)
+    folder: str = ""  # a sequence's outputs go to OUT/folder ('' = OUT itself)
+
+    @property
+    def is_sequence(self) -> bool:
+        return self.frames is not None
+
+    def target(self, out_dir: Path) -> tuple[Path, str]:
+        """(folder, manifest stem) of this task's outputs."""
+        if self.is_sequence:
+            return (out_dir / self.folder if self.folder else out_dir), SEQUENCE_STEM
+        return out_dir, self.name
+
+    def is_complete(self, out_dir: Path, render: bool) -> bool:
+        folder, stem = self.target(out_dir)
+        return is_complete(folder, stem, render, SEQUENCE_OUTPUTS if self.is_sequence else None)
+
+    def existing_outputs(self, out_dir: Path, render: bool) -> list[Path]:
+        folder, stem = self.target(out_dir)
+        if not self.is_sequence:
+            return existing_outputs(folder, stem, render)
+        frames = [f"{n}_fit.obj" for n in frame_names(self.frames)]
+        videos = ["sequence.mp4"] if render else []
+        return existing_outputs(folder, stem, render, [*SEQUENCE_OUTPUTS, *frames, *videos])
+
+    def commit(self, out_dir: Path, files: dict[str, bytes], summary: dict) -> None:
+        folder, stem = self.target(out_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        commit(folder, stem, files, summary)
+
+
+def frame_names(frames: list[str]) -> list[str]:
+    """A sequence's frame names (output_names: the stems, made unique)."""
+    names = dict(output_names([Path(f) for f in frames]))
+    return [names[Path(os.path.abspath(f))] for f in frames]
 
 
 _MODELS: dict = {}
@@ -200,7 +247,8 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _model(path: str | None, device: str):
+def cached_model(path: str | None, device: str):
+    """The worker's HACK for (model path, device), loaded once per process."""
     key = (path, device)
     if key not in _MODELS:
         from hack_model import HACK
@@ -250,6 +298,10 @@ def fit_task(task: Task) -> tuple[Outcome, dict[str, bytes]]:
 
 
 def _fit_task(task: Task, tmp: Path, t0: float) -> tuple[Outcome, dict[str, bytes]]:
+    if task.is_sequence:
+        from .sequence import sequence_task
+
+        return sequence_task(task, tmp, t0)
     import numpy as np
 
     from hack_model.io.mesh import PolygonMesh, write_obj
@@ -260,7 +312,7 @@ def _fit_task(task: Task, tmp: Path, t0: float) -> tuple[Outcome, dict[str, byte
     from .scan_io import load_scan
 
     a = task.options
-    model = _model(a.get("model"), a.get("device", "cpu"))
+    model = cached_model(a.get("model"), a.get("device", "cpu"))
     scan_file = task.path
     if task.data is not None:
         scan_file = str(tmp / f"scan{Path(task.path).suffix.lower()}")
@@ -590,10 +642,10 @@ def run_batch(
     outcomes: dict[str, Outcome] = {}
     todo = []
     for task in tasks:
-        if not overwrite and is_complete(out_dir, task.name, render):
+        if not overwrite and task.is_complete(out_dir, render):
             outcomes[task.name] = Outcome(task.name, "skipped", "complete outputs exist", path=task.path)
-        elif not overwrite and existing_outputs(out_dir, task.name, render):
-            first = existing_outputs(out_dir, task.name, render)[0]
+        elif not overwrite and task.existing_outputs(out_dir, render):
+            first = task.existing_outputs(out_dir, render)[0]
             outcomes[task.name] = Outcome(
                 task.name, "skipped", f"{first.name} exists (use --overwrite to redo)", path=task.path
             )
@@ -609,7 +661,7 @@ def run_batch(
                 continue
             if outcome.status != "failed" or files:
                 try:
-                    commit(out_dir, task.name, files, {k: asdict(outcome)[k] for k in SUMMARY_FIELDS})
+                    task.commit(out_dir, files, {k: asdict(outcome)[k] for k in SUMMARY_FIELDS})
                 except OSError as err:
                     outcome = Outcome(
                         task.name,

@@ -3,7 +3,7 @@
     hack-fit SCAN... [--model M] [--landmarks FILE] [--out DIR] [--units auto|mm|cm|m]
              [--device cpu|cuda] [--jobs N] [--render] [--overwrite] [--quick]
              [--scheduler tcp://HOST:8786|local [--send-bytes]]
-    hack-fit --sequence FRAME... --out DIR [--no-meshes] [--render]
+    hack-fit --sequence FRAMES... --out DIR [--no-meshes] [--render] [--jobs N | --scheduler ...]
 
 Per scan NAME it writes NAME_params.npz (forward() arguments plus the similarity
 scale/rotation/translation, model -> scan), NAME_fit.obj (the fitted mesh in the scan's
@@ -12,7 +12,9 @@ coordinates and units, with UVs and the model's polygons), NAME_report.json and,
 unless --overwrite), and summary.csv / summary.json for the whole batch (fitting/batch.py:
 output names, manifests, executors). Any error in one scan is its failure row and the rest go
 on; the exit code is 1 if any failed, 130 after Ctrl-C. Problems with the command itself are
-one line on stderr. --sequence fits the scans as frames of one sequence (fitting/sequence.py).
+one line on stderr. --sequence fits the scans as frames of one sequence (fitting/sequence.py);
+given several folders, each folder is one sequence (outputs in DIR/FOLDER/), and each
+sequence is one task for --jobs / --scheduler; sequence_manifest.json makes re-runs resumable.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--device",
         default="cpu",
         choices=("cpu", "cuda"),
-        help="device of the model's final evaluation; the solver itself runs on the CPU",
+        help="device of the fit: the model, correspondences and the solver (default cpu)",
     )
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     p.add_argument(
@@ -73,40 +75,124 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sequence",
         action="store_true",
-        help="the scans are the frames of one sequence (natural sort order): one identity, smooth motion",
+        help="the scans are the frames of one sequence (natural sort order): one identity, smooth "
+        "motion; several folders: one sequence each",
     )
     p.add_argument("--no-meshes", action="store_true", help="--sequence: skip the per-frame OBJ files")
     return p
 
 
-def run(args: argparse.Namespace) -> int:
-    from .batch import (
-        DaskExecutor,
-        InProcessExecutor,
-        LocalExecutor,
-        Progress,
-        Task,
-        output_names,
-        run_batch,
-        write_summary,
+def make_executor(args: argparse.Namespace, count: int):
+    """In this process (--jobs 1), a process pool (--jobs N) or Dask (--scheduler)."""
+    from .batch import DaskExecutor, InProcessExecutor, LocalExecutor
+
+    cores = max(1, os.cpu_count() or 1)
+    if args.scheduler:
+        return DaskExecutor(
+            args.scheduler, workers=args.jobs if args.jobs > 1 else None, task_timeout=args.task_timeout
+        )
+    if min(args.jobs, count) <= 1:
+        return InProcessExecutor(cores)
+    jobs = min(args.jobs, count)
+    return LocalExecutor(jobs, max(1, cores // jobs))
+
+
+def sequence_tasks(args: argparse.Namespace) -> list:
+    """One task per sequence: each of several folders is a sequence (outputs in OUT/NAME);
+    otherwise all the frames given form one sequence (outputs in OUT)."""
+    from .batch import Task, output_names
+    from .scan_io import find_scans
+    from .sequence import natural_key
+
+    def frames_in(folder: Path) -> list[Path]:
+        return find_scans([folder])  # an empty folder is a clear error
+
+    given = [Path(raw) for raw in args.scans]
+    if len(given) > 1 and all(p.is_dir() for p in given):
+        groups = [(name, p, name, frames_in(p)) for p, name in output_names(given)]
+    else:
+        files: list[Path] = []
+        for p in given:
+            files.extend(frames_in(p) if p.is_dir() else [p])  # a missing frame is a failed frame
+        groups = [(given[0].name if given[0].is_dir() else "sequence", given[0], "", files)]
+    options = {
+        "model": args.model,
+        "device": args.device,
+        "render": args.render,
+        "units": args.units,
+        "no_meshes": args.no_meshes,
+        "quick": args.quick,
+    }
+    tasks = []
+    for name, path, folder, files in groups:
+        if not files:
+            raise ValueError(f"--sequence: no frames in {name or args.scans[0]}")
+        files.sort(key=natural_key)
+        data = None
+        if args.send_bytes:
+            data = [p.read_bytes() if p.is_file() else b"" for p in files]
+        frames = [str(p) for p in files]
+        tasks.append(Task(name, str(path), options, frames=frames, frame_data=data, folder=folder))
+    return tasks
+
+
+def run_sequences(args: argparse.Namespace) -> int:
+    """`hack-fit --sequence`: each sequence one task, committed with its manifest."""
+    import json
+
+    from .batch import Progress, run_batch, write_summary
+
+    tasks = sequence_tasks(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    progress = Progress(len(tasks))
+    outcomes, interrupted = run_batch(
+        tasks, out, make_executor(args, len(tasks)), args.overwrite, args.render, progress.update
     )
+    progress.close()
+    skipped_frames = False
+    for task, outcome in zip(tasks, outcomes):
+        folder, _ = task.target(out)
+        if outcome.status == "ok" and outcome.attempts:  # fitted in this run
+            report = json.loads((folder / "sequence_report.json").read_text(encoding="utf-8"))
+            skipped_frames |= bool(report["skipped"])
+            if len(tasks) == 1:
+                for fr in report["frames"]:
+                    print(
+                        f"{fr['frame']:<28} median {fr['median_mm']:.3f} mm  p95 {fr['p95_mm']:.2f} mm  "
+                        f"conf {fr['confidence']:.2f}"
+                    )
+                for name, why in report["skipped"].items():
+                    print(f"{name:<28} SKIPPED  {why}")
+                per_frame = report["timings_s"]["per_frame"]
+                print(f"{outcome.message}; {per_frame:.2f} s per frame")
+    if len(tasks) > 1:
+        write_summary(out, outcomes)
+    if len(tasks) > 1 or any(o.status != "ok" or not o.attempts for o in outcomes):
+        print(summary_table(outcomes, len(tasks)).replace(" scans ", " sequences "))
+    if interrupted:
+        print(f"{PROG}: interrupted; {len(tasks) - len(outcomes)} sequences not fitted", file=sys.stderr)
+        return 130
+    return 0 if all(o.ok for o in outcomes) and not skipped_frames else 1
+
+
+def run(args: argparse.Namespace) -> int:
+    from .batch import Progress, Task, output_names, run_batch, write_summary
     from .scan_io import find_scans, load_landmarks
 
     if args.jobs < 1:
         raise ValueError("--jobs must be at least 1")
-    if args.sequence:
-        from .sequence import run_sequence_cli
-
-        return run_sequence_cli(args)
-    paths = find_scans(args.scans)
-    if args.landmarks and len(paths) != 1:
-        raise ValueError("--landmarks goes with exactly one scan")
-    landmarks = load_landmarks(args.landmarks).tolist() if args.landmarks else None  # fail early
     if args.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             raise ValueError("--device cuda: CUDA is not available on this machine")
+    if args.sequence:
+        return run_sequences(args)
+    paths = find_scans(args.scans)
+    if args.landmarks and len(paths) != 1:
+        raise ValueError("--landmarks goes with exactly one scan")
+    landmarks = load_landmarks(args.landmarks).tolist() if args.landmarks else None  # fail early
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     options = {
@@ -121,18 +207,7 @@ def run(args: argparse.Namespace) -> int:
         Task(name, str(path), options, path.read_bytes() if args.send_bytes else None)
         for path, name in output_names(paths)
     ]
-    cores = max(1, os.cpu_count() or 1)
-    if args.scheduler:
-        executor = DaskExecutor(
-            args.scheduler,
-            workers=args.jobs if args.jobs > 1 else None,
-            task_timeout=args.task_timeout,
-        )
-    elif min(args.jobs, len(tasks)) <= 1:
-        executor = InProcessExecutor(cores)
-    else:
-        jobs = min(args.jobs, len(tasks))
-        executor = LocalExecutor(jobs, max(1, cores // jobs))
+    executor = make_executor(args, len(tasks))
     progress = Progress(len(tasks))
     outcomes, interrupted = run_batch(tasks, out, executor, args.overwrite, args.render, progress.update)
     progress.close()

@@ -76,7 +76,8 @@ class ModelEvaluator:
     does): every bone-matrix method then takes the joints [J, 3] of `joints(params)`.
 
     device, dtype: where and in which precision the evaluation runs (float64 on the CPU by
-    default); parameters and results are numpy float64 arrays either way.
+    default); parameters are numpy float64 arrays, results numpy float64 arrays too, or torch
+    tensors on the device from the `*_tensor(s)` methods (what the solver uses).
     """
 
     def __init__(
@@ -115,12 +116,15 @@ class ModelEvaluator:
         self.has_larynx = basis.larynx is not None
         if self.has_larynx:
             self.larynx_index = basis.larynx.vertex_index.cpu().numpy()
-            self._larynx_pos = np.full(V, -1, np.int64)
-            self._larynx_pos[self.larynx_index] = np.arange(len(self.larynx_index))
+            self._larynx_pos = torch.full((V,), -1, dtype=torch.int64, device=self.device)
+            self._larynx_pos[basis.larynx.vertex_index.to(self.device)] = torch.arange(
+                len(self.larynx_index), device=self.device
+            )
             self._larynx_rest = self.larynx_offsets_raw(self._t([[0.0]]), self._t([[1.0]]))
         rom = d.range_of_motion
         self.pose_limits = pose_limits_rad(rom) if rom is not None else np.full((self.J, 3), np.deg2rad(30.0))
         self.triangles = d.triangles()
+        self._everything: Subset | None = None
 
     # --------------------------------------------------------------- accessors
     def _t(self, value) -> torch.Tensor:
@@ -182,11 +186,18 @@ class ModelEvaluator:
 
     def vertices(self, p: ModelParams, idx: np.ndarray | None = None) -> np.ndarray:
         """[Vs, 3] posed vertices (all when idx is None)."""
-        idx = np.arange(self.num_vertices) if idx is None else idx
-        return self.subset(idx).vertices(p)
+        return _numpy(self.vertices_tensor(p, idx))
 
-    def subset(self, idx: np.ndarray) -> Subset:
-        """Precomputed gathers for repeated evaluations on the vertices idx."""
+    def vertices_tensor(self, p: ModelParams, idx: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
+        """[Vs, 3] posed vertices (all when idx is None) on the device."""
+        if idx is None:
+            if self._everything is None:  # kept: the whole mesh is posed every solver iteration
+                self._everything = Subset(self, torch.arange(self.num_vertices, device=self.device))
+            return self._everything.vertices_tensor(p)
+        return self.subset(idx).vertices_tensor(p)
+
+    def subset(self, idx: np.ndarray | torch.Tensor) -> Subset:
+        """Precomputed gathers for repeated evaluations on the vertices idx (numpy or a tensor)."""
         return Subset(self, idx)
 
     def jacobian(
@@ -204,11 +215,12 @@ class ModelEvaluator:
 
 
 class Subset:
-    """Evaluation restricted to vertices idx, with their blendshape rows gathered once."""
+    """Evaluation restricted to vertices idx (numpy or a tensor), with their blendshape rows
+    gathered once."""
 
-    def __init__(self, ev: ModelEvaluator, idx: np.ndarray) -> None:
+    def __init__(self, ev: ModelEvaluator, idx: np.ndarray | torch.Tensor) -> None:
         self.ev = ev
-        self.idx = np.asarray(idx)
+        self.idx = idx if isinstance(idx, torch.Tensor) else np.asarray(idx)
         ti = torch.as_tensor(self.idx, device=ev.device)
         self.template = ev.template[:, ti].T.contiguous()  # [Vs, 3]
         self.linear_directions = ev.linear_directions[ti]  # [Vs, 3, K] shape then expression
@@ -218,11 +230,10 @@ class Subset:
         )  # [9P, 3, Vs]
         self.larynx_hit = None
         if ev.has_larynx:
-            pos = ev._larynx_pos[self.idx]
-            hit = np.nonzero(pos >= 0)[0]
-            if hit.size:
-                self.larynx_hit = torch.as_tensor(hit, device=ev.device)
-                self.larynx_pos = torch.as_tensor(pos[hit], device=ev.device)
+            pos = ev._larynx_pos[ti]
+            hit = torch.nonzero(pos >= 0)[:, 0]
+            if len(hit):
+                self.larynx_hit, self.larynx_pos = hit, pos[hit]
 
     def larynx_delta(self, height: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """[B, Vs, 3] larynx offsets from the rest larynx for height, scale [B, 1]."""
@@ -261,16 +272,27 @@ class Subset:
 
     def vertices(self, p: ModelParams) -> np.ndarray:
         """[Vs, 3] posed vertices."""
+        return _numpy(self.vertices_tensor(p))
+
+    def vertices_tensor(self, p: ModelParams) -> torch.Tensor:
+        """[Vs, 3] posed vertices on the device."""
         pose = self.ev._t(p.neck_pose)
         unposed = self._unposed(self.rest_vertices(p), pose)
         blended = self._blend(pose, self.ev.joints(p))
-        return _numpy(_apply(blended, unposed))
+        return _apply(blended, unposed)
 
     def jacobian(
         self, p: ModelParams, use_shape: bool, use_expression: bool, pose_bones: list[int], use_larynx: bool
     ) -> tuple[np.ndarray, np.ndarray]:
         """Vertices [Vs, 3] and d vertices / d (shape, expression, pose of pose_bones, larynx)
         [Vs, 3, P] in that column order (only the blocks asked for)."""
+        verts, jac = self.jacobian_tensors(p, use_shape, use_expression, pose_bones, use_larynx)
+        return _numpy(verts), _numpy(jac)
+
+    def jacobian_tensors(
+        self, p: ModelParams, use_shape: bool, use_expression: bool, pose_bones: list[int], use_larynx: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`jacobian` as tensors on the device."""
         ev = self.ev
         t = ev._t
         pose = t(p.neck_pose)
@@ -323,7 +345,7 @@ class Subset:
             jac = torch.cat(blocks, -1)
         else:
             jac = torch.zeros(len(self.idx), 3, 0, dtype=ev.dtype, device=ev.device)
-        return _numpy(verts), _numpy(jac)
+        return verts, jac
 
 
 def _numpy(x: torch.Tensor) -> np.ndarray:

@@ -1,4 +1,6 @@
-"""Mesh geometry in numpy: exact closest points on triangles, normals, surface sampling.
+"""Mesh geometry: exact closest points on triangles, normals, surface sampling (numpy), and
+closest points on a mesh held as torch tensors on any device (`TensorProximity`: the k-d
+tree on the CPU, candidate triangles from centroid distances computed on the device elsewhere).
 
 Shapes: V vertices, F triangles, N query points.
 """
@@ -8,15 +10,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from scipy.spatial import cKDTree
 
 
-def face_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """Unit normals [F, 3] of triangles [F, 3] over vertices [V, 3] (zero for degenerate ones)."""
+def _cross(u, v):
+    """Cross products over the last axis, numpy or torch alike."""
+    xp = torch if isinstance(u, torch.Tensor) else np
+    x, y, z = u[..., 0], u[..., 1], u[..., 2]
+    a, b, c = v[..., 0], v[..., 1], v[..., 2]
+    return xp.stack([y * c - z * b, z * a - x * c, x * b - y * a], -1)
+
+
+def face_normals(vertices, triangles):
+    """Unit normals [F, 3] of triangles [F, 3] over vertices [V, 3] (zero for degenerate ones);
+    numpy arrays or torch tensors (on their device)."""
     v = vertices[triangles]
-    n = np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
-    length = np.linalg.norm(n, axis=1, keepdims=True)
-    return n / np.maximum(length, 1e-12)
+    n = _cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
+    length = (n * n).sum(-1, keepdims=True) ** 0.5
+    return n / length.clip(1e-12, None)
 
 
 def triangle_areas(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
@@ -39,48 +51,47 @@ def sample_surface(
     return points, face, bary
 
 
-def closest_point_on_triangles(
-    p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Closest point to each p [N, 3] on triangle (a, b, c) [N, 3] each (Ericson, Real-Time
-    Collision Detection 5.1.5), vectorised. Returns points [N, 3] and barycentrics [N, 3]."""
-    ab, ac, ap = b - a, c - a, p - a
-    d1 = np.einsum("ij,ij->i", ab, ap)
-    d2 = np.einsum("ij,ij->i", ac, ap)
-    bp = p - b
-    d3 = np.einsum("ij,ij->i", ab, bp)
-    d4 = np.einsum("ij,ij->i", ac, bp)
-    cp = p - c
-    d5 = np.einsum("ij,ij->i", ab, cp)
-    d6 = np.einsum("ij,ij->i", ac, cp)
+def closest_point_on_triangles(p, a, b, c):
+    """Closest point to each p [..., 3] on triangle (a, b, c) [..., 3] each (Ericson, Real-Time
+    Collision Detection 5.1.5), vectorised and broadcast; numpy arrays or torch tensors alike
+    (one implementation for the CPU and the device paths). Returns points [..., 3] and
+    barycentrics [..., 3]. A degenerate triangle gives the closest point of its segment."""
+    xp = torch if isinstance(p, torch.Tensor) else np
+    where = xp.where
+
+    def dot(u, v):
+        return (u * v).sum(-1)
+
+    ab, ac, ap, bp, cp = b - a, c - a, p - a, p - b, p - c
+    d1, d2, d3, d4, d5, d6 = dot(ab, ap), dot(ac, ap), dot(ab, bp), dot(ac, bp), dot(ab, cp), dot(ac, cp)
     va = d3 * d6 - d5 * d4
     vb = d5 * d2 - d1 * d6
     vc = d1 * d4 - d3 * d2
-    n = len(p)
-    bary = np.zeros((n, 3))
-    done = np.zeros(n, bool)
+    one, zero = xp.ones_like(d1), xp.zeros_like(d1)
 
-    def put(mask: np.ndarray, u: np.ndarray, v: np.ndarray, w: np.ndarray) -> None:
-        m = mask & ~done
-        bary[m, 0], bary[m, 1], bary[m, 2] = u[m], v[m], w[m]
-        done[m] = True
+    def ratio(num, den):
+        return num / where(den == 0, one, den)
 
-    one, zero = np.ones(n), np.zeros(n)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        put((d1 <= 0) & (d2 <= 0), one, zero, zero)  # vertex a
-        put((d3 >= 0) & (d4 <= d3), zero, one, zero)  # vertex b
-        put((d6 >= 0) & (d5 <= d6), zero, zero, one)  # vertex c
-        t = d1 / (d1 - d3)
-        put((vc <= 0) & (d1 >= 0) & (d3 <= 0), 1 - t, t, zero)  # edge ab
-        t = d2 / (d2 - d6)
-        put((vb <= 0) & (d2 >= 0) & (d6 <= 0), 1 - t, zero, t)  # edge ac
-        t = (d4 - d3) / ((d4 - d3) + (d5 - d6))
-        put((va <= 0) & ((d4 - d3) >= 0) & ((d5 - d6) >= 0), zero, 1 - t, t)  # edge bc
-        denom = 1.0 / (va + vb + vc)
-        v, w = vb * denom, vc * denom
-        put(np.ones(n, bool), 1 - v - w, v, w)  # inside
-    bary = np.nan_to_num(bary, nan=1.0 / 3.0)
-    points = bary[:, :1] * a + bary[:, 1:2] * b + bary[:, 2:] * c
+    # The inside, then each Voronoi region from the lowest priority to the highest: the last
+    # match wins. An edge of zero length is never the answer (its vertices are).
+    s = ratio(one, va + vb + vc)
+    v, w = vb * s, vc * s
+    u = 1 - v - w
+    t = ratio(d4 - d3, (d4 - d3) + (d5 - d6))
+    regions = [
+        ((va <= 0) & (d4 - d3 >= 0) & (d5 - d6 >= 0) & (d4 - d3 + d5 - d6 > 0), zero, 1 - t, t),  # edge bc
+    ]
+    t = ratio(d2, d2 - d6)
+    regions.append(((vb <= 0) & (d2 >= 0) & (d6 <= 0) & (d2 - d6 > 0), 1 - t, zero, t))  # edge ac
+    t = ratio(d1, d1 - d3)
+    regions.append(((vc <= 0) & (d1 >= 0) & (d3 <= 0) & (d1 - d3 > 0), 1 - t, t, zero))  # edge ab
+    regions.append(((d6 >= 0) & (d5 <= d6), zero, zero, one))  # vertex c
+    regions.append(((d3 >= 0) & (d4 <= d3), zero, one, zero))  # vertex b
+    regions.append(((d1 <= 0) & (d2 <= 0), one, zero, zero))  # vertex a
+    for mask, uu, vv, ww in regions:
+        u, v, w = where(mask, uu, u), where(mask, vv, v), where(mask, ww, w)
+    bary = xp.stack([u, v, w], -1)
+    points = bary[..., :1] * a + bary[..., 1:2] * b + bary[..., 2:] * c
     return points, bary
 
 
@@ -176,6 +187,69 @@ class MeshProximity:
             # Some triangle beyond the k-th centroid may still be closer than the best so far.
             todo = todo[out.distance[todo] > dist_c[:, -1] - radius]
             k = min(4 * k, len(members))
+
+
+class TensorProximity:
+    """Closest points on a mesh whose vertices [V, 3] and triangles [F, 3] are torch tensors,
+    answered as tensors on their device (`Closest` of tensors). On the CPU it is
+    MeshProximity's k-d tree; elsewhere (or with brute_force) the `candidates` triangles of
+    nearest centroid come from all centroid distances, chunked, on the device, and the exact
+    point-triangle test picks the best: the same candidates as the k-d tree's. exact=True
+    tests every triangle (chunked brute force), the true closest point."""
+
+    def __init__(
+        self,
+        vertices: torch.Tensor,
+        triangles: torch.Tensor,
+        candidates: int = 8,
+        brute_force: bool | None = None,
+    ) -> None:
+        self.vertices, self.triangles = vertices, triangles
+        self.candidates = min(candidates, len(triangles))
+        self.brute_force = vertices.device.type != "cpu" if brute_force is None else brute_force
+        if self.brute_force:
+            self.corners = vertices[triangles]  # [F, 3, 3]
+            self.centroids = self.corners.mean(1)
+        else:
+            self.tree = MeshProximity(vertices.detach().cpu().numpy(), triangles.cpu().numpy(), candidates)
+
+    def query(self, points: torch.Tensor, exact: bool = False, budget: int = 1 << 24) -> Closest:
+        """Closest points for points [N, 3]; budget bounds the elements of one chunk's [n, F] work."""
+        if not self.brute_force:
+            c = self.tree.query(points.detach().cpu().numpy(), exact=exact)
+            dev, dt = points.device, points.dtype
+            return Closest(
+                torch.as_tensor(c.point, dtype=dt, device=dev),
+                torch.as_tensor(c.triangle, device=dev),
+                torch.as_tensor(c.bary, dtype=dt, device=dev),
+                torch.as_tensor(c.distance, dtype=dt, device=dev),
+            )
+        F = len(self.triangles)
+        # The exact test's temporaries are ~30 per pair; centroid distances ~1.
+        step = max(1, budget // (F * (32 if exact else 1)))
+        out = [self._chunk(points[i : i + step], exact) for i in range(0, len(points), step)]
+        if not out:
+            out = [self._chunk(points, exact)]
+        return Closest(*(torch.cat([getattr(o, f) for o in out]) for f in Closest.__dataclass_fields__))
+
+    def _chunk(self, p: torch.Tensor, exact: bool) -> Closest:
+        if exact:
+            cand = torch.arange(len(self.triangles), device=p.device).expand(len(p), -1)
+            v = self.corners[None]  # [1, F, 3, 3], broadcast
+        else:
+            d = torch.cdist(p, self.centroids)  # [n, F]
+            cand = d.topk(self.candidates, dim=1, largest=False).indices  # [n, k]
+            v = self.corners[cand]  # [n, k, 3, 3]
+        q, bary = closest_point_on_triangles(p[:, None], v[:, :, 0], v[:, :, 1], v[:, :, 2])
+        dist = ((q - p[:, None]) ** 2).sum(-1).sqrt()  # [n, k]
+        best = dist.argmin(1, keepdim=True)
+        take = best[..., None].expand(-1, -1, 3)
+        return Closest(
+            q.gather(1, take)[:, 0],
+            cand.gather(1, best)[:, 0],
+            bary.gather(1, take)[:, 0],
+            dist.gather(1, best)[:, 0],
+        )
 
 
 @dataclass

@@ -54,6 +54,8 @@ def build_report(result: FitResult, model_data, scan_name: str = "scan") -> dict
         "scan": scan_name,
         "model": model_data.name,
         "units": result.units,
+        "scale_status": result.scale_status,
+        "scale_reason": result.scale_reason,
         "failed": bool(result.failed),
         "message": result.message,
         "converged": bool(result.converged),

@@ -24,6 +24,13 @@ class FitOptions:
     tilt_hypotheses: bool = True
     threads: int | None = 1  # torch threads during the fit: its many small ops run fastest on one
     min_confidence: float = 0.5  # below this the fit is flagged as failed
+    # A doubted fit (0 < confidence < 1, the scan explained) is polished while its evidence
+    # improves (fit._polish); a sequence's frames skip it: their neighbours and the shared
+    # identity constrain them, and it tripled the time of a frame.
+    polish_doubted: bool = True
+    # Where the whole solver runs (model evaluation, correspondences, LM): cpu, cuda, ...;
+    # None: the model's device.
+    device: str | None = None
 
 
 @dataclass
@@ -58,6 +65,12 @@ class FitResult:
     failed: bool = False
     message: str = ""  # why the fit is doubted ("" when it is not)
     state: State | None = None  # the solver's final state (a start for a neighbouring frame)
+    # Where the scale comes from: "units" (the scan's units, given or detected, and a trusted
+    # fit of a head at that size), "fitted" (a stage with scale=True moved it) or "cannot
+    # tell" (the fit is doubted or the scan's extent fits no head in mm, cm or m: the size
+    # is not confirmed); scale_reason says why in words.
+    scale_status: str = "units"
+    scale_reason: str = ""
 
     def parameter_arrays(self) -> dict[str, np.ndarray]:
         """What `hack_model.params.save_params` writes: forward() arguments with a batch axis

@@ -46,8 +46,28 @@ def search_start(
         head=head_weight >= 0.5,
         face=on_face,
         parts=[facing & (head_weight >= 0.5)],
+        model_normals=face_normals(neutral, ev.triangles)[face],
     )
-    state, pool = search_from(fitter, ev, alignment.transform, scan_cm, normals, rng, neck_hypotheses, tilts)
+    probed = None
+    if alignment.single_view and alignment.others:
+        # A single view: the rigid distance cannot rank its candidates (the neutral face
+        # fits a shaped, expressive one nearly as well turned by tens of degrees); a probe
+        # fits shape and neck first. The losers stay the other basins to try on doubt.
+        candidates = [alignment.transform] + list(alignment.others)
+        scored = []
+        for i, sim in enumerate(candidates):
+            st = State.from_similarity(neutral_params, sim)
+            st, _, _ = fitter.run_stage(Problem(ev, PROBE_STAGE), st, scan_cm, normals)
+            scored.append((fitter.score(st, scan_cm), i, st))
+        scored.sort(key=lambda x: (x[0], x[1]))
+        if DEBUG:
+            print("rigid candidates probed", [(round(x[0], 4), x[1]) for x in scored])
+        probed = scored[0][2]
+        alignment.transform = candidates[scored[0][1]]
+        alignment.others = [candidates[i] for _, i, _ in scored[1:]]
+    state, pool = search_from(
+        fitter, ev, alignment.transform, scan_cm, normals, rng, neck_hypotheses, tilts, probed=probed
+    )
     return state, pool, alignment
 
 
@@ -60,14 +80,20 @@ def search_from(
     rng: np.random.Generator,
     neck_hypotheses: int = 4,
     tilts: bool = True,
+    probed: State | None = None,
 ) -> tuple[State, list[tuple[float, State]]]:
-    """The best probed state around one rigid start `sim` (model -> scan cm) and every
-    probed hypothesis (score, state)."""
+    """The best probed state around one rigid start `sim` (model -> scan cm), or around an
+    already `probed` state, and every probed hypothesis (score, state)."""
     neutral_params = ModelParams.neutral(ev.S, ev.E, ev.J)
     pool: list[tuple[float, State]] = []
     # The rigid start, then neck twist/bend hypotheses for it: each gets a short
     # similarity+shape+neck solve, which tells them apart far better than rigid scores.
-    state = best_probe(fitter, ev, [State.from_similarity(neutral_params, sim)], scan_cm, normals, pool=pool)
+    if probed is not None:
+        state = probed
+        pool.append((fitter.score(state, scan_cm), state))
+    else:
+        start = State.from_similarity(neutral_params, sim)
+        state = best_probe(fitter, ev, [start], scan_cm, normals, pool=pool)
     if neck_hypotheses:
         states = [state]
         for pose, sim_h, _ in neck_search(ev, state.similarity(), scan_cm, rng, top=neck_hypotheses):

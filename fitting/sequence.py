@@ -5,17 +5,22 @@
     seq.shape, seq.parameter_arrays()  # shape [S]; expression [T, 55], neck_pose [T, J, 3], ...
 
 1. The first frame that loads is fitted alone, with the global search (`fit_scan`).
-2. Tracking: every further frame starts from its neighbour's solution, with the identity
-   (`shape`) fixed, and moves expression, neck pose, larynx and the similarity. A temporal
+2. Tracking: every further frame starts from its neighbour's solution and moves expression,
+   neck pose, larynx and the similarity, and its shape too: with the first frame's identity
+   held fixed, its small errors showed as residual structure that grew from frame to frame
+   until tracking was lost; the one identity is set in step 3. A temporal
    prior pulls `prior_vertices` neck and head vertices towards where the two previous frames
    put them at constant velocity (2 x_{t-1} - x_{t-2}; x_{t-1} for the second frame): each
    coordinate counts like one scan point, with weight (sigma / temporal_mm)^2 (sigma =
    FitOptions.sigma_cm): a change of velocity of temporal_mm per frame costs as much as one
    scan point off by the scan noise. It smooths neck and similarity (and mesh) motion without
    holding back steady motion.
-   A frame whose median scan-to-fit distance exceeds `relock_mm`, or whose fit is flagged
-   failed, has lost tracking: it is fitted again with the global search.
-3. The identity is refined jointly over all fitted frames (or `identity_frames` of them):
+   A frame whose tracking solve ends with a median scan-to-model distance above `relock_mm`
+   has lost tracking: it is fitted again with the global search, and starts a new
+   segment (no velocity is carried across the jump).
+3. The identity is refined jointly over the fitted frames (`identity_frames` of them; by
+   default all of a short sequence, IDENTITY_FRAMES spread evenly over a long one: the shape
+   is one vector, and more frames of the same person cost time without telling more):
    Gauss-Newton steps on `shape` alone over the stacked frames' scan rows, with the shape prior once.
 4. Every frame is polished from its tracked state with the refined identity (and the prior).
 
@@ -36,15 +41,21 @@ import torch
 from hack_model.model import HACK
 
 from .alignment import UNIT_TO_CM
-from .fit import FitOptions, FitResult, ScanData, evaluator_for, fit_scan, mesh_to_points
-from .optimize import Correspondences, Fitter, Problem, Stage
+from .fit import FitOptions, FitResult, ScanData, evaluator_for, fit_scan, mesh_to_points, solve_from
+from .optimize import Correspondences, Fitter, Problem, Stage, State
 
-# From a neighbour's solution a short solve suffices; the polish after the identity refinement
-# gives the final fit on a fixed, larger sample.
-TRACK_STAGES = (Stage("track", 4, expression=True, pose=True, larynx=True, points=3000, trim_floor_cm=0.4),)
+IDENTITY_FRAMES = 16
+IDENTITY_POINTS = 2000  # scan points per frame in each identity step
+POLISH_REPORT_POINTS = 10_000  # scan points each frame's report measures (a single fit: 20,000)
+
+# From a neighbour's solution a short solve suffices (a stage stops once its energy settles);
+# the polish after the identity refinement gives the final fit on a fixed, larger sample.
+TRACK_STAGES = (
+    Stage("track", 8, shape=True, expression=True, pose=True, larynx=True, points=3000, trim_floor_cm=0.4),
+)
 POLISH_STAGES = (
     Stage(
-        "polish", 2, expression=True, pose=True, larynx=True, points=5000, trim_floor_cm=0.3, resample=False
+        "polish", 3, expression=True, pose=True, larynx=True, points=5000, trim_floor_cm=0.3, resample=False
     ),
 )
 
@@ -93,12 +104,18 @@ def _temporal_rows(target_cm: np.ndarray, idx: np.ndarray, weight: float):
     return lambda state: rows
 
 
-def _predicted(done: list[FitResult], idx: np.ndarray) -> np.ndarray:
-    """Where the prior vertices [K, 3] (scan units) would be at constant velocity: the prior
-    penalises a change of velocity, so steady motion is not held back."""
+def _prior_points(ev, state: State, idx: np.ndarray) -> np.ndarray:
+    """Where a solver state puts the prior vertices idx: [K, 3] scan cm."""
+    return state.similarity().apply(ev.vertices(state.params, idx))
+
+
+def _predicted(done: list[np.ndarray]) -> np.ndarray:
+    """Where the prior vertices [K, 3] (scan cm) would be at constant velocity, from the
+    previous frames' positions: the prior penalises a change of velocity, so steady motion is
+    not held back."""
     if len(done) >= 2:
-        return 2.0 * done[-1].vertices[idx] - done[-2].vertices[idx]
-    return done[-1].vertices[idx]
+        return 2.0 * done[-1] - done[-2]
+    return done[-1]
 
 
 def _scan_cm(scan: ScanData, units: str, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -113,7 +130,7 @@ def _scan_cm(scan: ScanData, units: str, count: int, rng: np.random.Generator) -
 
 def _refine_identity(
     model: HACK,
-    frames: list[FitResult],
+    frames: list[State],
     scans_cm: list[np.ndarray],
     sigma_cm: float,
     iterations: int,
@@ -123,16 +140,17 @@ def _refine_identity(
     ev = evaluator_for(model)
     fitter = Fitter(ev, rng, sigma_cm=sigma_cm)
     problem = Problem(
-        ev, Stage("identity", 1, shape=True, points=3000, trim_floor_cm=0.3), move_similarity=False
+        ev, Stage("identity", 1, shape=True, points=IDENTITY_POINTS, trim_floor_cm=0.3), move_similarity=False
     )
-    shape = frames[0].state.params.shape.copy()
+    shape = np.mean([f.params.shape for f in frames], axis=0)  # the tracked frames' own shapes
     for _ in range(iterations):
         H = np.eye(ev.S)  # the shape prior, once for the sequence
         g = shape.copy()
-        for result, pts in zip(frames, scans_cm):
-            state = result.state.copy()
+        for tracked, pts in zip(frames, scans_cm):
+            state = tracked.copy()
             state.params.shape = shape
-            pick = pts if len(pts) <= 3000 else pts[rng.choice(len(pts), 3000, replace=False)]
+            count = IDENTITY_POINTS
+            pick = pts if len(pts) <= count else pts[rng.choice(len(pts), count, replace=False)]
             rows, _ = fitter.correspond(state, pick, None, 0.3)
             used = float((rows.weights > 0).sum())
             if used < 10:
@@ -159,7 +177,7 @@ def fit_sequence(
     prior_vertices: int = 200,
     relock_mm: float = 1.5,
     identity_frames: list[int] | None = None,
-    identity_iterations: int = 3,
+    identity_iterations: int = 2,
     identity_rounds: int = 1,
 ) -> SequenceResult:
     """Fit frames (ScanData, point arrays [N, 3], or paths) of one person with one identity.
@@ -167,7 +185,8 @@ def fit_sequence(
     temporal_mm: frame-to-frame displacement of a neck/head vertex that costs as much as one
     scan point off by the noise (see the module doc; 0 switches the prior off); relock_mm:
     median scan-to-fit distance (mm) above which a tracked frame runs the global search again;
-    identity_frames: indices (into the fitted frames) used to refine the identity (default all);
+    identity_frames: indices (into the fitted frames) used to refine the identity (default: all,
+    or IDENTITY_FRAMES spread evenly when there are more);
     identity_rounds: identity refinement + polish rounds (each round costs a polish of every frame)."""
     from .scan_io import load_scan
 
@@ -194,77 +213,86 @@ def fit_sequence(
     failed: dict[str, str] = {}
     relocked: list[str] = []
     kept: list[tuple[str, ScanData]] = []
-    frames: list[FitResult] = []
+    states: list[State] = []  # tracked solver states, one per kept frame
+    placed: list[np.ndarray] = []  # where each puts the prior vertices (scan cm)
     units = None
-    track_opts = replace(opts, stages=TRACK_STAGES, report_points=5000)
+    track_opts = replace(opts, stages=TRACK_STAGES)
     t_track = time.perf_counter()
+    segment_start, segment_starts = 0, {0}
     for name, scan in zip(names, scans):
+        lost = False
         try:
             if isinstance(scan, (str, os.PathLike)):
                 scan = load_scan(scan)
             elif not isinstance(scan, ScanData):
                 scan = ScanData(np.asarray(scan, np.float64))
-            if not frames:
+            if not states:
                 result = fit_scan(model, scan, options=opts)
                 units = result.units
                 track_opts = replace(track_opts, units=units)
                 if result.failed:
                     raise ValueError(f"the first fit failed ({result.message})")
+                state = result.state
             else:
-                prev = frames[-1]
-                start = prev.state.copy()
                 extra = None
                 if weight > 0:
-                    extra = _temporal_rows(
-                        _predicted(frames, prior_idx) * UNIT_TO_CM[units], prior_idx, weight
-                    )
-                result = fit_scan(model, scan, options=track_opts, start=start, extra_rows=extra)
-                if result.failed or float(np.median(result.scan_distances_mm)) > relock_mm:
+                    extra = _temporal_rows(_predicted(placed[segment_start:]), prior_idx, weight)
+                # Tracking needs the state only: each frame's report comes with the polish.
+                solved = solve_from(model, scan, states[-1], track_opts, extra)
+                state = solved.state
+                if solved.median_mm > relock_mm:
                     relocked.append(name)
+                    lost = True
                     again = fit_scan(model, scan, options=replace(opts, units=units))
                     if again.failed:
                         raise ValueError(f"tracking lost and the global search failed ({again.message})")
-                    # Back to the sequence's identity, then tracked from there.
-                    st = again.state.copy()
-                    st.params.shape = prev.state.params.shape.copy()
-                    result = fit_scan(model, scan, options=track_opts, start=st)
+                    state = again.state
         except Exception as err:  # noqa: BLE001 - one bad frame is reported and skipped
             failed[name] = _one_line(err)
             continue
-        frames.append(result)
+        if lost:  # the motion jumped: no velocity is carried across (track and polish alike)
+            segment_start = len(states)
+            segment_starts.add(segment_start)
+        states.append(state)
+        placed.append(_prior_points(ev, state, prior_idx))
         kept.append((name, scan))
     timings = {"track": time.perf_counter() - t_track}
-    if not frames:
+    if not states:
         raise ValueError(
             "no frame of the sequence could be fitted: "
             + "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:3])
         )
 
     use = (
-        range(len(frames))
+        np.unique(np.linspace(0, len(states) - 1, min(len(states), IDENTITY_FRAMES)).round().astype(int))
         if identity_frames is None
-        else [i for i in identity_frames if 0 <= i < len(frames)]
+        else [i for i in identity_frames if 0 <= i < len(states)]
     )
     scans_cm = [_scan_cm(kept[i][1], units, 20_000, rng) for i in use]
-    polish_opts = replace(opts, stages=POLISH_STAGES, units=units)
+    polish_opts = replace(
+        opts, stages=POLISH_STAGES, units=units, report_points=POLISH_REPORT_POINTS, polish_doubted=False
+    )
     timings["identity"] = timings["polish"] = 0.0
     for _ in range(max(1, identity_rounds)):
         # Identity over the frames, then every frame polished with it (alternating rounds).
         t0 = time.perf_counter()
         shape = _refine_identity(
-            model, [frames[i] for i in use], scans_cm, opts.sigma_cm, identity_iterations, rng
+            model, [states[i] for i in use], scans_cm, opts.sigma_cm, identity_iterations, rng
         )
         timings["identity"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         final: list[FitResult] = []
+        placed = []
         for i, (_, scan) in enumerate(kept):
-            st = frames[i].state.copy()
+            st = states[i].copy()
             st.params.shape = shape.copy()
             extra = None
-            if weight > 0 and final:
-                extra = _temporal_rows(_predicted(final, prior_idx) * UNIT_TO_CM[units], prior_idx, weight)
+            since = max(k for k in segment_starts if k <= i)
+            if weight > 0 and i > since:
+                extra = _temporal_rows(_predicted(placed[since:]), prior_idx, weight)
             final.append(fit_scan(model, scan, options=polish_opts, start=st, extra_rows=extra))
-        frames = final
+            placed.append(_prior_points(ev, final[-1].state, prior_idx))
+        states = [f.state for f in final]
         timings["polish"] += time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     timings["per_frame"] = timings["total"] / max(1, len(final))
@@ -301,84 +329,77 @@ def sequence_report(seq: SequenceResult) -> dict:
     }
 
 
-def run_sequence_cli(args) -> int:
-    """`hack-fit --sequence FRAMES... --out DIR`."""
+def sequence_task(task, tmp: Path, t0: float):
+    """A whole sequence as one batch task (fitting/batch.py): fit it, and return its outcome
+    and the outputs' bytes (sequence_params.npz, sequence_report.json, FRAME_fit.obj per
+    fitted frame unless options["no_meshes"], sequence.mp4 with options["render"])."""
     import json
-    import sys
 
     from hack_model.io.mesh import PolygonMesh, write_obj
     from hack_model.params import save_params
 
-    from .batch import deferred_signals
-    from .scan_io import SCAN_SUFFIXES
+    from .batch import Outcome, cached_model, frame_names, quick_options
 
-    files: list[Path] = []
-    for raw in args.scans:
-        p = Path(raw)
-        if p.is_dir():
-            files.extend(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in SCAN_SUFFIXES)
-        else:
-            files.append(p)  # a missing frame is reported as a failed frame
-    files.sort(key=natural_key)
-    if not files:
-        raise ValueError("--sequence: no frames")
-    out = Path(args.out)
-    targets = [out / "sequence_params.npz", out / "sequence_report.json"]
-    if not args.no_meshes:
-        targets += [out / f"{p.stem}_fit.obj" for p in files]
-    if args.render:
-        targets.append(out / "sequence.mp4")
-    if not args.overwrite:
-        existing = [t for t in targets if t.exists()]
-        if existing:
-            raise ValueError(f"{existing[0]} already exists (use --overwrite to replace it)")
-    model = HACK(args.model).to(args.device)
-    seq = fit_sequence(
-        model, [str(p) for p in files], FitOptions(units=args.units), names=[p.stem for p in files]
-    )
-    out.mkdir(parents=True, exist_ok=True)
+    a = task.options
+    model = cached_model(a.get("model"), a.get("device", "cpu"))
+    names = frame_names(task.frames)
+    frames = list(task.frames)
+    if task.frame_data is not None:  # the frames' bytes, written under their own names
+        (tmp / "frames").mkdir()
+        frames = [str(tmp / "frames" / f"{n}{Path(f).suffix.lower()}") for n, f in zip(names, task.frames)]
+        for f, data in zip(frames, task.frame_data):
+            Path(f).write_bytes(data)
+    options = FitOptions(units=a.get("units", "auto"))
+    if a.get("quick"):  # a rough first frame (no hypothesis search): previews and tests
+        options = quick_options(options)
+    seq = fit_sequence(model, frames, options, names=names)
     report = sequence_report(seq)
-    with deferred_signals():
-        save_params(out / "sequence_params.npz", seq.parameter_arrays(), overwrite=True)
-        if not args.no_meshes:
-            d = model.data
-            for name, f in zip(seq.names, seq.frames):
-                mesh = PolygonMesh(
-                    f.vertices, d.polygon_vertex_indices, d.polygon_sizes, d.uv_coords, d.polygon_uv_indices
-                )
-                write_obj(out / f"{name}_fit.obj", mesh, overwrite=True)
-        if args.render:
-            try:
-                _render_video(out / "sequence.mp4", seq, model, [str(p) for p in files])
-            except (ImportError, RuntimeError) as err:
-                report["render_error"] = _one_line(err)
-        (out / "sequence_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    for fr in report["frames"]:
-        print(
-            f"{fr['frame']:<28} median {fr['median_mm']:.3f} mm  p95 {fr['p95_mm']:.2f} mm  "
-            f"conf {fr['confidence']:.2f}"
-        )
-    for name, why in seq.failed.items():
-        print(f"{name:<28} SKIPPED  {why}")
-    print(
-        f"{len(seq.frames)} of {len(files)} frames fitted, one identity; "
-        f"{seq.timings['per_frame']:.2f} s per frame",
-        file=sys.stdout,
+    save_params(tmp / "sequence_params.npz", seq.parameter_arrays())
+    wanted = ["sequence_params.npz"]
+    if not a.get("no_meshes"):
+        d = model.data
+        for name, f in zip(seq.names, seq.frames):
+            mesh = PolygonMesh(
+                f.vertices, d.polygon_vertex_indices, d.polygon_sizes, d.uv_coords, d.polygon_uv_indices
+            )
+            write_obj(tmp / f"{name}_fit.obj", mesh)
+            wanted.append(f"{name}_fit.obj")
+    if a.get("render"):
+        try:
+            _render_video(tmp / "sequence.mp4", seq, model, dict(zip(names, frames)))
+            wanted.append("sequence.mp4")
+        except (ImportError, RuntimeError) as err:
+            report["render_error"] = _one_line(err)
+    (tmp / "sequence_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    wanted.append("sequence_report.json")
+    medians = [fr["median_mm"] for fr in report["frames"]]
+    message = f"{len(seq.frames)} of {len(names)} frames fitted, one identity"
+    if seq.failed:
+        message += "; skipped " + ", ".join(seq.failed)
+    outcome = Outcome(
+        task.name,
+        "ok",
+        message,
+        time.perf_counter() - t0,
+        float(np.median(medians)),
+        max(fr["p95_mm"] for fr in report["frames"]),
+        min(float(f.confidence) for f in seq.frames),
+        seq.frames[0].units,
     )
-    return 0 if not seq.failed else 1
+    return outcome, {f: (tmp / f).read_bytes() for f in wanted}
 
 
-def _render_video(path: Path, seq: SequenceResult, model: HACK, files: list[str]) -> None:
-    """scan | fit | distance per frame (the single-scan panel of fitting.report) as an MP4."""
+def _render_video(path: Path, seq: SequenceResult, model: HACK, files: dict[str, str]) -> None:
+    """scan | fit | distance per frame (the single-scan panel of fitting.report) as an MP4;
+    files: frame name -> its scan file."""
     import imageio.v2 as imageio
 
     from .report import render_fit
     from .scan_io import load_scan
 
-    by_name = {Path(f).stem: f for f in files}
     with imageio.get_writer(str(path), fps=10, codec="libx264", quality=7, macro_block_size=1) as writer:
         for name, f in zip(seq.names, seq.frames):
-            raw = load_scan(by_name[name])
+            raw = load_scan(files[name])
             pts = raw.points[np.isfinite(raw.points).all(1)] if raw.triangles is None else raw.points
             frame = np.asarray(render_fit(f, model.data, pts, raw.triangles))
             writer.append_data(frame[..., :3] if frame.ndim == 3 and frame.shape[2] == 4 else frame)

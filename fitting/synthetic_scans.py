@@ -94,9 +94,32 @@ def make_scan(
     return SyntheticScan(cloud, units, params, sim, sim.apply(verts), keep, outlier)
 
 
-def _in_scanner_frame(surface, box_points, n_out, units, rotate, rng):
+@dataclass(frozen=True)
+class Scanner:
+    """One scanner set-up, for scans taken alike (a sequence's frames): its units, its pose
+    (model cm -> scan units) and, for frontal views, the camera's yaw and pitch (degrees)
+    from the face's front."""
+
+    units: str
+    placement: Similarity
+    yaw_deg: float
+    pitch_deg: float
+
+    @classmethod
+    def random(cls, rng: np.random.Generator, units: str | None = None) -> Scanner:
+        """As make_kind_scan draws them: any units and rotation, the origin within a metre or
+        so, the camera within +-30 deg of yaw and +-20 deg of pitch."""
+        units = str(rng.choice(list(UNIT_TO_CM))) if units is None else units
+        to_units = 1.0 / UNIT_TO_CM[units]
+        R = Rotation.random(random_state=rng).as_matrix()
+        placement = Similarity(to_units, R, rng.normal(0.0, 30.0, 3) * to_units)
+        return cls(units, placement, float(rng.uniform(-30, 30)), float(rng.uniform(-20, 20)))
+
+
+def _in_scanner_frame(surface, box_points, n_out, units, rotate, rng, placement: Similarity | None = None):
     """Add n_out stray points in the padded box of box_points, shuffle, and place the cloud
-    in a random scanner frame and units: (cloud [N, 3], outlier [N] bool, units, Similarity)."""
+    in a random scanner frame and units (or `placement`, in `units`): (cloud [N, 3], outlier
+    [N] bool, units, Similarity)."""
     lo, hi = box_points.min(0), box_points.max(0)
     pad = 0.1 * (hi - lo)
     stray = rng.uniform(lo - pad, hi + pad, (n_out, 3))
@@ -104,6 +127,8 @@ def _in_scanner_frame(surface, box_points, n_out, units, rotate, rng):
     outlier = np.r_[np.zeros(len(surface), bool), np.ones(n_out, bool)]
     order = rng.permutation(len(cloud))
     cloud, outlier = cloud[order], outlier[order]
+    if placement is not None:
+        return placement.apply(cloud), outlier, units, placement
     units = str(rng.choice(list(UNIT_TO_CM))) if units is None else units
     to_units = 1.0 / UNIT_TO_CM[units]
     R = Rotation.random(random_state=rng).as_matrix() if rotate else np.eye(3)
@@ -188,6 +213,8 @@ def make_kind_scan(
     shape_sd: float = 0.8,
     facing_deg: float = 35.0,
     units: str | None = None,
+    params: ModelParams | None = None,
+    scanner: Scanner | None = None,
 ) -> SyntheticScan:
     """A scan of one kind, with known truth:
 
@@ -198,13 +225,15 @@ def make_kind_scan(
              (+-20 deg) from the face's front, and only the unoccluded surface whose normal
              faces it within `facing_deg`
 
-    Parameters come from recorded frames (or random_params without them), then noise,
-    uniform outliers around the surface, a random rotation, translation and units."""
+    Parameters come from recorded frames (or random_params without them; or `params`), then
+    noise, uniform outliers around the surface, a random rotation, translation and units (or
+    those of `scanner`, with its camera for the frontal kind)."""
     from .regions import FACE, vertex_regions
 
     if kind not in KINDS:
         raise ValueError(f"unknown scan kind {kind!r} (use {', '.join(KINDS)})")
-    params = recorded_params(ev, rng, frames, shape_sd) if frames is not None else random_params(ev, rng)
+    if params is None:
+        params = recorded_params(ev, rng, frames, shape_sd) if frames is not None else random_params(ev, rng)
     verts = _model_vertices(ev.model, params)
     tris = ev.triangles
     n_out = int(round(points * outliers))
@@ -218,7 +247,10 @@ def make_kind_scan(
             keep = (vertex_regions(ev.model.data)[tris] == FACE).all(1)
         surface, _, _ = sample_surface(verts, tris[keep], n_surf, rng)
     else:
-        yaw, pitch = np.deg2rad(rng.uniform(-30, 30)), np.deg2rad(rng.uniform(-20, 20))
+        if scanner is None:
+            yaw, pitch = np.deg2rad(rng.uniform(-30, 30)), np.deg2rad(rng.uniform(-20, 20))
+        else:
+            yaw, pitch = np.deg2rad(scanner.yaw_deg), np.deg2rad(scanner.pitch_deg)
         toward = Rotation.from_euler("yx", [yaw, pitch]).apply([0.0, 0.0, 1.0])  # +z: the face's front
         dense, face_idx, _ = sample_surface(verts, tris, 6 * n_surf, rng)
         n = face_normals(verts, tris)
@@ -229,5 +261,8 @@ def make_kind_scan(
         idx = np.nonzero(seen)[0]
         surface = dense[rng.choice(idx, min(n_surf, len(idx)), replace=False)]
     surface = surface + rng.normal(0.0, noise_mm / 10.0, surface.shape)
-    cloud, outlier, units, sim = _in_scanner_frame(surface, surface, n_out, units, True, rng)
+    if scanner is not None:
+        units = scanner.units
+    placement = None if scanner is None else scanner.placement
+    cloud, outlier, units, sim = _in_scanner_frame(surface, surface, n_out, units, True, rng, placement)
     return SyntheticScan(cloud, units, params, sim, sim.apply(verts), keep, outlier)

@@ -93,7 +93,7 @@ class HACK(nn.Module):
     def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .double(): move the basis, drop caches
         self._shape_cache = None
         result = super()._apply(fn, *args, **kwargs)
-        self._kernel = _map_tensors(self._kernel, fn)
+        self._kernel = _map_tensors(self._kernel, fn).derived()
         return result
 
     # ----------------------------------------------------------------- names
@@ -183,6 +183,7 @@ class HACK(nn.Module):
         au_weights = self._action_unit_weights(p, action_units)
         global_orient = p.take("global_orient", global_orient, (3,))
         transl = p.take("transl", transl, (3,))
+        p.check_inputs_finite()
         B = p.batch_size
 
         if au_weights is not None:
@@ -255,8 +256,6 @@ class HACK(nn.Module):
             return self().vertices[0].cpu().numpy()
 
 
-
-
 class _Params:
     """Checks and converts forward() arguments, tracking the batch size they imply."""
 
@@ -279,10 +278,22 @@ class _Params:
         culprits = sorted(sizes, key=sizes.get, reverse=True)
         if culprits:
             named = ", ".join(f"'{k}' (largest |value| {sizes[k]:.3g})" for k in culprits[:3])
-            raise ValueError(
-                f"the output {which} are not finite: parameter {named} too large for this model"
-            )
+            raise ValueError(f"the output {which} are not finite: parameter {named} too large for this model")
         raise ValueError(f"the output {which} are not finite (the model's arrays hold NaN or inf)")
+
+    def check_inputs_finite(self) -> None:
+        """A ValueError naming the first parameter that holds NaN or inf. One check over
+        all of them (a few ops, one sync), then one per parameter only when it fails."""
+        values = list(self.values.values())
+        if not values:
+            return
+        with torch.no_grad():
+            flat = torch.cat([v.reshape(-1) for v in values]) if len(values) > 1 else values[0]
+            if bool(torch.isfinite(flat).all()):
+                return
+        for name, value in self.values.items():
+            if not bool(torch.isfinite(value).all()):
+                raise ValueError(f"{name} contains NaN or inf")
 
     @property
     def batch_size(self) -> int:
@@ -318,8 +329,6 @@ class _Params:
                 t is not None and have != t for have, t in zip(tensor.shape[1:], trailing)
             ):
                 raise ValueError(f"{name} must have shape {expected}, got {list(tensor.shape)}")
-        if not torch.isfinite(tensor).all():
-            raise ValueError(f"{name} contains NaN or inf")
         if tensor.shape[0] == 0:
             raise ValueError(f"{name} has batch size 0 (shape {list(tensor.shape)}); give at least one frame")
         self.sizes[name] = tensor.shape[0]

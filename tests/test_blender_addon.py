@@ -28,6 +28,7 @@ from hack_model import HACK  # noqa: E402
 from hack_model.anatomy import pose_limits_rad  # noqa: E402
 from hack_model.blender_package import DEFAULT_MODEL, build_blender_package  # noqa: E402
 from hack_model.io.npz import load_model_npz, save_model  # noqa: E402
+from hack_model.params import save_params  # noqa: E402
 from hack_model.synthetic import random_model_data  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -350,6 +351,27 @@ def make_fit(data) -> dict[str, np.ndarray]:
     return {k: v.astype(np.float32) for k, v in fit.items()}
 
 
+def make_fitted_sequence(data, frames: int = 4) -> dict[str, np.ndarray]:
+    """What `hack-fit --sequence` writes: one shape, per-frame motion and similarity."""
+    rng = np.random.default_rng(13)
+    limits = pose_limits_rad(data.range_of_motion)
+    seq = {
+        "expression": rng.uniform(0, 0.5, (frames, data.num_expression)),
+        "neck_pose": rng.uniform(-0.3, 0.3, (frames, data.num_bones, 3)) * limits,
+        "scale": rng.uniform(9.0, 11.0, frames),  # a scan in mm
+        "rotation": np.stack(
+            [rig_math.axis_angle_to_matrix(rng.normal(0, 0.5, 3)) for _ in range(frames)]
+        ),
+        "translation": rng.normal(0, 50.0, (frames, 3)),
+    }
+    if data.num_shape:
+        seq["shape"] = rng.normal(0, 1, min(data.num_shape, 20))
+    if data.has_larynx:
+        seq["larynx_height"] = rng.uniform(-0.03, 0.03, (frames, 1))
+        seq["larynx_scale"] = rng.uniform(0.7, 1.3, (frames, 1))
+    return seq
+
+
 @pytest.fixture(scope="module")
 def io_run(workdir, addon_zip):
     model_path = None if DEFAULT_MODEL.is_file() else _random_model_file(workdir, seed=7)
@@ -359,12 +381,16 @@ def io_run(workdir, addon_zip):
     sequence, fit = make_sequence(data, folder), make_fit(data)
     np.savez(folder / "sequence.npz", **sequence)
     np.savez(folder / "scan_params.npz", **fit)
+    fitted_sequence = make_fitted_sequence(data)
+    save_params(folder / "sequence_params.npz", fitted_sequence)
     frames = [0, 57, len(sequence["theta_list"]) - 1]
     config = {
         "model": str(model_path or ""),
         "sequence": str(folder / "sequence.npz"),
         "fit": str(folder / "scan_params.npz"),
         "sequence_frames": frames,
+        "fitted_sequence": str(folder / "sequence_params.npz"),
+        "fitted_sequence_frames": len(fitted_sequence["rotation"]),
         "out": str(folder),
     }
     (folder / "config.json").write_text(json.dumps(config))
@@ -401,6 +427,21 @@ def test_fit_import_on_new_and_selected_head(io_run):
         if which != "reopened":
             assert np.abs(out[f"fit_{which}_matrix"] - placement).max() < 1e-5
     assert report["fit_new_head"]
+
+
+def test_fitted_sequence_keys_each_frame_onto_its_scan(io_run):
+    data, *_, out, _ = io_run
+    seq = make_fitted_sequence(data)
+    args = {k: v for k, v in seq.items() if k not in ("scale", "rotation", "translation")}
+    args["shape"] = args.get("shape", np.zeros(0))[None]
+    with torch.no_grad():
+        expected = HACK(data).to(torch.float64)(**args).vertices.numpy()
+    errors = np.abs(out["fitted_sequence_vertices"] - expected).max(axis=(1, 2))
+    _report("fitted sequence", errors)
+    assert errors.max() < TOLERANCE_CM
+    for k in range(len(seq["rotation"])):
+        placement = rig_math.fit_object_matrix(seq["scale"][k], seq["rotation"][k], seq["translation"][k])
+        assert np.abs(out["fitted_sequence_matrices"][k] - placement).max() < 1e-4 * np.abs(placement).max()
 
 
 def test_bad_parameter_files_report_and_keep_scene(io_run):

@@ -15,9 +15,16 @@ from fitting.evaluator import ModelEvaluator, ModelParams
 from hack_model import HACK
 from hack_model.core import numpy_math as nm
 from hack_model.core.forward import KernelBasis
-from hack_model.core.larynx import sample_larynx_offsets
+from hack_model.core.kinematics import chain_products
+from hack_model.core.larynx import larynx_row_profiles, sample_larynx_offsets, sample_row_profiles
 from hack_model.core.normals import vertex_normals
-from hack_model.core.rotations import axis_angle_to_matrix, axis_angle_to_quaternion, quaternion_to_matrix
+from hack_model.core.rotations import (
+    axis_angle_to_matrix,
+    axis_angle_to_quaternion,
+    quaternion_forms,
+    quaternion_products,
+    quaternion_to_matrix,
+)
 from hack_model.synthetic import random_model_data
 
 
@@ -62,6 +69,74 @@ def test_larynx_sampling_torch_equals_numpy():
         assert np.abs(ours - nm.larynx_offsets(lmap, uvs, direction, height, 1.7)).max() < 2e-6
 
 
+def test_small_rotations_minus_identity_keep_their_digits():
+    # R - I straight from the quaternion's products: no cancellation in float32 at 1e-6 rad.
+    aa = np.random.default_rng(6).normal(0, 1e-6, (20, 3))
+    ref = Rotation.from_rotvec(aa).as_matrix() - np.eye(3)
+    qq = quaternion_products(axis_angle_to_quaternion(torch.tensor(aa, dtype=torch.float32)))
+    ours = (qq @ quaternion_forms("minus_identity", torch.float32)).view(-1, 3, 3).double().numpy()
+    assert np.abs(ours - ref).max() < 1e-6 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("parents", [list(range(-1, 7)), [-1, 0, 1, 0, 3, 4, 2, 6, 3, 8]])
+def test_chain_products_equal_the_bone_by_bone_product(parents):
+    local = torch.tensor(np.random.default_rng(7).normal(size=(2, len(parents), 4, 4)))
+    ref = [local[:, 0]]
+    for b in range(1, len(parents)):
+        ref.append(ref[parents[b]] @ local[:, b])
+    assert (chain_products(local, parents) - torch.stack(ref, 1)).abs().max() < 1e-10
+
+
+def test_compact_row_profiles_sample_the_map_exactly():
+    """Keeping only the rows around each column's non-zero values changes no sample, at
+    any height (past both borders too), and matches numpy's bilinear sampling."""
+    rng = np.random.default_rng(8)
+    lmap = np.zeros((40, 30))
+    lmap[12:20, 5:14] = rng.random((8, 9))
+    lmap[0:3, 20:25] = rng.random((3, 5))  # touching the top border
+    uvs = rng.random((300, 2))
+    compact = larynx_row_profiles(torch.tensor(lmap), torch.tensor(uvs))
+    full = larynx_row_profiles(torch.tensor(lmap), torch.tensor(uvs), compact=False)
+    assert len(compact.pairs) < len(full.pairs) / 3
+    heights = torch.tensor([[-1.3], [-0.2], [0.0], [0.013], [0.37], [2.0]], dtype=torch.float64)
+    ours = sample_row_profiles(compact, heights)
+    assert torch.equal(ours, sample_row_profiles(full, heights))
+    for h, row in zip(heights[:, 0].tolist(), ours.numpy()):
+        assert np.abs(row - nm.sample_larynx_map(lmap, uvs, h)).max() < 1e-12
+
+
+def test_row_profiles_gradient_in_height():
+    rng = np.random.default_rng(9)
+    profiles = larynx_row_profiles(torch.tensor(rng.random((9, 7))), torch.tensor(rng.random((50, 2))))
+    height = torch.tensor([[0.0123], [-0.2071]], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda h: sample_row_profiles(profiles, h), (height,))
+
+
+def test_block_sparse_blendshapes_equal_the_dense_product():
+    from hack_model.core.blendshapes import (
+        BlockSparse,
+        add_blend_shapes_to_range,
+        add_block_sparse_blend_shapes,
+    )
+
+    rng = np.random.default_rng(10)
+    K, V_k, start, V = 12, 1000, 37, 1100
+    dirs = rng.normal(size=(K, 3, V_k))
+    region = rng.integers(0, 4, K)  # each direction moves one of 4 regions of vertices
+    dirs[:, :, :] *= region[:, None, None] == (np.arange(V_k) * 4 // V_k)[None, None]
+    dirs = torch.tensor(dirs.reshape(K, -1))
+    blocks = BlockSparse.from_directions(dirs, start, V - start, size=32)
+    assert blocks is not None and blocks.values.numel() < 0.5 * dirs.numel()
+    for B, Bc in ((1, 1), (3, 3), (3, 1)):
+        mesh = torch.tensor(rng.normal(size=(B, 3, V)))
+        c = torch.tensor(rng.normal(size=(Bc, K)), requires_grad=True)
+        ours = add_block_sparse_blend_shapes(mesh.clone(), c, blocks)
+        (g_ours,) = torch.autograd.grad(ours.square().sum(), c)
+        ref = add_blend_shapes_to_range(mesh.clone(), c, dirs, start)
+        (g_ref,) = torch.autograd.grad(ref.square().sum(), c)
+        assert (ours - ref).abs().max() < 1e-12 and (g_ours - g_ref).abs().max() < 1e-9
+
+
 def test_vertex_normals_match_trimesh():
     mesh = trimesh.creation.icosphere(subdivisions=2)
     mesh.vertices += np.random.default_rng(2).normal(0, 0.02, mesh.vertices.shape)
@@ -71,6 +146,10 @@ def test_vertex_normals_match_trimesh():
         ref[face] += area * normal
     ref /= np.linalg.norm(ref, axis=1, keepdims=True)
     assert np.abs(nm.vertex_normals(mesh.vertices, mesh.faces) - ref).max() < 1e-6
+    from hack_model.render.geometry import vertex_normals as render_normals  # the same, float32
+
+    assert np.abs(render_normals(mesh.vertices, mesh.faces) - ref).max() < 1e-6
+    assert render_normals(np.vstack([mesh.vertices, [[9.0, 9, 9]]]), mesh.faces)[-1].tolist() == [0, 0, 1]
     ours = vertex_normals(torch.tensor(mesh.vertices)[None], torch.tensor(mesh.faces))[0].numpy()
     assert np.abs(ours - ref).max() < 1e-6
 
@@ -120,6 +199,19 @@ def test_sparse_kernel_equals_dense_reference():
             ours = model(shape=shape[None], expression=expr[None], neck_pose=pose[None]).vertices[0].numpy()
         # (the basis is float32, moved to float64: a few 1e-7 cm of rounding)
         assert np.abs(ours - dense_reference(data, shape, expr, pose)).max() < 1e-5
+
+
+@pytest.mark.parametrize("data", [sparse_data(), random_model_data(num_vertices=12, num_shape=3, seed=5)])
+def test_kernel_larynx_equals_numpy_sampling(data):
+    """The larynx's span of the kernel mesh, whole (the first model) or part of it."""
+    model = HACK(data).to(torch.float64)
+    for height, scale in ((0.037, 1.3), (-0.4, 0.6), (0.0, 1.0)):
+        with torch.no_grad():
+            ours = model(larynx_height=[[height]], larynx_scale=[[scale]]).vertices[0].numpy()
+        ref = data.template_vertices + nm.larynx_offsets(
+            data.larynx_map, data.vertex_uvs, data.larynx_direction, height, scale
+        )
+        assert np.abs(ours - ref).max() < 1e-5  # (the arrays are float32: a few 1e-7 cm)
 
 
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-9), (torch.float32, 2e-4)])

@@ -97,20 +97,27 @@ def _scans(tmp: Path) -> None:
     np.savetxt(tmp / "head_lm.txt", out.landmarks[0].numpy() * 10.0)
 
 
-def _frames(tmp: Path) -> None:
+def _frames(tmp: Path, folder: Path | None = None, count: int = 3) -> None:
     import torch
     import trimesh
 
     from hack_model import HACK
 
     model = HACK()
-    (tmp / "frames").mkdir()
-    for t in range(3):
+    folder = folder or tmp / "frames"
+    folder.mkdir(parents=True)
+    for t in range(count):
         pose = torch.zeros(1, 8, 3)
         pose[0, 6, 1] = 0.15 * t
         with torch.no_grad():
             v = model(shape=torch.full((1, 3), 0.5), neck_pose=pose).vertices[0].numpy()
-        trimesh.Trimesh(v * 10.0, model.faces).export(tmp / "frames" / f"f{t}.ply")
+        trimesh.Trimesh(v * 10.0, model.faces).export(folder / f"f{t}.ply")
+
+
+def _captures(tmp: Path) -> None:
+    """Two sequences of two frames, one folder each."""
+    for name in ("walk", "nod"):
+        _frames(tmp, tmp / "captures" / name, count=2)
 
 
 # README line (prefix) -> (set-up, files it must write, marks)
@@ -135,6 +142,8 @@ CASES = {
         _frames, ["seq/sequence_params.npz", "seq/f0_fit.obj"], ["slow"]),
     "hack-fit --sequence frames/f0.ply frames/f1.ply frames/f2.ply --out seq2 --no-meshes --render": (
         _frames, ["seq2/sequence_params.npz", "seq2/sequence.mp4"], ["slow", "r"]),
+    "hack-fit --sequence captures/walk captures/nod --out fits --jobs 2": (
+        _captures, ["fits/walk/sequence_params.npz", "fits/nod/f1_fit.obj", "fits/summary.csv"], ["slow"]),
     "hack-fit scans/ --out fits-cluster --scheduler local --jobs 2": (
         _scans, ["fits-cluster/head_params.npz", "fits-cluster/summary.csv"], ["slow"]),
 }  # fmt: skip

@@ -165,6 +165,23 @@ def test_shape_placement_and_frames():
     assert np.allclose(rig_math.frame_numbers(3, 50, 25, start=1), [1, 1.5, 2])
 
 
+def test_placement_keys_rebuild_each_frames_matrix():
+    """Location, quaternion and uniform scale keys compose back to fit_object_matrix, and
+    neighbouring quaternions share a hemisphere (interpolation takes the short way)."""
+    rng = np.random.default_rng(9)
+    T = 6
+    rotations = np.stack([rig_math.axis_angle_to_matrix(rng.normal(0, 1.5, 3)) for _ in range(T)])
+    scale, translation = rng.uniform(0.5, 12.0, T), rng.normal(0, 40, (T, 3))
+    location, quaternion, size = rig_math.placement_keys(scale, rotations, translation, 0.01)
+    for k in range(T):
+        M = rig_math.fit_object_matrix(scale[k], rotations[k], translation[k], 0.01)
+        rebuilt = size[k] * rig_math.quaternion_to_matrix(quaternion[k])
+        assert np.allclose(rebuilt, M[:3, :3], atol=1e-12) and np.allclose(location[k], M[:3, 3])
+    assert (np.sum(quaternion[1:] * quaternion[:-1], -1) >= 0).all()
+    with pytest.raises(ValueError, match="frames"):
+        rig_math.placement_keys(scale[:2], rotations, translation)
+
+
 def test_head_sliders_agree_with_anatomy_head_movements():
     """The add-on's sliders (total angles) reproduce hack_model.anatomy.head_movement_pose."""
     from hack_model.anatomy import head_movement_pose

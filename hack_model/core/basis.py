@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from . import kinematics
-from .larynx import larynx_support, sample_larynx_offsets
+from .larynx import RowProfiles, larynx_row_profiles, larynx_support, sample_larynx_offsets
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,8 @@ class LarynxBasis:
 
     map [H, W]; vertex_index [V_l] long; vertex_uvs [V_l, 2]; direction [3] (times the
     magnitude, cm); rest_offsets [V_l, 3]: the offsets at height 0, scale 1, which the
-    template already carries.
+    template already carries; profiles: the map interpolated at each vertex's u
+    (`larynx.RowProfiles`, what sampling reads).
     """
 
     map: torch.Tensor
@@ -54,10 +55,11 @@ class LarynxBasis:
     vertex_uvs: torch.Tensor
     direction: torch.Tensor
     rest_offsets: torch.Tensor
+    profiles: RowProfiles | None = None
 
     def offsets(self, height: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """[B, V_l, 3] larynx offsets (not relative to the rest larynx) for height, scale [B, 1]."""
-        return sample_larynx_offsets(self.map, self.vertex_uvs, self.direction, height, scale)
+        return sample_larynx_offsets(self.map, self.vertex_uvs, self.direction, height, scale, self.profiles)
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,7 @@ class ModelBasis:
         def move(x):
             if isinstance(x, torch.Tensor):
                 return x.to(device=device, dtype=dtype if x.is_floating_point() else None)
-            if isinstance(x, (Blendshapes, LarynxBasis, JointBasis, ModelBasis)):
+            if isinstance(x, (Blendshapes, LarynxBasis, RowProfiles, JointBasis, ModelBasis)):
                 return type(x)(**{k: move(v) for k, v in vars(x).items()})
             return x
 
@@ -164,7 +166,8 @@ def build_basis(data, dtype: torch.dtype = torch.float32) -> ModelBasis:
         direction = torch.as_tensor(data.larynx_direction, dtype=torch.float32)
         # The rest mesh carries the larynx at height 0 and scale 1, as in the reference
         # (sampled in float32, as the forward pass samples it).
-        rest = sample_larynx_offsets(lmap, uvs, direction, torch.zeros(1, 1), torch.ones(1, 1))[0]
+        profiles = larynx_row_profiles(lmap, uvs)
+        rest = sample_larynx_offsets(lmap, uvs, direction, torch.zeros(1, 1), torch.ones(1, 1), profiles)[0]
         template = (
             (torch.as_tensor(template, dtype=torch.float32).index_add(0, torch.as_tensor(support), rest))
             .double()
@@ -176,6 +179,7 @@ def build_basis(data, dtype: torch.dtype = torch.float32) -> ModelBasis:
             uvs.to(dtype),
             direction.to(dtype),
             rest.to(dtype),
+            profiles.to(dtype=dtype),
         )
 
     rest_frames = torch.as_tensor(data.bone_rest_transforms, dtype=torch.float64)

@@ -195,13 +195,17 @@ def linear_blend_skinning(
 
 
 # ----------------------------------------------------------------- normals
-def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+def vertex_normals(vertices: np.ndarray, triangles: np.ndarray, incidence=None) -> np.ndarray:
     """Unit area-weighted vertex normals. [V, 3], [F, 3] int -> [V, 3] (zero where no
-    triangle touches a vertex)."""
+    triangle touches a vertex). incidence: an optional [V, F] 0/1 matrix (e.g. scipy
+    sparse) of which triangles touch which vertex, to sum with one product per call."""
     v = np.asarray(vertices, np.float64)
     tri = np.asarray(triangles, np.int64)
     face = np.cross(v[tri[:, 1]] - v[tri[:, 0]], v[tri[:, 2]] - v[tri[:, 0]])  # twice the area
-    out = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(out, tri[:, k], face)
+    if incidence is not None:
+        out = np.asarray(incidence @ face, np.float64)
+    else:
+        out = np.zeros_like(v)
+        for k in range(3):
+            np.add.at(out, tri[:, k], face)
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)

@@ -18,10 +18,21 @@ def skin_coordinate_major(
     bone_matrices: torch.Tensor,
     chunk_elements: int = 1 << 19,
 ) -> torch.Tensor:
-    """LBS of a coordinate-major mesh: blend the bones' 3x4 matrices with one matmul
+    """LBS of a coordinate-major mesh. mesh [B, 3, V], weights_by_bone [J, V],
+    bone_matrices [B, J, 3, 4] -> [B, V, 3] (see `skin_planes`)."""
+    return skin_planes(mesh, weights_by_bone, bone_matrices, chunk_elements).transpose(1, 2).contiguous()
+
+
+def skin_planes(
+    mesh: torch.Tensor,
+    weights_by_bone: torch.Tensor,
+    bone_matrices: torch.Tensor,
+    chunk_elements: int = 1 << 19,
+) -> torch.Tensor:
+    """LBS, coordinate-major in and out: blend the bones' 3x4 matrices with one matmul
     per vertex chunk, then transform.
 
-    mesh [B, 3, V], weights_by_bone [J, V], bone_matrices [B, J, 3, 4] -> [B, V, 3].
+    mesh [B, 3, V], weights_by_bone [J, V], bone_matrices [B, J, 3, 4] -> [B, 3, V].
     Chunks keep the blended matrices ([B, 12, chunk]) small enough to stay in
     cache instead of allocating (and page-faulting) B*V*12 floats per call.
     """
@@ -34,15 +45,20 @@ def skin_coordinate_major(
         blended = (per_bone @ weights_by_bone[:, start : start + step]).view(B, 3, 4, -1)  # [B, 3, 4, C]
         p = mesh[:, :, start : start + step]
         out = torch.addcmul(blended[:, :, 3], blended[:, :, 0], p[:, 0:1])
-        out = torch.addcmul(out, blended[:, :, 1], p[:, 1:2])
-        out = torch.addcmul(out, blended[:, :, 2], p[:, 2:3])  # [B, 3, C]
-        pieces.append(out.transpose(1, 2))
-    return torch.cat(pieces, 1) if len(pieces) > 1 else pieces[0].contiguous()
+        out.addcmul_(blended[:, :, 1], p[:, 1:2])  # in place: one fresh tensor per chunk
+        out.addcmul_(blended[:, :, 2], p[:, 2:3])  # [B, 3, C]
+        pieces.append(out)
+    return torch.cat(pieces, 2) if len(pieces) > 1 else pieces[0]
 
 
 def skin_rigid_range(mesh: torch.Tensor, bone_matrix: torch.Tensor) -> torch.Tensor:
     """Vertices carried by one bone alone (weight 1): one affine map, no blend.
 
-    mesh [B, 3, V], bone_matrix [B, 3, 4] -> [B, V, 3].
+    mesh [B, 3, V], bone_matrix [B, 3, 4] -> [B, V, 3] (see `rigid_planes`).
     """
-    return torch.baddbmm(bone_matrix[:, :, 3:], bone_matrix[:, :, :3], mesh).transpose(1, 2)
+    return rigid_planes(mesh, bone_matrix).transpose(1, 2)
+
+
+def rigid_planes(mesh: torch.Tensor, bone_matrix: torch.Tensor) -> torch.Tensor:
+    """One affine map of a coordinate-major mesh. mesh [B, 3, V], bone_matrix [B, 3, 4] -> [B, 3, V]."""
+    return torch.baddbmm(bone_matrix[:, :, 3:], bone_matrix[:, :, :3], mesh)

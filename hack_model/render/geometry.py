@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core import numpy_math
+
 
 def vertex_face_incidence(triangles: np.ndarray, num_vertices: int):
     """Sparse [V, F] vertex-face incidence (scipy CSR); sums face normals onto vertices."""
@@ -16,22 +18,17 @@ def vertex_face_incidence(triangles: np.ndarray, num_vertices: int):
 
 
 def vertex_normals(vertices: np.ndarray, triangles: np.ndarray, incidence=None) -> np.ndarray:
-    """Area-weighted smooth vertex normals [V, 3] (unit; +z for unused vertices).
+    """Area-weighted smooth vertex normals [V, 3] float32 (unit; +z for unused vertices):
+    `numpy_math.vertex_normals`, with `vertex_face_incidence` for speed.
 
     vertices [V, 3], triangles [F, 3] counter-clockwise seen from outside.
     """
-    v = np.asarray(vertices, np.float32)
     tri = np.asarray(triangles, np.int64)
     if incidence is None:
-        incidence = vertex_face_incidence(tri, len(v))
-    a, b, c = v[tri[:, 0]], v[tri[:, 1]], v[tri[:, 2]]
-    face = np.cross(b - a, c - a)  # length = 2 * area: area weighting for free
-    normals = np.asarray(incidence @ face, np.float32)
-    length = np.linalg.norm(normals, axis=1, keepdims=True)
-    bad = length[:, 0] <= 1e-20
-    normals[bad] = (0.0, 0.0, 1.0)
-    length[bad] = 1.0
-    return normals / length
+        incidence = vertex_face_incidence(tri, len(vertices))
+    normals = numpy_math.vertex_normals(vertices, tri, incidence).astype(np.float32)
+    normals[np.linalg.norm(normals, axis=1) < 0.5] = (0.0, 0.0, 1.0)  # no (or degenerate) triangles
+    return normals
 
 
 def bounding_box(vertices: np.ndarray) -> np.ndarray:

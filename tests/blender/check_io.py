@@ -65,6 +65,19 @@ def main() -> None:
         [(scene.frame_set(1 + k), evaluated(arm))[1] for k in config["sequence_frames"]]
     )
 
+    # A hack-fit sequence (sequence_params.npz) on a second head: per-frame parameters and
+    # the head keyed onto each frame's scan.
+    fitted_seq = add_head(config["model"])
+    bpy.ops.hack.import_animation(filepath=config["fitted_sequence"], fps=25.0, start_frame=1)
+    placed, matrices = [], []
+    for k in range(config["fitted_sequence_frames"]):
+        scene.frame_set(1 + k)
+        placed.append(evaluated(fitted_seq))
+        matrices.append(np.array(fitted_seq.matrix_world))
+    results["fitted_sequence_vertices"] = np.stack(placed)
+    results["fitted_sequence_matrices"] = np.stack(matrices)
+    bpy.context.view_layer.objects.active = arm
+
     # A fit on a new head (placed on the scan) and on the selected head.
     bad_fit = out / "bad_fit.npz"
     np.savez(bad_fit, shape=np.zeros((1, 999)))

@@ -1,0 +1,190 @@
+"""Tests of fitting partial scans: the single-view rigid search, the batched ICP, scale
+recovery from face-only and frontal scans in any units, and scale_status when the size
+cannot be told. Fits run on the embedded default model with small scans and fixed seeds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
+
+from fitting import FitOptions, fit_registered, fit_scan
+from fitting.alignment import (
+    SINGLE_VIEW,
+    Similarity,
+    _rotation_angle,
+    rigid_icp,
+    rigid_icp_batch,
+    view_direction,
+    view_starts,
+)
+from fitting.evaluator import ModelParams
+from fitting.fit import HEAD_EXTENT_CM, _scale_status, evaluator_for
+from fitting.geometry import MeshProximity, face_normals, sample_surface
+from fitting.report import build_report
+from fitting.synthetic_scans import RecordedFrames, make_kind_scan
+from hack_model import HACK
+
+
+@pytest.fixture(scope="module")
+def model() -> HACK:
+    return HACK()
+
+
+@pytest.fixture(scope="module")
+def ev(model):
+    return evaluator_for(model)
+
+
+@pytest.fixture(scope="module")
+def frames(shared_data) -> RecordedFrames:
+    return RecordedFrames.load(shared_data / "hack-release" / "data")
+
+
+def _sphere_points(rng, n=4000, cap_deg=180.0):
+    """Points on a unit sphere (radius 10 cm) within cap_deg of +z."""
+    v = rng.normal(size=(4 * n, 3))
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    v = v[v[:, 2] >= np.cos(np.deg2rad(cap_deg))][:n]
+    return 10.0 * v
+
+
+def test_view_direction_tells_a_single_view_from_a_closed_surface():
+    rng = np.random.default_rng(3)
+    R = Rotation.random(random_state=3).as_matrix()
+    cap = _sphere_points(rng, cap_deg=35.0) @ R.T
+    d, strength = view_direction(cap, np.random.default_rng(0))
+    assert strength >= SINGLE_VIEW
+    assert abs(d @ R[:, 2]) > np.cos(np.deg2rad(5.0))  # the cap's axis, either sign
+    _, closed = view_direction(_sphere_points(rng) @ R.T, np.random.default_rng(0))
+    assert closed < 0.45
+
+
+def test_frontal_scan_is_a_single_view_and_others_are_not(ev, frames):
+    strengths = {}
+    for kind in ("full", "face", "frontal"):
+        scan = make_kind_scan(ev, np.random.default_rng([7, len(kind)]), kind, frames, points=20_000)
+        strengths[kind] = view_direction(scan.points, np.random.default_rng(0))[1]
+    assert strengths["frontal"] >= SINGLE_VIEW, strengths
+    assert strengths["full"] < SINGLE_VIEW and strengths["face"] < SINGLE_VIEW, strengths
+
+
+def test_rigid_icp_batch_matches_one_at_a_time():
+    """With nothing trimmed the batched ICP is the same computation as rigid_icp."""
+    rng = np.random.default_rng(5)
+    model_points = rng.normal(size=(2000, 3)) * [8.0, 11.0, 6.0]
+    tree = cKDTree(model_points)
+    true = Similarity(1.0, Rotation.random(random_state=5).as_matrix(), np.array([3.0, -2.0, 1.0]))
+    scan = true.apply(model_points[:300]) + rng.normal(0.0, 0.02, (300, 3))
+    starts = [
+        Similarity(
+            1.0, Rotation.from_rotvec(rng.normal(0.0, 0.2, 3)).as_matrix() @ true.rotation, true.translation
+        )
+        for _ in range(4)
+    ]
+    R, t, score = rigid_icp_batch(
+        scan,
+        tree,
+        model_points,
+        np.array([s.rotation for s in starts]),
+        np.array([s.translation for s in starts]),
+        5,
+        1.0,
+    )
+    for i, s0 in enumerate(starts):
+        one, one_score = rigid_icp(scan, tree, model_points, s0, 5, 1.0)
+        assert np.allclose(R[i], one.rotation, atol=1e-9)
+        assert np.allclose(t[i], one.translation, atol=1e-7)
+        assert score[i] == pytest.approx(one_score, rel=1e-9)
+
+
+def test_view_starts_cover_the_camera_cone(ev):
+    """For a face seen from within 30 degrees yaw / 20 degrees pitch of its front, with any
+    roll, one start lies within 25 degrees of the true orientation."""
+    neutral = ev.vertices(ModelParams.neutral(ev.S, ev.E, ev.J))
+    pts, face, _ = sample_surface(neutral, ev.triangles, 3000, np.random.default_rng(0))
+    normals = face_normals(neutral, ev.triangles)[face]
+    rng = np.random.default_rng(11)
+    for _ in range(5):
+        true = Rotation.random(random_state=rng).as_matrix()
+        yaw, pitch = rng.uniform(-30, 30), rng.uniform(-20, 20)
+        camera = true @ Rotation.from_euler("yx", [yaw, pitch], degrees=True).apply([0.0, 0.0, 1.0])
+        Rs, _ = view_starts(camera, np.zeros(3), pts, normals)
+        assert min(_rotation_angle(R, true) for R in Rs) < np.deg2rad(25.0)
+
+
+class _Prepared:
+    def __init__(self, extent_cm, units="cm", given=False):
+        self.extent_cm, self.units, self.units_given = extent_cm, units, given
+        self.to_cm = {"mm": 0.1, "cm": 1.0, "m": 100.0}[units]
+
+
+class _Result:
+    def __init__(self, failed):
+        self.failed = failed
+
+
+class _State:
+    scale = 1.0
+
+
+def test_scale_status_says_when_the_size_cannot_be_told():
+    lo, hi = HEAD_EXTENT_CM
+    assert _scale_status(_Prepared(25.0), _State(), _Result(False))[0] == "units"
+    status, reason = _scale_status(_Prepared(25.0, "mm"), _State(), _Result(True))
+    assert status == "cannot tell" and "doubted" in reason
+    status, reason = _scale_status(_Prepared(lo / 2, "m", given=True), _State(), _Result(False))
+    assert status == "cannot tell" and "given" in reason and "m" in reason
+    assert _scale_status(_Prepared(2 * hi), _State(), _Result(False))[0] == "cannot tell"
+    moved = _State()
+    moved.scale = 1.0 / 1.03
+    status, reason = _scale_status(_Prepared(25.0), moved, _Result(False))
+    assert status == "fitted" and "+3.0%" in reason
+
+
+def test_report_carries_the_scale_status(model, ev):
+    rng = np.random.default_rng(2)
+    p = ModelParams(np.clip(rng.normal(size=ev.S), -1, 1), np.zeros(ev.E), np.zeros((ev.J, 3)))
+    verts = ev.vertices(p) * 10.0  # mm
+    result = fit_registered(model, verts)
+    report = build_report(result, model.data, "registered")
+    assert report["scale_status"] == result.scale_status == "units"
+    assert "mm" in report["scale_reason"]
+
+
+def _surface_error_mm(scan, result, ev) -> float:
+    mm = {"mm": 1.0, "cm": 10.0, "m": 1000.0}[scan.units]
+    covered = np.unique(ev.triangles[scan.kept_triangles])
+    fitted = MeshProximity(result.vertices, ev.triangles)
+    return float(fitted.query(scan.true_vertices[covered], exact=True).distance.mean() * mm)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("kind", "units"), [("face", "m"), ("frontal", "mm")])
+def test_partial_scans_recover_the_scale_in_any_units(model, ev, frames, kind, units):
+    """A face-only or a frontal scan in m or mm: the fit's scale is the truth's within 2%,
+    or it says it cannot tell; a fit it trusts is never more than 1 mm off."""
+    rng = np.random.default_rng([2027, len(kind), len(units)])
+    scan = make_kind_scan(ev, rng, kind, frames, points=30_000, units=units)
+    result = fit_scan(model, scan.points)
+    assert result.units == units
+    if result.scale_status == "cannot tell":
+        assert result.scale_reason
+    else:
+        assert result.scale == pytest.approx(scan.transform.scale, rel=0.02)
+    if not result.failed:
+        assert _surface_error_mm(scan, result, ev) < 1.0
+    else:
+        assert result.message and result.scale_status == "cannot tell"
+
+
+@pytest.mark.slow
+def test_a_sphere_is_no_head_and_its_size_is_not_claimed(model):
+    import trimesh
+
+    sphere = trimesh.creation.icosphere(3, radius=100.0)  # mm
+    points, _, _ = sample_surface(sphere.vertices, sphere.faces, 20_000, np.random.default_rng(0))
+    result = fit_scan(model, points, options=FitOptions(units="mm"))
+    assert result.failed and result.scale_status == "cannot tell"
+    assert "given" in result.scale_reason
