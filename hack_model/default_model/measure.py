@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..model_data import ModelData
+from .sdf import NECK_FLARE_Y
 
 MID_NECK_Y = -13.5
 
@@ -30,10 +31,13 @@ def neck_circumference(P: np.ndarray, tris: np.ndarray, y: float = MID_NECK_Y) -
     return float(np.linalg.norm(p1 - p0, axis=1).sum())
 
 
-def larynx_prominence(T: np.ndarray, P: np.ndarray, low: float = -16.5, high: float = -9.0) -> float:
+def larynx_prominence(T: np.ndarray, P: np.ndarray, low: float = NECK_FLARE_Y, high: float = -9.0) -> float:
     """How far the front midline of the neck bulges out of the straight line through its
     ends (the thyroid prominence; about 0 on the mean head). The midline vertices are the
-    template's (T) between heights low and high, measured where they are in P."""
+    template's (T) between heights low and high, measured where they are in P. The lower
+    end is where the neck starts to flare into the shoulders: on the flare the midline
+    curves forward, and a chord down to it made that curve's hollow (-0.4 cm on the mean
+    head, away from the larynx) the largest deviation, so the larynx hardly changed it."""
     ids = np.nonzero((np.abs(T[:, 0]) < 1e-3) & (T[:, 2] > 2.0) & (T[:, 1] > low) & (T[:, 1] < high))[0]
     ids = ids[np.argsort(T[ids, 1])]
     Q = P[ids][:, 1:]  # (y, z)

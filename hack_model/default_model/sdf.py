@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 HEAD_CENTER = np.array([0.0, 1.0, 0.5])
+# height (cm) below which the neck flares into the trapezius and the shoulder tops; above it
+# the neck is a plain tube
+NECK_FLARE_Y = -14.6
 
 
 @dataclass
@@ -215,7 +218,7 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     # (sideways far more than front to back), so the cut at the base is a wide oval
     # (in front view an S: the neck's side, the trapezius sloping out to the shoulder top,
     # which rounds over into the upper arm's side just above the cut)
-    tb = np.clip((-14.6 - y) / 4.7, 0.0, 1.0)
+    tb = np.clip((NECK_FLARE_Y - y) / 4.7, 0.0, 1.0)  # (to the cut at y = -19.3)
     sb = tb * tb * (3 - 2 * tb)
     fx = 1.0 + 1.2 * sb
     fz = 1.0 + 0.35 * sb
