@@ -8,6 +8,9 @@ from ..model_data import ModelData
 from .sdf import NECK_FLARE_Y
 
 MID_NECK_Y = -13.5
+# the ears on the template (the helix round its centre, sdf.head_sdf): (y, z) centre and radii
+EAR_CENTER_YZ = np.array([1.8, -0.3])
+EAR_RADII_YZ = np.array([3.2, 2.1])
 
 
 def neck_circumference(P: np.ndarray, tris: np.ndarray, y: float = MID_NECK_Y) -> float:
@@ -59,12 +62,17 @@ def measurements(data: ModelData, P: np.ndarray | None = None) -> dict[str, floa
     skin = data.extras.get("part")
     skin = np.ones(len(P), bool) if skin is None else skin == 0
     S = P[skin]
-    cranial = S[(S[:, 1] > 5.5) & (S[:, 2] < 4.0)]  # above the ears
+    # head breadth is the cranium's (euryon to euryon): never the ears, whose helix rises into
+    # the measured heights when a longer neck or a bigger head lifts them
+    T = data.template_vertices.astype(np.float64)[skin]
+    q = (T[:, 1:] - EAR_CENTER_YZ) / EAR_RADII_YZ
+    Sc = S[~((np.abs(T[:, 0]) > 7.0) & ((q * q).sum(1) < 1.0))]
+    cranial = Sc[(Sc[:, 1] > 5.5) & (Sc[:, 2] < 4.0)]  # above the ears
     glabella = S[(np.abs(S[:, 0]) < 0.3) & (np.abs(S[:, 1] - 5.6) < 0.6)][:, 2].max()
     eyes = lm[36:48]
     eye_y = float(eyes[:, 1].mean())
     # the same regions as head_breadth / head_length, placed relative to the eyes
-    cranial_rel = S[(S[:, 1] > eye_y + 2.1) & (S[:, 2] < 4.0)]
+    cranial_rel = Sc[(Sc[:, 1] > eye_y + 2.1) & (Sc[:, 2] < 4.0)]
     glabella_rel = S[(np.abs(S[:, 0]) < 0.3) & (np.abs(S[:, 1] - eye_y - 2.2) < 0.6)][:, 2].max()
     return {
         "head_breadth": float(2 * np.abs(cranial[:, 0]).max()),
