@@ -179,7 +179,7 @@ def _rigid_features(topo: hm.Topology, P: np.ndarray, B: np.ndarray) -> np.ndarr
 # projecting nose, sloping forehead). own_f brings the total std to FEATURE_STD[f] (about:
 # MIN_OWN keeps some independent variation even where the loadings add up to nearly 1).
 FEATURE_STD = {
-    "head_size": 0.25, "cranium_breadth": 0.2, "cranium_length": 0.22, "cranium_height": 0.45,
+    "head_size": 0.2, "cranium_breadth": 0.2, "cranium_length": 0.22, "cranium_height": 0.45,
     "occiput": 0.25, "forehead_slope": 0.4, "face_height": 0.33, "jaw_width": 0.45,
     "chin_forward": 0.45, "chin_down": 0.35, "nose_length": 0.25, "nose_projection": 0.4,
     "nose_width": 0.35, "lip_fullness": 0.35, "mouth_width": 0.4, "brow_ridge": 0.5,
