@@ -125,7 +125,7 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     # Parietal eminences and a rounded occiput (no bullet-shaped skull).
     parietal = ellipsoid(p, [0.0, 6.6, -0.8], [7.45, 7.5, 7.2])
     d = smin_exp(d, parietal, 2.5)
-    occiput = ellipsoid(p, [0.0, 4.2, -5.0], [5.6, 4.8, 4.6])
+    occiput = ellipsoid(p, [0.0, 4.2, -4.7], [5.6, 4.8, 4.6])
     d = smin_exp(d, occiput, 2.5)
     # Face mass (maxilla, cheeks) and the muzzle around the mouth.
     face = ellipsoid(p, [0.0, -0.3, 3.9], [hp.face_width, hp.face_height, hp.face_depth])
