@@ -30,7 +30,7 @@ MOUTH_DEEP = np.array([0.22, 0.07, 0.08])
 UPPER_VERMILION = 0.62  # cm above the lip line at the middle
 LOWER_VERMILION = 0.8  # cm below it
 EDGE = 0.18  # cm, soft edge of the lip mask (about half a grid cell)
-BROW_EDGE = 0.45  # cm, soft edge of the brows (hair thins out, no hard outline)
+BROW_EDGE = 0.6  # cm, soft edge of the brows (hair thins out, no hard outline)
 
 
 def _step(x: np.ndarray, a: float, b: float) -> np.ndarray:
@@ -70,16 +70,22 @@ def lip_weight(topo: hm.Topology, P: np.ndarray) -> np.ndarray:
 
 
 def brow_weight(topo: hm.Topology, P: np.ndarray, hp: HeadParams) -> np.ndarray:
-    """1 on the eyebrows: an arch over each eye, thick inside, thinning to the tail. [V]"""
+    """Density of the eyebrow hair: an arch over each eye, fullest over the inner third,
+    feathering out at its head (towards the nose), thinning to the tail, and fading over a
+    few millimetres at the edges (softer above than below, as hair thins out). [V]"""
     ec = eye_center(hp)
     x = np.abs(P[:, 0])
     t = (x - (ec[0] - 2.0)) / 3.9  # 0 at the inner end, 1 at the tail
-    centre_y = ec[1] + 1.95 + 0.35 * np.sin(np.pi * np.clip(t, 0.0, 1.0) * 0.9)
-    half_height = 0.34 - 0.22 * np.clip(t, 0.0, 1.0) ** 1.5
-    along = _step(t, -0.12, 0.1) * (1.0 - _step(t, 0.75, 1.0))
-    across = 1.0 - _step(np.abs(P[:, 1] - centre_y), half_height - BROW_EDGE, half_height + BROW_EDGE)
+    tc = np.clip(t, 0.0, 1.0)
+    centre_y = ec[1] + 2.05 + 0.35 * np.sin(np.pi * tc * 0.9) - 0.1 * tc
+    half_height = 0.3 - 0.17 * tc**1.5
+    along = _step(t, -0.15, 0.22) * (1.0 - _step(t, 0.6, 1.05))
+    dy = P[:, 1] - centre_y
+    edge = np.where(dy > 0, BROW_EDGE, 0.6 * BROW_EDGE)
+    across = 1.0 - _step(np.abs(dy), half_height - 0.5 * edge, half_height + edge)
+    density = 0.7 + 0.3 * (1.0 - _step(t, 0.1, 0.9))  # denser at the body
     front = _step(P[:, 2], ec[2] - 1.5, ec[2] - 0.5)
-    return along * across * front * (topo.part == hm.PART_SKIN)
+    return along * across * density * front * (topo.part == hm.PART_SKIN)
 
 
 def _blob(P: np.ndarray, c, sigma) -> np.ndarray:
@@ -121,7 +127,7 @@ def preview_colours(topo: hm.Topology, P: np.ndarray, hp: HeadParams | None = No
     hp = hp or HeadParams()
     c = skin_variation(topo, P)
     c = _mix(c, LIP, lip_weight(topo, P))
-    c = _mix(c, BROW, 0.55 * brow_weight(topo, P, hp))
+    c = _mix(c, BROW, 0.5 * brow_weight(topo, P, hp))
     for side in ("L", "R"):
         c[topo.eye_ids[side]] = eye_colours(topo.eye_unit[side])
     bag = topo.bag_ids

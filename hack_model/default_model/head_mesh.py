@@ -30,7 +30,9 @@ from .sdf import (
     raycast,
 )
 
-N_COLS = 128
+N_COLS = 144
+BASE_COLS = 128  # columns of the base azimuth mapping; the rest go to the ears
+EAR_PHI, EAR_PHI_SIGMA = 96.0, 14.0  # deg, azimuth of the ear and width of its extra columns
 NECK_ROWS = 20
 NECK_BASE_Y = -19.3
 E_JUNCTION = -64.0  # elevation (deg) where the head rows meet the neck rows
@@ -48,7 +50,7 @@ EYE_LAT, EYE_LON = 12, 24
 # closes the cavity.
 BAG_DEPTH = np.array([0.3, 0.75, 1.4, 2.4, 3.6, 4.8, 5.7, 6.2])
 BAG_WIDTH = np.array([0.0, 2.75, 3.1, 3.35, 3.35, 3.0, 2.2, 1.1])
-BAG_HEIGHT = np.array([0.3, 1.55, 2.15, 2.35, 2.3, 2.0, 1.4, 0.0])
+BAG_HEIGHT = np.array([0.3, 1.55, 2.15, 2.35, 2.35, 2.2, 1.55, 0.0])
 BAG_CURVE = np.array([0.0, 1.1, 1.5, 2.0, 1.8, 1.2, 0.6, 0.2])
 BAG_KEEP = np.array([1.0, 0.3, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0])
 # Arches (cm): half width a, depth b, front z behind the lips' front, crown height at the
@@ -56,8 +58,8 @@ BAG_KEEP = np.array([1.0, 0.3, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0])
 # the incisal edge lies from the mouth line (the corners' height; the lips' middle is lower),
 # towards the crown's root (negative: past the line).
 ARCH = {
-    "upper": dict(a=2.25, b=3.6, front=1.05, crown=(1.0, 0.75), thick=(0.62, 0.95), gap=-0.28),
-    "lower": dict(a=2.1, b=3.45, front=1.25, crown=(0.95, 0.7), thick=(0.55, 0.9), gap=0.38),
+    "upper": dict(a=2.25, b=3.6, front=1.05, crown=(1.0, 0.75), thick=(0.62, 0.95), gap=-0.38),
+    "lower": dict(a=2.1, b=3.45, front=1.25, crown=(0.95, 0.7), thick=(0.55, 0.9), gap=0.42),
 }
 GUM = 0.38  # height of the gum band over the crowns
 TONGUE_C = np.array([-1.05, -3.75])  # centre: below the mouth line, behind the lips' front
@@ -80,9 +82,29 @@ TONGUE_LAT, TONGUE_LON = 8, 16
 
 
 def column_azimuths() -> np.ndarray:
-    """Azimuth (rad) of each grid column; column N/2 faces +z, column 0 the back. [N]"""
-    t = -np.pi + 2 * np.pi * np.arange(N_COLS) / N_COLS
-    return t - 0.5 * np.sin(t)  # denser at the front (dphi/dt = 0.5 at t = 0)
+    """Azimuth (rad) of each grid column; column N/2 faces +z, column 0 the back. [N]
+
+    The column density (columns per radian of azimuth) is that of t - 0.5 sin t over
+    BASE_COLS columns (three times denser at the face than at the back) plus a bump over
+    each ear, whose folds need twice the columns the side of the head has."""
+    tf = np.linspace(-np.pi, np.pi, 40001)
+    pf = tf - 0.5 * np.sin(tf)  # the base mapping; its density d t / d phi, integrated, is tf
+    sig = np.radians(EAR_PHI_SIGMA)
+    amp = 2 * np.pi * (N_COLS / BASE_COLS - 1.0) / (2 * sig * np.sqrt(np.pi))
+
+    def bump(ph: np.ndarray) -> np.ndarray:  # integral of the ear density bumps from -pi
+        from scipy.special import erf
+
+        c = np.radians(EAR_PHI)
+        g = erf((ph - c) / sig) + erf((ph + c) / sig) - erf((-np.pi - c) / sig) - erf((c - np.pi) / sig)
+        return amp * sig * np.sqrt(np.pi) / 2 * g
+
+    T = tf + bump(pf)  # cumulative density at azimuth pf (odd about 0)
+    T = T - T[len(T) // 2]
+    tk = -np.pi * N_COLS / BASE_COLS + 2 * np.pi * np.arange(N_COLS) / BASE_COLS
+    phi = np.interp(tk, T, pf)
+    phi[0] = -np.pi
+    return phi
 
 
 def _segment(a: float, b: float, step: float) -> np.ndarray:
@@ -90,15 +112,33 @@ def _segment(a: float, b: float, step: float) -> np.ndarray:
     return np.linspace(a, b, n + 1)[:-1]
 
 
+ROW_FINE, ROW_COARSE = 1.35, 2.7  # deg between head rows over the face, and at crown and neck
+
+
+def row_spacing(e: np.ndarray) -> np.ndarray:
+    """Elevation step (deg) of the head rows at elevation e: fine from under the jaw to over
+    the ears, easing (no step: a jump in row spacing shows as a line under studio light) to
+    coarse at the crown and towards the neck."""
+    up = np.clip((e - 24.0) / 16.0, 0.0, 1.0)
+    lo = np.clip((-42.0 - e) / 14.0, 0.0, 1.0)
+    ramp = up * up * (3 - 2 * up) + lo * lo * (3 - 2 * lo)
+    return ROW_FINE + (ROW_COARSE - ROW_FINE) * ramp
+
+
+def _graded(a: float, b: float) -> np.ndarray:
+    """Rows from a up to b (b excluded) spaced by row_spacing, a whole number of steps."""
+    ef = np.linspace(a, b, 4001)
+    cum = np.concatenate([[0.0], np.cumsum(np.diff(ef) / row_spacing(0.5 * (ef[1:] + ef[:-1])))])
+    n = max(1, int(round(cum[-1])))
+    return np.interp(np.linspace(0.0, cum[-1], n + 1)[:-1], cum, ef)
+
+
 def head_row_elevations() -> np.ndarray:
     """Elevations (deg) of the head rows, fine over the face, exact rows at eyes and mouth."""
-    fine, coarse = 1.35, 2.7
     parts = [
-        _segment(E_JUNCTION, -48.0, coarse),
-        _segment(-48.0, E_MOUTH, fine),
-        _segment(E_MOUTH, E_EYE, fine),
-        _segment(E_EYE, 30.0, fine),
-        _segment(30.0, E_TOP, coarse),
+        _graded(E_JUNCTION, E_MOUTH),
+        _graded(E_MOUTH, E_EYE),
+        _graded(E_EYE, E_TOP),
         np.array([E_TOP]),
     ]
     return np.concatenate(parts)
@@ -457,10 +497,24 @@ def place_vertices(topo: Topology, hp: HeadParams) -> np.ndarray:
         dd = np.stack([np.sin(az), np.zeros_like(az), np.cos(az)], -1)
         tt = raycast(o, dd, hp)
         P[topo.grid[r]] = o + tt[:, None] * dd
-    # Eyeballs.
+    P = smooth_skin(topo, P, hp)
+    # Eyeballs, and lids with thickness: the margin tucked in towards the eyeball (as far as
+    # combined blink and squint shapes allow, which bring it up to 1.2 mm closer) and the
+    # ring next to it rounded out, so the last quads are the margin's forward-facing edge.
     for side, sign in (("L", 1.0), ("R", -1.0)):
         c = eye_center(hp) * [sign, 1, 1]
         P[topo.eye_ids[side]] = c + EYE_RADIUS * topo.eye_unit[side]
+        name = "eye_" + side
+        a, b = topo.eye_cols[side]
+        rim = np.concatenate([topo.upper_margin[name][1:-1], topo.lower_margin[name][1:-1]])
+        r = P[rim] - c
+        P[rim] = c + r * ((EYE_RADIUS + LID_MARGIN_GAP) / np.linalg.norm(r, axis=1))[:, None]
+        cols = np.arange(a + 1, b)
+        ring = np.concatenate([topo.grid[topo.eye_rows + 1, cols], topo.grid[topo.eye_rows - 1, cols]])
+        r = P[ring] - c
+        n = np.linalg.norm(r, axis=1)
+        taper = np.tile(np.sin(np.pi * (cols - a) / (b - a)) ** 0.5, 2)  # none at the corners
+        P[ring] = c + r * (np.maximum(n, EYE_RADIUS + LID_ROLL * taper) / n)[:, None]
     # Mouth bag: the oral cavity behind the lip margin, widening behind the lips' corners
     # and tall enough to hold the teeth, closing towards the throat.
     loop = P[topo.bag_loop]
@@ -491,6 +545,55 @@ def place_vertices(topo: Topology, hp: HeadParams) -> np.ndarray:
     c = np.array([0.0, y_m + TONGUE_C[0], z_lip + TONGUE_C[1]])
     P[topo.tongue_ids] = c + TONGUE_R * topo.tongue_unit
     return P
+
+
+SMOOTH_ITERS = 12  # Taubin passes over the skin (removes the sculpt's lumps and creases)
+LID_MARGIN_GAP = 0.145  # cm between the lid margin and the eyeball
+LID_ROLL = 0.24  # cm, the lid's rounded edge next to the margin stands this far off the eyeball
+
+
+def skin_neighbours(topo: Topology) -> tuple[np.ndarray, np.ndarray]:
+    """Directed edges (i, j) of the skin quads, both ways, unique. ([E], [E])"""
+    q = topo.quads[(topo.part[topo.quads] == PART_SKIN).all(axis=1)]
+    e = np.concatenate([q[:, [0, 1]], q[:, [1, 2]], q[:, [2, 3]], q[:, [3, 0]]])
+    e = np.unique(np.concatenate([e, e[:, ::-1]]), axis=0)
+    return e[:, 0], e[:, 1]
+
+
+def smooth_skin(topo: Topology, P: np.ndarray, hp: HeadParams) -> np.ndarray:
+    """Taubin-smooth the skin along its normals (no sliding in the grid), away from the lid
+    and lip margins (whose shape the openings need) and the neck's bottom ring."""
+    i, j = skin_neighbours(topo)
+    V = len(P)
+    deg = np.bincount(i, minlength=V).astype(float)
+    w = np.zeros(V)
+    skin = np.unique(i)
+    w[skin] = 1.0
+    for sign in (1.0, -1.0):
+        r = np.linalg.norm(P - eye_center(hp) * [sign, 1, 1], axis=1)
+        w *= np.clip((r - 1.75) / 1.0, 0.0, 1.0)
+    lips = np.concatenate([topo.upper_margin["mouth"], topo.lower_margin["mouth"]])
+    d, _ = cKDTree(P[lips]).query(P)
+    w *= np.clip((d - 0.2) / 0.6, 0.0, 1.0)
+    w[topo.grid[0]] = 0.0
+    w = w * w * (3 - 2 * w)
+    q = topo.quads  # both diagonals, so the normals are as mirror-symmetric as the grid
+    tris = np.concatenate([q[:, [0, 1, 2]], q[:, [0, 2, 3]], q[:, [1, 2, 3]], q[:, [1, 3, 0]]])
+    tris = tris[(topo.part[tris] == PART_SKIN).all(axis=1)]
+    Q = P.copy()
+    for _ in range(SMOOTH_ITERS):
+        fn = np.cross(Q[tris[:, 1]] - Q[tris[:, 0]], Q[tris[:, 2]] - Q[tris[:, 0]])
+        n = np.zeros_like(Q)
+        for k in range(3):
+            np.add.at(n, tris[:, k], fn)
+        n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+        for step in (0.5, -0.53):
+            lap = np.zeros_like(Q)
+            np.add.at(lap, i, Q[j])
+            lap = lap / np.maximum(deg, 1.0)[:, None] - Q
+            lap = (lap * n).sum(axis=1, keepdims=True) * n
+            Q = Q + step * w[:, None] * lap
+    return Q
 
 
 def _tooth_profile(t: np.ndarray) -> np.ndarray:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..model_data import ModelData
+from .sdf import NECK_FLARE_Y
 
 MID_NECK_Y = -13.5
+# the ears on the template (the helix round its centre, sdf.head_sdf): (y, z) centre and radii
+EAR_CENTER_YZ = np.array([1.8, -0.3])
+EAR_RADII_YZ = np.array([3.2, 2.1])
 
 
 def neck_circumference(P: np.ndarray, tris: np.ndarray, y: float = MID_NECK_Y) -> float:
@@ -30,10 +34,13 @@ def neck_circumference(P: np.ndarray, tris: np.ndarray, y: float = MID_NECK_Y) -
     return float(np.linalg.norm(p1 - p0, axis=1).sum())
 
 
-def larynx_prominence(T: np.ndarray, P: np.ndarray, low: float = -16.5, high: float = -9.0) -> float:
+def larynx_prominence(T: np.ndarray, P: np.ndarray, low: float = NECK_FLARE_Y, high: float = -9.0) -> float:
     """How far the front midline of the neck bulges out of the straight line through its
     ends (the thyroid prominence; about 0 on the mean head). The midline vertices are the
-    template's (T) between heights low and high, measured where they are in P."""
+    template's (T) between heights low and high, measured where they are in P. The lower
+    end is where the neck starts to flare into the shoulders: on the flare the midline
+    curves forward, and a chord down to it made that curve's hollow (-0.4 cm on the mean
+    head, away from the larynx) the largest deviation, so the larynx hardly changed it."""
     ids = np.nonzero((np.abs(T[:, 0]) < 1e-3) & (T[:, 2] > 2.0) & (T[:, 1] > low) & (T[:, 1] < high))[0]
     ids = ids[np.argsort(T[ids, 1])]
     Q = P[ids][:, 1:]  # (y, z)
@@ -55,12 +62,17 @@ def measurements(data: ModelData, P: np.ndarray | None = None) -> dict[str, floa
     skin = data.extras.get("part")
     skin = np.ones(len(P), bool) if skin is None else skin == 0
     S = P[skin]
-    cranial = S[(S[:, 1] > 5.5) & (S[:, 2] < 4.0)]  # above the ears
+    # head breadth is the cranium's (euryon to euryon): never the ears, whose helix rises into
+    # the measured heights when a longer neck or a bigger head lifts them
+    T = data.template_vertices.astype(np.float64)[skin]
+    q = (T[:, 1:] - EAR_CENTER_YZ) / EAR_RADII_YZ
+    Sc = S[~((np.abs(T[:, 0]) > 7.0) & ((q * q).sum(1) < 1.0))]
+    cranial = Sc[(Sc[:, 1] > 5.5) & (Sc[:, 2] < 4.0)]  # above the ears
     glabella = S[(np.abs(S[:, 0]) < 0.3) & (np.abs(S[:, 1] - 5.6) < 0.6)][:, 2].max()
     eyes = lm[36:48]
     eye_y = float(eyes[:, 1].mean())
     # the same regions as head_breadth / head_length, placed relative to the eyes
-    cranial_rel = S[(S[:, 1] > eye_y + 2.1) & (S[:, 2] < 4.0)]
+    cranial_rel = Sc[(Sc[:, 1] > eye_y + 2.1) & (Sc[:, 2] < 4.0)]
     glabella_rel = S[(np.abs(S[:, 0]) < 0.3) & (np.abs(S[:, 1] - eye_y - 2.2) < 0.6)][:, 2].max()
     return {
         "head_breadth": float(2 * np.abs(cranial[:, 0]).max()),

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 HEAD_CENTER = np.array([0.0, 1.0, 0.5])
+# height (cm) below which the neck flares into the trapezius and the shoulder tops; above it
+# the neck is a plain tube
+NECK_FLARE_Y = -14.6
 
 
 @dataclass
@@ -51,6 +54,15 @@ def smin(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
     """Polynomial smooth minimum (smooth union) with blend radius k."""
     h = np.clip(0.5 + 0.5 * (b - a) / k, 0.0, 1.0)
     return b * (1 - h) + a * h - k * h * (1 - h)
+
+
+def smin_exp(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
+    """Smooth minimum with a blend of the same depth as smin(a, b, k) but infinitely smooth:
+    smin's blend ends with a jump in curvature, which a broad, gently curved surface such
+    as the cranium shows as a line in its highlight."""
+    ke = k / (4.0 * np.log(2.0))
+    m = np.minimum(a, b)
+    return m - ke * np.log1p(np.exp(-np.abs(a - b) / ke))
 
 
 def smax(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
@@ -109,23 +121,23 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     fore = ellipsoid(
         p, [0.0, 6.8, 3.6 - hp.forehead_slope], [6.3, 6.4, 6.9 - 0.5 * hp.forehead_slope]
     )
-    d = smin(d, fore, 2.0)
+    d = smin_exp(d, fore, 2.0)
     # Parietal eminences and a rounded occiput (no bullet-shaped skull).
     parietal = ellipsoid(p, [0.0, 6.6, -0.8], [7.45, 7.5, 7.2])
-    d = smin(d, parietal, 2.5)
-    occiput = ellipsoid(p, [0.0, 4.2, -5.0], [5.6, 4.8, 4.6])
-    d = smin(d, occiput, 2.5)
+    d = smin_exp(d, parietal, 2.5)
+    occiput = ellipsoid(p, [0.0, 4.2, -4.7], [5.6, 4.8, 4.6])
+    d = smin_exp(d, occiput, 2.5)
     # Face mass (maxilla, cheeks) and the muzzle around the mouth.
     face = ellipsoid(p, [0.0, -0.3, 3.9], [hp.face_width, hp.face_height, hp.face_depth])
     d = smin(d, face, 2.0)
     muzzle = ellipsoid(p, [0.0, -3.1, 7.6], [3.5 * hp.mouth_width, 3.0, 3.5])
-    d = smin(d, muzzle, 1.2)
+    d = smin(d, muzzle, 2.0)  # (a wide blend: no snout-like crease from the cheeks)
     # Mandible: chin, body and ramus.
     chin_c = np.array([0.0, -6.3 - jd, 9.0 + hp.chin_forward])
-    chin = ellipsoid(p, chin_c, np.array([2.5, 1.5, 1.7]) * hp.chin_size)
-    d = smin(d, chin, 2.0)
+    chin = ellipsoid(p, chin_c, np.array([2.8, 1.5, 1.7]) * hp.chin_size)
+    d = smin(d, chin, 2.5)
     gon = np.array([hp.jaw_width, -4.6 - 0.6 * jd, 2.4])
-    body = capsule(q, chin_c + [0.9, 0.2, -0.6], gon, 1.25 * hp.chin_size, 1.35)
+    body = capsule(q, chin_c + [1.0, 0.25, -0.8], gon, 1.05 * hp.chin_size, 1.35)
     d = smin(d, body, 2.6)
     ramus = capsule(q, gon, [hp.jaw_width + 0.3, 0.4, 1.2], 1.35, 1.3)
     d = smin(d, ramus, 2.6)
@@ -140,15 +152,19 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     d = smin(d, buccal, 2.0)
     buccal = ellipsoid(q, [4.5, -0.6, 6.4], [1.7, 2.0, 2.2])
     d = smin(d, buccal, 2.0)
+    # the cheek's lower half over the masseter, so the side of the face runs smoothly from
+    # the cheekbone to the jaw line (no hollow cheek, no jowl)
+    masseter = ellipsoid(q, [4.9, -2.4, 5.4], [1.75, 2.4, 2.3])
+    d = smin(d, masseter, 2.4)
     # Brow ridge.
-    brow = ellipsoid(q, [2.8, 5.5, 8.9], np.array([2.6, 0.8, 1.3]) * [1, 1, hp.brow_ridge])
-    d = smin(d, brow, 1.8)
+    brow = ellipsoid(q, [2.8, 5.4, 8.85], np.array([3.0, 1.4, 1.3]) * [1, 1, hp.brow_ridge])
+    d = smin(d, brow, 2.4)
     # Eye sockets carved out, then the lid spheres around the eyeballs.
     ec = eye_center(hp)
     socket = ellipsoid(q, ec + [0.1, 0.15, 2.1], [2.0, 1.4, 1.6])
-    d = smax(d, -socket, 1.0)
+    d = smax(d, -socket, 1.5)
     lids = np.linalg.norm(q - ec, axis=-1) - LID_RADIUS
-    d = smin(d, lids, 0.45)
+    d = smin(d, lids, 0.7)
     # Nose: bridge, tip, alae and columella.
     nl, npj, nw = hp.nose_length, hp.nose_projection, hp.nose_width
     root = np.array([0.0, 3.9, 10.25])
@@ -177,14 +193,18 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     d = smax(d, -concha, 0.5)
     # the folds: helix rim, antihelix with its upper branch, tragus, antitragus, lobule
     ec_ = np.array([7.95 + 0.9 * (es - 1), 1.8, -0.3])
-    rim = [ec_ + es * np.array([0.0, 2.75 * np.sin(a), 1.65 * np.cos(a)])
-           for a in np.radians([-40.0, 10.0, 60.0, 100.0, 140.0])]
-    for a, b in zip(rim[:-1], rim[1:]):
-        d = smin(d, capsule(q, a, b, 0.26 * es, 0.26 * es), 0.25)
-    anti = [ec_ + es * np.array([0.15, -1.2, -0.75]), ec_ + es * np.array([0.15, 0.6, -0.85]),
-            ec_ + es * np.array([0.1, 1.7, -0.2])]
+    # (finely sampled curves: a few long straight capsules leave knuckles at their joints)
+    rim = [ec_ + es * np.array([0.05 * np.cos(a), 2.7 * np.sin(a), 1.6 * np.cos(a)])
+           for a in np.radians(np.linspace(45.0, 250.0, 14))]  # root over the top to the lobule
+    for k, (a, b) in enumerate(zip(rim[:-1], rim[1:])):
+        r0 = 0.24 + 0.06 * np.sin(np.pi * k / 12)
+        r1 = 0.24 + 0.06 * np.sin(np.pi * (k + 1) / 12)
+        d = smin(d, capsule(q, a, b, r0 * es, r1 * es), 0.3)
+    s_ = np.linspace(0.0, 1.0, 7)[:, None]
+    p0, p1, p2 = np.array([0.15, -1.2, -0.75]), np.array([0.15, 0.5, -1.0]), np.array([0.1, 1.7, -0.2])
+    anti = [ec_ + es * v for v in (1 - s_) ** 2 * p0 + 2 * s_ * (1 - s_) * p1 + s_**2 * p2]
     for a, b in zip(anti[:-1], anti[1:]):
-        d = smin(d, capsule(q, a, b, 0.22 * es, 0.2 * es), 0.3)
+        d = smin(d, capsule(q, a, b, 0.24 * es, 0.24 * es), 0.35)
     for c_, r_, k_ in (
         ([0.15, -0.4, 1.25], [0.3, 0.42, 0.28], 0.25),  # tragus
         ([0.2, -1.35, -0.35], [0.28, 0.28, 0.3], 0.25),  # antitragus
@@ -196,14 +216,19 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     rx, rz = hp.neck_radius
     # towards the base the neck flares into the trapezius and the top of the shoulders
     # (sideways far more than front to back), so the cut at the base is a wide oval
-    tb = np.clip((-14.0 - y) / 5.3, 0.0, 1.2)
-    fx = 1.0 + 0.8 * tb**1.5
-    fz = 1.0 + 0.12 * tb**2
+    # (in front view an S: the neck's side, the trapezius sloping out to the shoulder top,
+    # which rounds over into the upper arm's side just above the cut)
+    tb = np.clip((NECK_FLARE_Y - y) / 4.7, 0.0, 1.0)  # (to the cut at y = -19.3)
+    sb = tb * tb * (3 - 2 * tb)
+    fx = 1.0 + 1.2 * sb
+    fz = 1.0 + 0.35 * sb
     nq = np.stack([x / (rx * fx), (z - az) / (rz * fz)], axis=-1)
     nr = np.linalg.norm(nq, axis=-1)
     neck = (nr - 1.0) * min(rx, rz) * fz
     neck = np.where(y > 2.0, np.maximum(neck, y - 2.0), neck)
-    d = smin(d, neck, 2.5)
+    # (smin's blend with the tube's flat top would end along a line round the back of the
+    # head, from ear to ear, at the height where y - 2 exceeds the blend radius: a seam)
+    d = smin_exp(d, neck, 2.5)
     scm_top = np.array([5.0, -1.2, -1.6])
     scm_bot = np.array([1.3, -20.5, 4.2 + hp.neck_forward])
     scm = capsule(q, scm_top, scm_bot, 0.85 * hp.scm, 0.75 * hp.scm)

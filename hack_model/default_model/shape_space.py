@@ -46,6 +46,11 @@ def _softmin(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
     return b * (1 - h) + a * h - k * h * (1 - h)
 
 
+def _softplus(x: np.ndarray, s: float) -> np.ndarray:
+    """Smooth max(x, 0) with a rounding of width s."""
+    return s * np.logaddexp(0.0, x / s)
+
+
 CHIN_Y = -7.6  # cm, menton of the mean head
 
 
@@ -61,6 +66,10 @@ def basis_fields(topo: hm.Topology, P: np.ndarray, seed: int = 0) -> tuple[list[
     r_neck = np.hypot(x, z - axis_z)  # distance from the neck's axis
     fields: dict[str, np.ndarray] = {}
     zero = np.zeros(V)
+    # paired features are placed on the left (+x) side: fold x only (np.abs(P) folded z too,
+    # so every facial feature had a twin at the back of the head: the occipital ridge)
+    Px = P.copy()
+    Px[:, 0] = np.abs(P[:, 0])
 
     def f(name: str, dx, dy, dz) -> None:
         fields[name] = np.stack([dx + zero, dy + zero, dz + zero], 1)
@@ -72,7 +81,8 @@ def basis_fields(topo: hm.Topology, P: np.ndarray, seed: int = 0) -> tuple[list[
     # Cranium proportions (relative scalings about the head centre, head region only).
     f("cranium_breadth", 0.13 * x * head_w, 0, 0)
     f("cranium_length", 0, 0, 0.1 * (z - head_c[2]) * head_w * (1 - 0.7 * face_w))
-    f("cranium_height", 0, 0.1 * np.maximum(y - 4.0, 0) * head_w, 0)
+    # (smooth ramps, not max(y - 4, 0): a kink in a displacement is a ridge round the head)
+    f("cranium_height", 0, 0.1 * _softplus(y - 4.0, 1.5) * head_w, 0)
     f("occiput", 0, 0, -_g(P, [0, 3.0, -9.0], [4.0, 3.5, 3.0]))
     f("forehead_slope", 0, 0, -0.8 * _g(P, [0, 10.0, 8.0], [4.5, 2.5, 3.0]))
     # Face. Its height: everything below the nasion in front drops in proportion to the
@@ -93,22 +103,22 @@ def basis_fields(topo: hm.Topology, P: np.ndarray, seed: int = 0) -> tuple[list[
     lips = _g(P, [0, -3.3, 11.0], [2.2, 1.0, 1.2])
     f("lip_fullness", 0, 0.25 * (y + 3.3) * lips, 0.6 * lips)
     f("mouth_width", 0.2 * x * lips, 0, 0)
-    f("brow_ridge", 0, 0, 0.8 * _g(np.abs(P), [2.8, 5.6, 9.2], [2.0, 1.0, 1.5]))
-    f("cheekbones", 0.5 * np.sign(x) * _g(np.abs(P), [5.0, 2.0, 6.8], [1.8, 1.5, 2.0]), 0,
-      0.3 * _g(np.abs(P), [5.0, 2.0, 6.8], [1.8, 1.5, 2.0]))
-    f("cheek_fullness", 0.6 * np.sign(x) * _g(np.abs(P), [4.5, -2.5, 7.0], [1.8, 2.0, 2.0]), 0, 0)
-    f("eye_spacing", 0.5 * np.sign(x) * _g(np.abs(P), [3.2, 3.4, 8.5], [1.6, 1.5, 2.0]), 0, 0)
-    f("ear_size", 0, 0.15 * (y - 1.8) * _g(np.abs(P), [7.4, 1.8, -0.3], [1.5, 3.0, 2.0]), 0)
-    f("ear_protrusion", 0.6 * np.sign(x) * _g(np.abs(P), [8.0, 1.8, -0.8], [1.2, 2.5, 1.5]), 0, 0)
+    f("brow_ridge", 0, 0, 0.8 * _g(Px, [2.8, 5.6, 9.2], [2.0, 1.0, 1.5]))
+    f("cheekbones", 0.5 * np.sign(x) * _g(Px, [5.0, 2.0, 6.8], [1.8, 1.5, 2.0]), 0,
+      0.3 * _g(Px, [5.0, 2.0, 6.8], [1.8, 1.5, 2.0]))
+    f("cheek_fullness", 0.6 * np.sign(x) * _g(Px, [4.5, -2.5, 7.0], [1.8, 2.0, 2.0]), 0, 0)
+    f("eye_spacing", 0.5 * np.sign(x) * _g(Px, [3.2, 3.4, 8.5], [1.6, 1.5, 2.0]), 0, 0)
+    f("ear_size", 0, 0.15 * (y - 1.8) * _g(Px, [7.4, 1.8, -0.3], [1.5, 3.0, 2.0]), 0)
+    f("ear_protrusion", 0.6 * np.sign(x) * _g(Px, [8.0, 1.8, -0.8], [1.2, 2.5, 1.5]), 0, 0)
     # Neck.
     # radial scaling of the neck, fading out under the chin (which it must not push forward)
     girth = 0.12 * neck_w * (1.0 - _smooth01(r_neck, 7.0, 9.5))
     f("neck_girth", girth * x, 0, girth * (z - axis_z))
     # the neck stretches between its base and the jaw; the head above moves as a block
-    f("neck_length", 0, 0.1 * np.clip(y + 19.3, 0, 11.0), 0)
+    f("neck_length", 0, 0.1 * (y + 19.3 - _softplus(y + 19.3 - 11.0, 1.5)), 0)
     f("larynx_prominence", 0, -0.45 * _g(P, [0, -12.0, 6.0], [1.2, 1.5, 1.5]),
       0.9 * _g(P, [0, -12.0, 6.0], [1.2, 1.5, 1.5]))
-    f("trapezius", 0.5 * np.sign(x) * _g(np.abs(P), [5.5, -18.0, -3.0], [2.5, 3.0, 3.0]), 0, 0)
+    f("trapezius", 0.5 * np.sign(x) * _g(Px, [5.5, -18.0, -3.0], [2.5, 3.0, 3.0]), 0, 0)
     sub = _g(P, [0, -8.3, 7.0], [2.5, 1.0, 1.5])  # fat under the chin (a double chin)
     f("submental", 0, -0.8 * sub, 0.3 * sub)
     names = list(fields)
@@ -169,12 +179,12 @@ def _rigid_features(topo: hm.Topology, P: np.ndarray, B: np.ndarray) -> np.ndarr
 # projecting nose, sloping forehead). own_f brings the total std to FEATURE_STD[f] (about:
 # MIN_OWN keeps some independent variation even where the loadings add up to nearly 1).
 FEATURE_STD = {
-    "head_size": 0.25, "cranium_breadth": 0.2, "cranium_length": 0.22, "cranium_height": 0.45,
+    "head_size": 0.2, "cranium_breadth": 0.2, "cranium_length": 0.22, "cranium_height": 0.45,
     "occiput": 0.25, "forehead_slope": 0.4, "face_height": 0.33, "jaw_width": 0.45,
     "chin_forward": 0.45, "chin_down": 0.35, "nose_length": 0.25, "nose_projection": 0.4,
     "nose_width": 0.35, "lip_fullness": 0.35, "mouth_width": 0.4, "brow_ridge": 0.5,
     "cheekbones": 0.35, "cheek_fullness": 0.4, "eye_spacing": 0.25, "ear_size": 0.35,
-    "ear_protrusion": 0.35, "neck_girth": 0.5, "neck_length": 0.45, "larynx_prominence": 0.6,
+    "ear_protrusion": 0.35, "neck_girth": 0.5, "neck_length": 0.45, "larynx_prominence": 0.8,
     "trapezius": 0.4, "submental": 0.4,
 }  # fmt: skip
 LOADINGS = {
