@@ -175,7 +175,7 @@ def fit_sequence(
     relock_mm: float = 1.5,
     identity_frames: list[int] | None = None,
     identity_iterations: int = 2,
-    identity_rounds: int = 1,
+    identity_rounds: int = 2,
 ) -> SequenceResult:
     """Fit frames (ScanData, point arrays [N, 3], or paths) of one person with one identity.
 
@@ -184,7 +184,10 @@ def fit_sequence(
     median scan-to-fit distance (mm) above which a tracked frame runs the global search again;
     identity_frames: indices (into the fitted frames) used to refine the identity (default: all,
     or IDENTITY_FRAMES spread evenly when there are more);
-    identity_rounds: identity refinement + polish rounds (each round costs a polish of every frame)."""
+    identity_rounds: identity refinement + polish rounds (each round costs a polish of every frame).
+    The identity is solved with each frame's pose held, so a second round, from the poses
+    polished with it, removes what the first one absorbed of their mismatch (a 3-frame test
+    sequence: median vertex error 0.42-0.56 mm after one round, 0.31-0.39 after two)."""
     from .scan_io import load_scan
 
     opts = options or FitOptions()
