@@ -297,10 +297,11 @@ class ModelEvaluator:
         mesh: coef [N, 3, 3] (row n's weights on the coordinates of its corner k; a
         point-to-plane row's are bary_k times the plane's normal), corners [N, 3]."""
         N = len(corners)
+        corner_weights = self.weights_by_bone[:, corners].permute(1, 0, 2)  # [N, J, 3]
         # Rest-space offsets d of a vertex move it by M_v d (M_v its blended skinning
         # rotation): the rows' weights turned back into rest space act on them directly.
-        blended = (  # [N, 3, 3, 4] the corners' skinning maps
-            self.weights_by_bone[:, corners].reshape(self.J, -1).T @ posed.bone_matrices.reshape(self.J, 12)
+        blended = torch.einsum(  # [N, 3, 3, 4] the corners' skinning maps
+            "njk,jq->nkq", corner_weights, posed.bone_matrices.reshape(self.J, 12)
         ).view(N, 3, 3, 4)
         rest_coef = torch.einsum("nka,nkab->nkb", coef, blended[..., :3])  # [N, 3, 3]
         rows = row_matrix(rest_coef, corners, 3 * self.num_vertices)  # sparse [N, 3V]
@@ -316,7 +317,7 @@ class ModelEvaluator:
                 steps = self.bone_matrices(posed.pose.expand(hi - lo, -1, -1), moved)
                 at_pose = self.bone_matrices(posed.pose[None], posed.joints)
                 d_translation = (steps - at_pose)[..., 3]  # [K, J, 3]
-                on_bones = self._rows_on_bones(coef, corners)  # [N, J, 3]
+                on_bones = torch.bmm(corner_weights, coef)  # [N, J, 3]: sum_k coef_k w_j(v_k)
                 linear = linear + on_bones.reshape(N, -1) @ d_translation.reshape(hi - lo, -1).T
             blocks.append(linear)
         if pose_bones:
@@ -335,8 +336,7 @@ class ModelEvaluator:
             unposed = posed.unposed[corners]  # [N, 3, 3]
             homogeneous = torch.cat([unposed, torch.ones_like(unposed[..., :1])], -1)  # [N, 3, 4]
             per_corner = (coef[..., :, None] * homogeneous[..., None, :]).reshape(N, 3, 12)
-            weights = self.weights_by_bone[:, corners].permute(1, 0, 2)  # [N, J, 3]
-            d = torch.bmm(weights, per_corner).reshape(N, -1) @ d_mats.reshape(len(d_mats), -1).T
+            d = torch.bmm(corner_weights, per_corner).reshape(N, -1) @ d_mats.reshape(len(d_mats), -1).T
             if self.has_pose_correctives:
                 # ...plus the pose correctives' change of the rest shape, carried by the skinning.
                 feats = pose_features(axis_angle_to_matrix(steps), self.posed_bones)  # [2P, K]
@@ -359,11 +359,6 @@ class ModelEvaluator:
         if blocks:
             return torch.cat(blocks, -1)
         return torch.zeros(N, 0, dtype=self.dtype, device=self.device)
-
-    def _rows_on_bones(self, coef: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
-        """[N, J, 3] each row's weight on every bone's translation: sum_k coef_k w_j(v_k)."""
-        weights = self.weights_by_bone[:, corners].permute(1, 0, 2)  # [N, J, 3]
-        return torch.bmm(weights, coef)
 
 
 @dataclass(frozen=True)

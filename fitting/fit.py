@@ -16,6 +16,7 @@ A fit runs in four steps, each in its own module:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import weakref
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from . import confidence as conf
 from .alignment import UNIT_TO_CM, Similarity, detect_units, landmark_alignment, umeyama
 from .evaluator import ModelEvaluator, ModelParams
 from .geometry import MeshProximity, distance_to_cloud, distance_to_mesh, face_normals
-from .optimize import Correspondences, Fitter, Problem, SolveLog, Stage, State, torch_threads
+from .optimize import DEFAULT_STAGES, Correspondences, Fitter, Problem, SolveLog, Stage, State, torch_threads
 from .regions import FACE, REGION_NAMES, vertex_regions
 from .result import FitOptions, FitResult
 from .scan_io import ScanData, mesh_to_points, valid_triangles
@@ -299,18 +300,8 @@ def _scale_status(scan: _Scan, state: State, result: FitResult) -> tuple[str, st
 # Polishing a doubted fit: all parameter groups on a fresh sample each iteration, then a
 # fixed sample to settle; at most POLISH_ROUNDS rounds, each kept only if the evidence improves.
 POLISH_STAGES = (
-    Stage("polish", 10, shape=True, expression=True, pose=True, larynx=True, points=8000, trim_floor_cm=0.3),
-    Stage(
-        "polish settle",
-        5,
-        shape=True,
-        expression=True,
-        pose=True,
-        larynx=True,
-        points=8000,
-        trim_floor_cm=0.3,
-        resample=False,
-    ),
+    dataclasses.replace(DEFAULT_STAGES[-1], name="polish", resample=True),
+    dataclasses.replace(DEFAULT_STAGES[-1], name="polish settle", iterations=5),
 )
 POLISH_ROUNDS = 2
 # A fit with no confidence at all is in another basin, not creeping: polishing does not help.
