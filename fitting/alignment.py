@@ -23,9 +23,10 @@ UNIT_TO_CM = {"mm": 0.1, "cm": 1.0, "m": 100.0}
 # single view.
 SINGLE_VIEW = 0.6
 # View starts that go on to the coarse ICP, and distinct rigid candidates a single view's
-# probes rank.
+# probes rank (a probe costs ~0.15 s; with 5 the benchmark's frontal views often had none
+# within the probe's ~10 degree basin).
 VIEW_SURVIVORS = 48
-VIEW_CANDIDATES = 5
+VIEW_CANDIDATES = 12
 
 
 def detect_units(points: np.ndarray) -> str:
@@ -330,8 +331,10 @@ def initial_alignment(
         _batch(more, head_tree, head_points, kept, 2 * iterations, head_keep), key=lambda r: r[1]
     )
     if single_view:
-        # Candidates for the probes: the head's best, then the whole model's other basins.
+        # Candidates for the probes: the head's best, then the whole model's other basins,
+        # then the coarse search's (its ranking of a single view is weak).
         pool = refined + [(s, 1e9 + i) for i, (s, _) in enumerate(results)]
+        pool += [(s, 2e9 + i) for i, s in enumerate(_distinct(coarse, 2 * VIEW_CANDIDATES, degrees=10.0))]
         others = _distinct(pool, VIEW_CANDIDATES, degrees=12.0)[1:]
     else:
         others = _distinct(refined + [(s, 1e9) for s in _distinct(middle, 8)], 4, degrees=20.0)[1:]

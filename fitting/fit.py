@@ -3,8 +3,9 @@
 A fit runs in four steps, each in its own module:
     prepare   scan_io (ScanData, mesh sampling) and alignment (units); the scan is solved
               about its own median (`_Scan.centre`), outputs are in its own frame
-    start     search: rigid hypotheses (a single view's ranked by probes), neck twists and
-              tilts, probed and ranked
+    start     search: rigid hypotheses (a single view's ranked by probes), neck twists,
+              head flexion traded against the neck (a single view) and tilts, probed
+              and ranked
     solve     optimize: staged Levenberg-Marquardt (`_run_stages`; a single view keeps the
               probe's shape and skips the similarity-only stage), retried from the next
               best hypotheses when the residual stays high

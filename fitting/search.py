@@ -1,6 +1,6 @@
 """The global start of a fit without landmarks: rigid hypotheses, neck twists and small
-tilts, each given a short similarity+shape+neck solve (the probe) and ranked by how well it
-explains the scan."""
+tilts (and for a single view, head flexion traded against the neck), each given a short
+similarity+shape+neck solve (the probe) and ranked by how well it explains the scan."""
 
 from __future__ import annotations
 
@@ -19,6 +19,11 @@ from .regions import FACE, head_weights, vertex_regions
 DEBUG = bool(os.environ.get("FIT_DEBUG"))
 # Rounds of the tilt search (each continues from the previous round's winner).
 TILT_ROUNDS = 3
+# Head flexions (degrees) tried against a neck searched anew for each (see search_from),
+# on a coarser grid of axial turn and lateral bend than the first neck search (135
+# hypotheses, 0.3 s, instead of 225).
+HEAD_NECK_TRADES = (-30.0, -15.0, 15.0, 30.0)
+TRADE_NECK_STEPS = (9, 5, 3)
 
 
 def search_start(
@@ -66,7 +71,16 @@ def search_start(
         alignment.transform = candidates[scored[0][1]]
         alignment.others = [candidates[i] for _, i, _ in scored[1:]]
     state, pool = search_from(
-        fitter, ev, alignment.transform, scan_cm, normals, rng, neck_hypotheses, tilts, probed=probed
+        fitter,
+        ev,
+        alignment.transform,
+        scan_cm,
+        normals,
+        rng,
+        neck_hypotheses,
+        tilts,
+        probed=probed,
+        trades=alignment.single_view,
     )
     return state, pool, alignment
 
@@ -81,9 +95,15 @@ def search_from(
     neck_hypotheses: int = 4,
     tilts: bool = True,
     probed: State | None = None,
+    trades: bool = False,
 ) -> tuple[State, list[tuple[float, State]]]:
     """The best probed state around one rigid start `sim` (model -> scan cm), or around an
-    already `probed` state, and every probed hypothesis (score, state)."""
+    already `probed` state, and every probed hypothesis (score, state).
+
+    trades: also try the head flexed by HEAD_NECK_TRADES, each with the neck searched anew
+    for it. One camera below a raised chin sees much of the neck: the rigid search fits a
+    straight model turned as a whole (the head 15-25 degrees off, the neck's extension
+    taken by the head), and the neck search keeps that head."""
     neutral_params = ModelParams.neutral(ev.S, ev.E, ev.J)
     pool: list[tuple[float, State]] = []
     # The rigid start, then neck twist/bend hypotheses for it: each gets a short
@@ -97,9 +117,14 @@ def search_from(
     if neck_hypotheses:
         states = [state]
         for pose, sim_h, _ in neck_search(ev, state.similarity(), scan_cm, rng, top=neck_hypotheses):
-            p = state.params.copy()
-            p.neck_pose = pose
-            states.append(State.from_similarity(p, sim_h))
+            states.append(_with_neck(state, pose, sim_h))
+        state = best_probe(fitter, ev, states, scan_cm, normals, skip_first=True, pool=pool)
+    if trades:
+        states = [state]
+        for angle in HEAD_NECK_TRADES:
+            flexed = tilted(state, 0, angle)
+            pose, sim_h, _ = neck_search(ev, flexed.similarity(), scan_cm, rng, steps=TRADE_NECK_STEPS)[0]
+            states.append(_with_neck(flexed, pose, sim_h))
         state = best_probe(fitter, ev, states, scan_cm, normals, skip_first=True, pool=pool)
     if tilts:
         # The rigid head fit can stay ~10-30 degrees off; probe small tilts of the best,
@@ -134,6 +159,13 @@ def best_probe(
     if pool is not None:
         pool.extend((x[0], x[2]) for x in scored[1 if skip_first else 0 :])
     return min(scored, key=lambda x: (x[0], x[1]))[2]
+
+
+def _with_neck(state: State, neck_pose: np.ndarray, sim) -> State:
+    """state's parameters with another neck pose [J, 3], at the similarity that keeps its head."""
+    p = state.params.copy()
+    p.neck_pose = neck_pose
+    return State.from_similarity(p, sim)
 
 
 def tilted(state: State, axis: int, degrees: float) -> State:
