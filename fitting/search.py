@@ -19,9 +19,9 @@ from .regions import FACE, head_weights, vertex_regions
 DEBUG = bool(os.environ.get("FIT_DEBUG"))
 # Rounds of the tilt search (each continues from the previous round's winner).
 TILT_ROUNDS = 3
-# Head flexions (degrees) tried against a neck searched anew for each (see search_from),
-# on a coarser grid of axial turn and lateral bend than the first neck search (135
-# hypotheses, 0.3 s, instead of 225).
+# Head flexions (degrees) tried against a neck searched anew for each (see search_from).
+# Its grid is finer in flexion than the first neck search's (9 steps: with 5, a raised
+# chin was still missed) and coarser in axial turn and lateral bend: 135 hypotheses, 0.3 s.
 HEAD_NECK_TRADES = (-30.0, -15.0, 15.0, 30.0)
 TRADE_NECK_STEPS = (9, 5, 3)
 
