@@ -4,7 +4,10 @@
     seq = fit_sequence(HACK(), [load_scan(p) for p in frames])
     seq.shape, seq.parameter_arrays()  # shape [S]; expression [T, 55], neck_pose [T, J, 3], ...
 
-1. The first frame that loads is fitted alone, with the global search (`fit_scan`).
+1. The first frame that loads is fitted alone, with the global search (`fit_scan`). Frames
+   before the first fit the evidence trusts (a view the global search cannot place alone) are
+   tracked backwards from it once it is found (`_track_back`), nearest first, until one
+   loses the track.
 2. Tracking: every further frame starts from its neighbour's solution and moves expression,
    neck pose, larynx and the similarity, and its shape too: with the first frame's identity
    held fixed, its small errors showed as residual structure that grew from frame to frame
@@ -210,6 +213,11 @@ def fit_sequence(
         head_like = np.arange(ev.num_vertices)
     prior_idx = np.sort(rng.choice(head_like, min(prior_vertices, len(head_like)), replace=False))
     weight = 0.0 if temporal_mm <= 0 else (opts.sigma_cm / (temporal_mm / 10.0)) ** 2
+
+    def prior_rows(trail: list[np.ndarray]):
+        """The temporal prior's rows after the frames placed as trail (the nearest last)."""
+        return _temporal_rows(_predicted(trail), prior_idx, weight) if weight > 0 else None
+
     failed: dict[str, str] = {}
     relocked: list[str] = []
     kept: list[tuple[str, ScanData]] = []
@@ -219,6 +227,7 @@ def fit_sequence(
     track_opts = replace(opts, stages=TRACK_STAGES)
     t_track = time.perf_counter()
     segment_start, segment_starts = 0, {0}
+    leading: list[tuple[str, ScanData]] = []  # frames before the first fit, doubted alone
     for name, scan in zip(names, scans):
         lost = False
         try:
@@ -228,15 +237,14 @@ def fit_sequence(
                 scan = ScanData(np.asarray(scan, np.float64))
             if not states:
                 result = fit_scan(model, scan, options=opts)
+                if result.failed:
+                    leading.append((name, scan))  # tracked back once a later frame fits
+                    raise ValueError(f"the first fit failed ({result.message})")
                 units = result.units
                 track_opts = replace(track_opts, units=units)
-                if result.failed:
-                    raise ValueError(f"the first fit failed ({result.message})")
                 state = result.state
             else:
-                extra = None
-                if weight > 0:
-                    extra = _temporal_rows(_predicted(placed[segment_start:]), prior_idx, weight)
+                extra = prior_rows(placed[segment_start:])
                 # Tracking needs the state only: each frame's report comes with the polish.
                 solved = solve_from(model, scan, states[-1], track_opts, extra)
                 state = solved.state
@@ -256,6 +264,16 @@ def fit_sequence(
         states.append(state)
         placed.append(_prior_points(ev, state, prior_idx))
         kept.append((name, scan))
+    if states and leading:
+        # The prior's trail runs backwards in time: the nearest frame last.
+        trail = [placed[1], placed[0]] if len(placed) > 1 and 1 not in segment_starts else [placed[0]]
+        back = _track_back(model, leading, states[0], trail, track_opts, prior_rows, prior_idx, relock_mm)
+        for name, _ in back.kept:
+            failed.pop(name)
+        states, placed, kept = back.states + states, back.placed + placed, back.kept + kept
+        segment_starts = {0} | {k + len(back.kept) for k in segment_starts}
+        for name, why in back.lost.items():
+            failed[name] += f"; not tracked back either ({why})"
     timings = {"track": time.perf_counter() - t_track}
     if not states:
         raise ValueError(
@@ -286,10 +304,8 @@ def fit_sequence(
         for i, (_, scan) in enumerate(kept):
             st = states[i].copy()
             st.params.shape = shape.copy()
-            extra = None
             since = max(k for k in segment_starts if k <= i)
-            if weight > 0 and i > since:
-                extra = _temporal_rows(_predicted(placed[since:]), prior_idx, weight)
+            extra = prior_rows(placed[since:]) if i > since else None
             final.append(fit_scan(model, scan, options=polish_opts, start=st, extra_rows=extra))
             placed.append(_prior_points(ev, final[-1].state, prior_idx))
         states = [f.state for f in final]
@@ -297,6 +313,45 @@ def fit_sequence(
     timings["total"] = time.perf_counter() - t_start
     timings["per_frame"] = timings["total"] / max(1, len(final))
     return SequenceResult(shape, [n for n, _ in kept], final, failed, relocked, timings)
+
+
+@dataclass
+class _Tracked:
+    """Frames tracked backwards, in time order: their states, prior points and (name, scan);
+    lost: frame -> why it was not tracked."""
+
+    states: list[State] = field(default_factory=list)
+    placed: list[np.ndarray] = field(default_factory=list)
+    kept: list[tuple[str, ScanData]] = field(default_factory=list)
+    lost: dict[str, str] = field(default_factory=dict)
+
+
+def _track_back(model, leading, state, trail, track_opts, prior_rows, prior_idx, relock_mm) -> _Tracked:
+    """The frames before the first one fitted (each doubted alone: a view the global search
+    cannot place) tracked backwards from its state, nearest first, until one loses the track.
+    trail: where the frames after them put the prior vertices prior_idx (the nearest last);
+    prior_rows(trail): the temporal prior's rows."""
+    ev = evaluator_for(model)
+    out = _Tracked()
+    trail = list(trail)
+    for i, (name, scan) in enumerate(reversed(leading)):
+        extra = prior_rows(trail)
+        try:
+            solved = solve_from(model, scan, state, track_opts, extra)
+        except Exception as err:  # noqa: BLE001 - reported with the frame
+            solved, why = None, _one_line(err)
+        else:
+            why = f"median {solved.median_mm:.2f} mm from the next frame's fit, over {relock_mm} mm"
+        if solved is None or solved.median_mm > relock_mm:
+            out.lost = {n: f"the track was lost at {name}" for n, _ in leading[: len(leading) - i - 1]}
+            out.lost[name] = why
+            break
+        state = solved.state
+        trail.append(_prior_points(ev, state, prior_idx))
+        out.states.insert(0, state)
+        out.placed.insert(0, trail[-1])
+        out.kept.insert(0, (name, scan))
+    return out
 
 
 def _one_line(err: BaseException) -> str:

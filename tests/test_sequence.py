@@ -116,6 +116,29 @@ def test_tracking_lost_runs_the_global_search_again():
         assert _truth_mm(ev, result.vertices, truth) < 0.5
 
 
+def test_frames_before_the_first_fit_are_tracked_back():
+    """Frame 0 shows only a patch of the face around the nose tip: fitted alone it is doubted
+    (the global search cannot place a patch), so frame 1 is the first fit and frame 0 is
+    tracked back from it. All three frames are fitted and land on their truth; a frame of
+    noise before them is doubted alone and not tracked either, and says so."""
+    model = HACK()
+    ev = evaluator_for(model)
+    frames = _mild_frames(ev, np.random.default_rng(21), 3, points=8000)
+    points, truth = frames[0]
+    patch = points[np.linalg.norm(points - points[np.argmax(points[:, 2])], axis=1) < 55.0]
+    options = quick_options(FitOptions(units="mm"))
+    from fitting.fit import fit_scan
+
+    assert fit_scan(model, patch, options=options).failed  # alone, a patch cannot be placed
+    noise = np.random.default_rng(3).uniform(-150.0, 150.0, (3000, 3))
+    scans = [noise, patch] + [p for p, _ in frames[1:]]
+    seq = fit_sequence(model, scans, options, names=["noise", "f0", "f1", "f2"])
+    assert seq.names == ["f0", "f1", "f2"] and list(seq.failed) == ["noise"]
+    assert "not tracked back either" in seq.failed["noise"]
+    for result, (_, truth) in zip(seq.frames, frames):
+        assert _truth_mm(ev, result.vertices, truth) < 0.5
+
+
 @pytest.mark.slow
 def test_sequences_as_tasks_on_a_dask_cluster(tmp_path, capsys):
     """Two sequences (one folder each) through a real LocalCluster on the loopback interface:
