@@ -32,3 +32,19 @@ def release_model(release_dir: Path):
     from hack_model import HACK
 
     return HACK(release_dir)
+
+
+@pytest.fixture(scope="module")
+def model():
+    """The embedded default model, one per test module (a module may move or change it)."""
+    from hack_model import HACK
+
+    return HACK()
+
+
+@pytest.fixture(scope="module")
+def ev(model):
+    """The fitting evaluator of `model`."""
+    from fitting.fit import evaluator_for
+
+    return evaluator_for(model)

@@ -14,16 +14,10 @@ import pytest
 import torch
 import trimesh
 
-from hack_model import HACK
 from hack_model.io.mesh import read_obj
 from hack_model.texture import preview_albedo
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def model():
-    return HACK()
 
 
 def run(*args, cwd=None):

@@ -15,7 +15,6 @@ from scipy.spatial.transform import Rotation
 from fitting import FitOptions, fit_registered, fit_scan
 from fitting.alignment import Similarity, detect_units, umeyama
 from fitting.evaluator import ModelEvaluator, ModelParams
-from fitting.fit import evaluator_for
 from fitting.geometry import (
     MeshProximity,
     closest_point_on_triangles,
@@ -28,16 +27,6 @@ from fitting.report import build_report, distance_stats
 from fitting.scan_io import ScanData
 from fitting.synthetic_scans import RecordedFrames, make_kind_scan, make_scan, random_params, recorded_params
 from hack_model import HACK
-
-
-@pytest.fixture(scope="module")
-def model() -> HACK:
-    return HACK()
-
-
-@pytest.fixture(scope="module")
-def ev(model) -> ModelEvaluator:
-    return evaluator_for(model)
 
 
 def _surface_error_mm(scan, result, ev) -> float:

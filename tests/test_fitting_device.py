@@ -15,19 +15,8 @@ from fitting.fit import evaluator_for
 from fitting.geometry import MeshProximity, TensorProximity, closest_point_on_triangles, face_normals
 from fitting.optimize import Correspondences, Fitter, Problem, Stage, State
 from fitting.synthetic_scans import make_scan, random_params
-from hack_model import HACK
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-
-
-@pytest.fixture(scope="module")
-def model() -> HACK:
-    return HACK()
-
-
-@pytest.fixture(scope="module")
-def ev(model) -> ModelEvaluator:
-    return evaluator_for(model)
 
 
 def _triangles(rng, n):

@@ -20,21 +20,10 @@ from fitting.alignment import (
     view_starts,
 )
 from fitting.evaluator import ModelParams
-from fitting.fit import HEAD_EXTENT_CM, _scale_status, evaluator_for
+from fitting.fit import HEAD_EXTENT_CM, _scale_status
 from fitting.geometry import MeshProximity, face_normals, sample_surface
 from fitting.report import build_report
 from fitting.synthetic_scans import RecordedFrames, Scanner, make_kind_scan
-from hack_model import HACK
-
-
-@pytest.fixture(scope="module")
-def model() -> HACK:
-    return HACK()
-
-
-@pytest.fixture(scope="module")
-def ev(model):
-    return evaluator_for(model)
 
 
 @pytest.fixture(scope="module")
