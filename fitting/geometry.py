@@ -18,9 +18,14 @@ from scipy.spatial import cKDTree
 _query_workers = 1
 
 
-def query_workers() -> int:
-    """Threads for a k-d tree query (`cKDTree.query(workers=...)`)."""
-    return _query_workers
+# Below this many query points a thread costs more than it saves.
+THREADED_QUERY_POINTS = 2500
+
+
+def kd_query(tree: cKDTree, points: np.ndarray, **options):
+    """tree.query(points, **options) on the fit's query threads (one for a small query)."""
+    workers = _query_workers if len(points) >= THREADED_QUERY_POINTS else 1
+    return tree.query(points, workers=workers, **options)
 
 
 def set_query_workers(workers: int) -> int:
@@ -173,7 +178,7 @@ class MeshProximity:
 
     def _query(self, points: np.ndarray, exact: bool) -> Closest:
         k = min(max(self.candidates, 16) if exact else self.candidates, len(self.triangles))
-        _, cand = self.tree.query(points, k=k, workers=query_workers())
+        _, cand = kd_query(self.tree, points, k=k)
         out = self._best_of(points, np.asarray(cand).reshape(len(points), k))
         if exact and len(points):
             for members, tree, radius in self._radius_groups():
@@ -197,11 +202,11 @@ class MeshProximity:
     def _settle(self, points: np.ndarray, out: Closest, members, tree, radius: float) -> None:
         """Make `out` exact with respect to one radius group of triangles."""
         # Only queries that a triangle of this group could beat: bound by the nearest centroid.
-        nearest, _ = tree.query(points, k=1, workers=query_workers())
+        nearest, _ = kd_query(tree, points, k=1)
         todo = np.nonzero(out.distance > np.asarray(nearest) - radius)[0]
         k = min(self.candidates, len(members))
         while len(todo):
-            dist_c, idx = tree.query(points[todo], k=k, workers=query_workers())
+            dist_c, idx = kd_query(tree, points[todo], k=k)
             dist_c = np.asarray(dist_c).reshape(len(todo), k)
             idx = np.asarray(idx).reshape(len(todo), k)
             # Only candidates whose own bound (centroid distance - its radius) could beat the
@@ -329,7 +334,7 @@ def distance_to_cloud(
     cloud's edge is as far as it looks); covered when that sideways excess is at most
     `lateral`."""
     k = min(neighbours, len(cloud))
-    _, idx = cKDTree(cloud).query(points, k=k, workers=query_workers())
+    _, idx = kd_query(cKDTree(cloud), points, k=k)
     nb = cloud[np.asarray(idx).reshape(len(points), k)]  # [N, k, 3]
     centre = nb.mean(1)
     rel = nb - centre[:, None]
