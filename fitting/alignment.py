@@ -17,8 +17,6 @@ from scipy.spatial import cKDTree
 
 from hack_model.core.numpy_math import axis_angle_to_matrix
 
-from .geometry import kd_query
-
 UNIT_TO_CM = {"mm": 0.1, "cm": 1.0, "m": 100.0}
 # A scan whose local normals have this share of their scatter along one direction (about
 # 1/3 for a closed head, ~0.4 for a face cut out of one, ~0.8 for one camera's view) is a
@@ -126,12 +124,12 @@ def rigid_icp(
     inv = start
     for _ in range(iterations):
         moved = inv.inverse_apply(scan)
-        d, j = kd_query(tree, moved, k=1)
+        d, j = tree.query(moved, k=1)
         cut = np.quantile(d, keep)
         sel = d <= cut
         # Solve for the transform taking model points onto their scan partners.
         inv = umeyama(model_points[j[sel]], scan[sel], with_scale=False)
-    d, _ = kd_query(tree, inv.inverse_apply(scan), k=1)
+    d, _ = tree.query(inv.inverse_apply(scan), k=1)
     return inv, _trimmed_mean(d, keep)
 
 
@@ -146,7 +144,7 @@ def view_direction(
     if len(pts) < 4 * k:
         return np.array([0.0, 0.0, 1.0]), 0.0
     query = pts[: min(sample, len(pts))]
-    _, idx = kd_query(cKDTree(pts), query, k=k)
+    _, idx = cKDTree(pts).query(query, k=k)
     nb = pts[idx] - pts[idx].mean(1, keepdims=True)
     _, vecs = np.linalg.eigh(np.einsum("nki,nkj->nij", nb, nb))
     normals = vecs[:, :, 0]
@@ -222,7 +220,7 @@ def rigid_icp_batch(
     k = max(1, int(n * keep))
     for it in range(iterations + 1):
         moved = np.einsum("hji,hnj->hni", R, scan[None] - t[:, None])  # R^T (x - t)
-        d, j = kd_query(tree, moved.reshape(-1, 3), k=1)
+        d, j = tree.query(moved.reshape(-1, 3), k=1)
         d, j = d.reshape(H, n), j.reshape(H, n)
         order = np.argpartition(d, k - 1, axis=1)[:, :k]
         if it == iterations:
@@ -446,7 +444,7 @@ def neck_search(
     head_idx = np.nonzero(head_w >= 0.5)[0]
     head_pts = sim.apply(rest[rng.choice(head_idx, min(3000, len(head_idx)), replace=False)])
     scan = scan_cm[rng.choice(len(scan_cm), min(scan_sample, len(scan_cm)), replace=False)]
-    d_head = kd_query(cKDTree(head_pts), scan, k=1)[0]
+    d_head = cKDTree(head_pts).query(scan, k=1)[0]
     # Only the scan points the head does not explain tell the hypotheses apart.
     rest_of_scan = scan[d_head > 0.8]
     if len(rest_of_scan) < 50:
@@ -459,10 +457,10 @@ def neck_search(
     score = 0.01 * ((combos / sigma) ** 2).sum(1)
     # Distances are capped: the trees need not look farther (beyond it they answer inf).
     # Model to scan: one query for every hypothesis; scan to model: a tree per hypothesis.
-    d_model = kd_query(scan_tree, neck_pts.reshape(-1, 3), k=1, distance_upper_bound=cap)[0]
+    d_model = scan_tree.query(neck_pts.reshape(-1, 3), k=1, distance_upper_bound=cap)[0]
     d_model = np.minimum(d_model, cap).reshape(H, -1)
     for h in range(H):
-        d_scan = kd_query(cKDTree(neck_pts[h]), rest_of_scan, k=1, distance_upper_bound=cap)[0]
+        d_scan = cKDTree(neck_pts[h]).query(rest_of_scan, k=1, distance_upper_bound=cap)[0]
         score[h] += _trimmed_mean(np.minimum(d_scan, cap), 0.9) + _trimmed_mean(d_model[h], 0.8)
     out: list[tuple[np.ndarray, Similarity, float]] = []
     chosen: list[np.ndarray] = []

@@ -26,8 +26,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .geometry import kd_query
-
 INLIER_MM = 3.0
 # (ok, bad) bounds of each score.
 BIAS_MM = (0.2, 0.4)
@@ -61,7 +59,7 @@ def scan_noise_mm(points_mm: np.ndarray, rng: np.random.Generator, sample: int =
     if len(points_mm) < 50:
         return float("nan")
     pick = rng.choice(len(points_mm), min(sample, len(points_mm)), replace=False)
-    _, idx = kd_query(cKDTree(points_mm), points_mm[pick], k=13)
+    _, idx = cKDTree(points_mm).query(points_mm[pick], k=13)
     d = np.empty(len(pick))
     for start in range(0, len(pick), 500):
         rows = slice(start, start + 500)
@@ -82,7 +80,7 @@ def patch_bias_mm(points: np.ndarray, signed_mm: np.ndarray, rng: np.random.Gene
     if len(points) < PATCH_POINTS:
         return float("nan")
     centres = points[rng.choice(len(points), min(PATCHES, len(points)), replace=False)]
-    _, patch = kd_query(cKDTree(centres), points, k=1)
+    _, patch = cKDTree(centres).query(points, k=1)
     counts = np.bincount(patch, minlength=len(centres))
     sums = np.bincount(patch, weights=signed_mm, minlength=len(centres))
     means = sums[counts >= PATCH_POINTS] / counts[counts >= PATCH_POINTS]

@@ -13,33 +13,6 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-# Threads of the k-d tree queries (scipy runs them without the GIL). A fit sets them to its
-# process's share of the cores (`optimize.torch_threads`); elsewhere one.
-_query_workers = 1
-
-
-# Query points per thread: with fewer a thread costs more than it saves (a query of 3,000
-# points on two threads: 2.0 ms, on one 2.5 ms; of 1,000: 1.0 and 0.9 ms).
-POINTS_PER_QUERY_THREAD = 1500
-
-
-def query_workers_for(points: int) -> int:
-    """Threads for a k-d tree query of `points` points: the fit's, one per
-    POINTS_PER_QUERY_THREAD points at most."""
-    return max(1, min(_query_workers, points // POINTS_PER_QUERY_THREAD))
-
-
-def kd_query(tree: cKDTree, points: np.ndarray, **options):
-    """tree.query(points, **options) on `query_workers_for(len(points))` threads."""
-    return tree.query(points, workers=query_workers_for(len(points)), **options)
-
-
-def set_query_workers(workers: int) -> int:
-    """Set the k-d tree query threads (at least one); returns the previous count."""
-    global _query_workers
-    old, _query_workers = _query_workers, max(1, int(workers))
-    return old
-
 
 def _cross(u, v):
     """Cross products over the last axis, numpy or torch alike."""
@@ -184,7 +157,7 @@ class MeshProximity:
 
     def _query(self, points: np.ndarray, exact: bool) -> Closest:
         k = min(max(self.candidates, 16) if exact else self.candidates, len(self.triangles))
-        _, cand = kd_query(self.tree, points, k=k)
+        _, cand = self.tree.query(points, k=k)
         out = self._best_of(points, np.asarray(cand).reshape(len(points), k))
         if exact and len(points):
             for members, tree, radius in self._radius_groups():
@@ -208,11 +181,11 @@ class MeshProximity:
     def _settle(self, points: np.ndarray, out: Closest, members, tree, radius: float) -> None:
         """Make `out` exact with respect to one radius group of triangles."""
         # Only queries that a triangle of this group could beat: bound by the nearest centroid.
-        nearest, _ = kd_query(tree, points, k=1)
+        nearest, _ = tree.query(points, k=1)
         todo = np.nonzero(out.distance > np.asarray(nearest) - radius)[0]
         k = min(self.candidates, len(members))
         while len(todo):
-            dist_c, idx = kd_query(tree, points[todo], k=k)
+            dist_c, idx = tree.query(points[todo], k=k)
             dist_c = np.asarray(dist_c).reshape(len(todo), k)
             idx = np.asarray(idx).reshape(len(todo), k)
             # Only candidates whose own bound (centroid distance - its radius) could beat the
@@ -340,7 +313,7 @@ def distance_to_cloud(
     cloud's edge is as far as it looks); covered when that sideways excess is at most
     `lateral`."""
     k = min(neighbours, len(cloud))
-    _, idx = kd_query(cKDTree(cloud), points, k=k)
+    _, idx = cKDTree(cloud).query(points, k=k)
     nb = cloud[np.asarray(idx).reshape(len(points), k)]  # [N, k, 3]
     centre = nb.mean(1)
     rel = nb - centre[:, None]

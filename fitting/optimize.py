@@ -34,7 +34,7 @@ from hack_model.core.numpy_math import axis_angle_to_matrix
 
 from .alignment import Similarity
 from .evaluator import ModelEvaluator, ModelParams, PosedMesh
-from .geometry import TensorProximity, face_normals, set_query_workers
+from .geometry import TensorProximity, face_normals
 
 LARYNX_HEIGHT_SIGMA, LARYNX_SCALE_SIGMA = 0.05, 0.3
 LARYNX_HEIGHT_RANGE, LARYNX_SCALE_RANGE = (-0.2, 0.2), (0.3, 2.0)
@@ -484,19 +484,15 @@ class Fitter:
 
 
 def torch_threads(threads: int | None):
-    """Context for a fit: torch on `threads` (its many small ops run fastest on one; worker
-    processes share the cores), and the k-d tree queries, large and free of the GIL, on the
-    threads torch had before: this process's share of the cores."""
+    """Context: limit torch threads (worker processes share the cores)."""
 
     class _Guard:
         def __enter__(self):
             self.old = torch.get_num_threads()
-            self.old_workers = set_query_workers(self.old)
             if threads:
                 torch.set_num_threads(threads)
 
         def __exit__(self, *exc):
             torch.set_num_threads(self.old)
-            set_query_workers(self.old_workers)
 
     return _Guard()

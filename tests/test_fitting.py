@@ -102,33 +102,6 @@ def test_exact_mesh_proximity_on_uneven_triangles():
     assert np.allclose(np.linalg.norm(got.point - p, axis=1), got.distance)
 
 
-def test_a_fit_queries_on_its_share_of_the_cores_with_the_same_answers():
-    """torch_threads runs torch on the fit's threads and the k-d tree queries on the threads
-    torch had before (restored after); threaded answers are the single-threaded ones."""
-    import trimesh
-
-    from fitting.geometry import query_workers_for, set_query_workers
-    from fitting.optimize import torch_threads
-
-    mesh = trimesh.creation.icosphere(4)
-    verts, tris = mesh.vertices, mesh.faces
-    points = np.random.default_rng(4).normal(size=(20_000, 3))
-    single = MeshProximity(verts, tris).query(points, exact=True)
-    old_torch = torch.get_num_threads()
-    try:
-        torch.set_num_threads(3)
-        with torch_threads(1):
-            assert torch.get_num_threads() == 1 and query_workers_for(len(points)) == 3
-            assert query_workers_for(100) == 1  # a small query stays on one thread
-            threaded = MeshProximity(verts, tris).query(points, exact=True)
-        assert torch.get_num_threads() == 3 and query_workers_for(len(points)) == 1
-    finally:
-        torch.set_num_threads(old_torch)
-        set_query_workers(1)
-    for field in ("point", "triangle", "bary", "distance"):
-        assert np.array_equal(getattr(single, field), getattr(threaded, field))
-
-
 def test_distance_to_cloud_and_mesh_cover_only_the_surface():
     """Local planes through a sampled sphere give the distance to the sphere; points over
     a cut-away cap are not covered, and those off a mesh's edge neither."""
