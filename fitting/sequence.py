@@ -218,6 +218,10 @@ def fit_sequence(
         """The temporal prior's rows after the frames placed as trail (the nearest last)."""
         return _temporal_rows(_predicted(trail), prior_idx, weight) if weight > 0 else None
 
+    def place(state: State) -> np.ndarray:
+        """Where a state puts the prior vertices."""
+        return _prior_points(ev, state, prior_idx)
+
     failed: dict[str, str] = {}
     relocked: list[str] = []
     kept: list[tuple[str, ScanData]] = []
@@ -262,12 +266,12 @@ def fit_sequence(
             segment_start = len(states)
             segment_starts.add(segment_start)
         states.append(state)
-        placed.append(_prior_points(ev, state, prior_idx))
+        placed.append(place(state))
         kept.append((name, scan))
     if states and leading:
         # The prior's trail runs backwards in time: the nearest frame last.
         trail = [placed[1], placed[0]] if len(placed) > 1 and 1 not in segment_starts else [placed[0]]
-        back = _track_back(model, leading, states[0], trail, track_opts, prior_rows, prior_idx, relock_mm)
+        back = _track_back(model, leading, states[0], trail, track_opts, prior_rows, place, relock_mm)
         for name, _ in back.kept:
             failed.pop(name)
         states, placed, kept = back.states + states, back.placed + placed, back.kept + kept
@@ -307,7 +311,7 @@ def fit_sequence(
             since = max(k for k in segment_starts if k <= i)
             extra = prior_rows(placed[since:]) if i > since else None
             final.append(fit_scan(model, scan, options=polish_opts, start=st, extra_rows=extra))
-            placed.append(_prior_points(ev, final[-1].state, prior_idx))
+            placed.append(place(final[-1].state))
         states = [f.state for f in final]
         timings["polish"] += time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
@@ -326,12 +330,11 @@ class _Tracked:
     lost: dict[str, str] = field(default_factory=dict)
 
 
-def _track_back(model, leading, state, trail, track_opts, prior_rows, prior_idx, relock_mm) -> _Tracked:
+def _track_back(model, leading, state, trail, track_opts, prior_rows, place, relock_mm) -> _Tracked:
     """The frames before the first one fitted (each doubted alone: a view the global search
     cannot place) tracked backwards from its state, nearest first, until one loses the track.
-    trail: where the frames after them put the prior vertices prior_idx (the nearest last);
-    prior_rows(trail): the temporal prior's rows."""
-    ev = evaluator_for(model)
+    trail: where the frames after them put the prior vertices (the nearest last);
+    prior_rows(trail): the temporal prior's rows; place(state): where a state puts them."""
     out = _Tracked()
     trail = list(trail)
     for i, (name, scan) in enumerate(reversed(leading)):
@@ -347,7 +350,7 @@ def _track_back(model, leading, state, trail, track_opts, prior_rows, prior_idx,
             out.lost[name] = why
             break
         state = solved.state
-        trail.append(_prior_points(ev, state, prior_idx))
+        trail.append(place(state))
         out.states.insert(0, state)
         out.placed.insert(0, trail[-1])
         out.kept.insert(0, (name, scan))
