@@ -27,8 +27,8 @@ GUM = np.array([0.82, 0.47, 0.47])
 TONGUE = np.array([0.78, 0.40, 0.42])
 MOUTH_OUTER = np.array([0.55, 0.25, 0.25])
 MOUTH_DEEP = np.array([0.22, 0.07, 0.08])
-UPPER_VERMILION = 0.62  # cm above the lip line at the middle
-LOWER_VERMILION = 0.8  # cm below it
+UPPER_VERMILION = 0.85  # cm above the lip line at the middle
+LOWER_VERMILION = 0.95  # cm below it
 EDGE = 0.18  # cm, soft edge of the lip mask (about half a grid cell)
 BROW_EDGE = 0.6  # cm, soft edge of the brows (hair thins out, no hard outline)
 

@@ -97,6 +97,7 @@ def mirror_x(p: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------- features
 EYE_RADIUS = 1.2
+JAW_LINE_SLOPE = 0.24  # the jaw line falls this much per cm forward, from the angle to the chin
 LID_RADIUS = 1.36
 
 
@@ -141,6 +142,14 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     d = smin(d, body, 2.6)
     ramus = capsule(q, gon, [hp.jaw_width + 0.3, 0.4, 1.2], 1.35, 1.3)
     d = smin(d, ramus, 2.6)
+    # the mandible's U seen from below: one convex section from the chin to the angles
+    # (the chin, body and ramus alone leave a hollow between the chin and the angle)
+    jaw_y = y + JAW_LINE_SLOPE * (z - gon[2]) + 0.4 * jd
+    jaw_u = ellipsoid(
+        np.stack([x, jaw_y, z], -1), [0.0, gon[1] + 0.6, gon[2] - 0.2],
+        [hp.jaw_width - 0.1, 2.0, 8.1 + hp.chin_forward],
+    )
+    d = smin(d, jaw_u, 1.5)
     # Cheekbones.
     cheek = ellipsoid(q, [4.9, 2.1, 6.6], np.array([1.7, 1.1, 1.8]) * hp.cheekbone)
     d = smin(d, cheek, 2.0)
@@ -159,6 +168,9 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     # Brow ridge.
     brow = ellipsoid(q, [2.8, 5.4, 8.85], np.array([3.0, 1.4, 1.3]) * [1, 1, hp.brow_ridge])
     d = smin(d, brow, 2.4)
+    # the temple behind the brow ridge's end, over the temporalis (no dent beside the brow)
+    temple = ellipsoid(q, [5.0, 4.6, 5.5], [1.8, 2.0, 2.1])
+    d = smin(d, temple, 1.8)
     # Eye sockets carved out, then the lid spheres around the eyeballs.
     ec = eye_center(hp)
     socket = ellipsoid(q, ec + [0.1, 0.15, 2.1], [2.0, 1.4, 1.6])
@@ -181,10 +193,10 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     d = smin(d, colum, 0.6)
     # Lips.
     lf = hp.lip_fullness
-    upper = ellipsoid(p, [0.0, -2.8, 10.8], np.array([2.4 * hp.mouth_width, 0.55, 0.85 * lf]))
-    d = smin(d, upper, 0.9)
-    lower = ellipsoid(p, [0.0, -3.95, 10.65], np.array([2.1 * hp.mouth_width, 0.6, 0.85 * lf]))
-    d = smin(d, lower, 0.9)
+    upper = ellipsoid(p, [0.0, -2.8, 10.8], np.array([2.4 * hp.mouth_width, 0.6, 1.0 * lf]))
+    d = smin(d, upper, 0.6)
+    lower = ellipsoid(p, [0.0, -3.95, 10.65], np.array([2.1 * hp.mouth_width, 0.65, 1.0 * lf]))
+    d = smin(d, lower, 0.6)
     # Ears: a rim with a hollow concha, sitting on the side of the head.
     es = hp.ear_size
     ear = ellipsoid(q, [7.15, 1.8, -0.3], np.array([1.05, 3.0, 1.85]) * es)
@@ -220,7 +232,7 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     # which rounds over into the upper arm's side just above the cut)
     tb = np.clip((NECK_FLARE_Y - y) / 4.7, 0.0, 1.0)  # (to the cut at y = -19.3)
     sb = tb * tb * (3 - 2 * tb)
-    fx = 1.0 + 1.2 * sb
+    fx = 1.0 + 1.5 * sb
     fz = 1.0 + 0.35 * sb
     nq = np.stack([x / (rx * fx), (z - az) / (rz * fz)], axis=-1)
     nr = np.linalg.norm(nq, axis=-1)

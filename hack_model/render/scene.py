@@ -21,10 +21,12 @@ SKIN_SRGB = (0.80, 0.73, 0.68)
 # from clipping; ambient lifts the shadow side without flattening it.
 LIGHTING: dict[str, dict] = {
     "studio": {
-        "key": ((-0.70, 0.55, 0.45), 3.3),  # upper camera-left, well to the side: form
-        "fill": ((0.80, -0.10, 0.60), 0.7),  # camera-right, a little low: opens shadows
+        # (a key much further to the side splits a front view down the nose: half the face
+        # in shadow, the broad planes of the cheeks blotchy)
+        "key": ((-0.55, 0.50, 0.67), 3.0),  # upper camera-left, about 45 deg off axis: form
+        "fill": ((0.75, -0.05, 0.66), 1.0),  # camera-right, a little low: opens shadows
         "rim": ((0.30, 0.50, -0.80), 2.5),  # behind and above: outlines the silhouette
-        "ambient": 0.06,
+        "ambient": 0.08,
     },
     # For colour maps: flatter light so shaded colours stay close to the colour bar.
     "soft": {
