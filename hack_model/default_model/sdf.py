@@ -25,7 +25,7 @@ class HeadParams:
     """Proportions of one head. The defaults are the mean (adult, sex-neutral)."""
 
     skull_scale: np.ndarray = field(default_factory=lambda: np.array([7.3, 9.9, 9.3]))
-    skull_center: np.ndarray = field(default_factory=lambda: np.array([0.0, 4.6, -0.2]))
+    skull_center: np.ndarray = field(default_factory=lambda: np.array([0.0, 4.6, 0.0]))
     forehead_slope: float = 0.0  # >0 pushes the upper forehead back
     face_width: float = 6.7
     face_height: float = 6.6
@@ -126,7 +126,7 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     # Parietal eminences and a rounded occiput (no bullet-shaped skull).
     parietal = ellipsoid(p, [0.0, 6.6, -0.8], [7.45, 7.5, 7.2])
     d = smin_exp(d, parietal, 2.5)
-    occiput = ellipsoid(p, [0.0, 4.2, -4.7], [5.6, 4.8, 4.6])
+    occiput = ellipsoid(p, [0.0, 4.2, -4.4], [5.6, 4.8, 4.6])
     d = smin_exp(d, occiput, 2.5)
     # Face mass (maxilla, cheeks) and the muzzle around the mouth.
     face = ellipsoid(p, [0.0, -0.3, 3.9], [hp.face_width, hp.face_height, hp.face_depth])
@@ -138,10 +138,12 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     chin = ellipsoid(p, chin_c, np.array([2.8, 1.5, 1.7]) * hp.chin_size)
     d = smin(d, chin, 2.5)
     gon = np.array([hp.jaw_width, -4.6 - 0.6 * jd, 2.4])
-    body = capsule(q, chin_c + [1.0, 0.25, -0.8], gon, 1.05 * hp.chin_size, 1.35)
-    d = smin(d, body, 2.6)
-    ramus = capsule(q, gon, [hp.jaw_width + 0.3, 0.4, 1.2], 1.35, 1.3)
-    d = smin(d, ramus, 2.6)
+    body = capsule(q, chin_c + [1.0, 0.25, -0.8], gon, 1.05 * hp.chin_size, 1.15)
+    # (blends narrower than the face's: two wide blends over each other inflated the sides
+    # of the lower face by over a centimetre, a heavy, jowly jaw)
+    d = smin(d, body, 1.8)
+    ramus = capsule(q, gon, [hp.jaw_width + 0.3, 0.4, 1.2], 1.1, 1.1)
+    d = smin(d, ramus, 1.6)
     # the mandible's U seen from below: one convex section from the chin to the angles
     # (the chin, body and ramus alone leave a hollow between the chin and the angle)
     jaw_y = y + JAW_LINE_SLOPE * (z - gon[2]) + 0.4 * jd
@@ -163,8 +165,8 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     d = smin(d, buccal, 2.0)
     # the cheek's lower half over the masseter, so the side of the face runs smoothly from
     # the cheekbone to the jaw line (no hollow cheek, no jowl)
-    masseter = ellipsoid(q, [4.9, -2.4, 5.4], [1.75, 2.4, 2.3])
-    d = smin(d, masseter, 2.4)
+    masseter = ellipsoid(q, [4.4, -2.1, 5.1], [1.5, 2.2, 2.1])
+    d = smin(d, masseter, 2.0)
     # Brow ridge.
     brow = ellipsoid(q, [2.8, 5.4, 8.85], np.array([3.0, 1.4, 1.3]) * [1, 1, hp.brow_ridge])
     d = smin(d, brow, 2.4)
