@@ -279,9 +279,11 @@ def test_default_model_preview_colours_show_lips_and_pupils():
 
     data = load_model()
     vertices, triangles = data.template_vertices, data.triangles()
-    plain = render.render_mesh(vertices, triangles, size=400, transparent=True).astype(float)
+    # (600 px: the whole bust is framed, and at 400 px the pupils under the upper lids are
+    # only about 3 pixels across)
+    plain = render.render_mesh(vertices, triangles, size=600, transparent=True).astype(float)
     coloured = render.render_mesh(
-        vertices, triangles, size=400, transparent=True, vertex_colors=data.vertex_colors
+        vertices, triangles, size=600, transparent=True, vertex_colors=data.vertex_colors
     ).astype(float)
     for image, expect in ((coloured, True), (plain, False)):
         inside = image[..., 3] > 0
