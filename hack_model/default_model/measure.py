@@ -52,7 +52,7 @@ def larynx_prominence(T: np.ndarray, P: np.ndarray, low: float = NECK_FLARE_Y, h
 
 
 def measurements(data: ModelData, P: np.ndarray | None = None) -> dict[str, float]:
-    """Head breadth, length, face height, eye and mouth width, neck girth and placement.
+    """Head breadth, length, face height, eye, mouth and face widths, neck girth and placement.
 
     `head_breadth` and `head_length` look at fixed heights (above y = 5.5, glabella near
     y = 5.6), so they also change when the head moves up or down on a longer neck;
@@ -74,6 +74,10 @@ def measurements(data: ModelData, P: np.ndarray | None = None) -> dict[str, floa
     # the same regions as head_breadth / head_length, placed relative to the eyes
     cranial_rel = Sc[(Sc[:, 1] > eye_y + 2.1) & (Sc[:, 2] < 4.0)]
     glabella_rel = S[(np.abs(S[:, 0]) < 0.3) & (np.abs(S[:, 1] - eye_y - 2.2) < 0.6)][:, 2].max()
+    def face_width(y0: float, y1: float, z0: float) -> float:  # of the skin in front of z0
+        band = S[(S[:, 1] > y0) & (S[:, 1] < y1) & (S[:, 2] > z0)]
+        return float(2 * np.abs(band[:, 0]).max())
+
     return {
         "head_breadth": float(2 * np.abs(cranial[:, 0]).max()),
         "head_length": float(glabella - S[:, 2].min()),
@@ -93,6 +97,8 @@ def measurements(data: ModelData, P: np.ndarray | None = None) -> dict[str, floa
         "nose_protrusion": float(lm[30, 2] - lm[33, 2]),  # tip in front of subnasale
         "nose_width": float(np.linalg.norm(lm[31] - lm[35])),
         "jaw_width": float(np.linalg.norm(lm[4] - lm[12])),  # near the gonial angles
+        "cheekbone_width": face_width(0.0, 3.0, 3.0),  # in front of the ears
+        "lower_face_width": face_width(-6.0, -4.0, 1.0),  # around the gonial angles
         "brow_prominence": float(glabella_rel - lm[27, 2]),  # glabella in front of nasion
         "larynx_prominence": larynx_prominence(data.template_vertices.astype(np.float64), P),
     }
