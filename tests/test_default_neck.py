@@ -7,7 +7,8 @@ rotation to either side, and half of each joint's flexion-extension range each w
 table gives the total sagittal range). The corners are the six whole-neck extremes (every
 bone at the same limit of one axis); the random poses set every axis of every bone
 uniformly within its limits. Each must keep the mid-neck cross-section within 10% of rest
-and never intersect itself.
+(the area inside the ring of skin that forms it at rest, wherever the pose takes it:
+`pose_correctives.mid_neck_area`) and never intersect itself.
 
 Report for any model file (failures, where they are in the rest mesh, worst ratio):
     python -m tests.test_default_neck [model.npz] [n_random] [seed]
@@ -44,8 +45,7 @@ class Neck:
         self.parents = data.bone_parents
         self.rom = data.range_of_motion.astype(np.float64)
         self.tris = data.triangles()
-        J = len(self.parents)
-        self.a0 = pc.mid_neck_area(self.T, self.tris, np.tile(np.eye(4), (J, 1, 1)), self.G)
+        self.a0 = pc.mid_neck_area(self.T, self.tris, self.T, self.G)
         # Triangles with all corners on the rigid skull move as one rigid body (no correctives
         # there), so they cannot cross each other: only pairs with a skinned triangle are tested.
         self.rigid = self.W[:, -1] >= 1 - 1e-6
@@ -53,9 +53,8 @@ class Neck:
 
     def check(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         """(mid-neck area / rest area, intersecting triangle pairs [K, 2]) of pose theta [J, 3]."""
-        A = pc.bone_matrices(theta, self.G, self.parents)
         X = pc.apply(self.T, self.W, self.G, self.parents, theta, self.Pd)
-        ratio = pc.mid_neck_area(X, self.tris, A, self.G) / self.a0
+        ratio = pc.mid_neck_area(X, self.tris, self.T, self.G) / self.a0
         return ratio, self_intersections(X, self.tris, subset=self.skinned)
 
     def where(self, hits: np.ndarray) -> str:

@@ -33,9 +33,11 @@ from .sdf import (
 N_COLS = 144
 BASE_COLS = 128  # columns of the base azimuth mapping; the rest go to the ears
 EAR_PHI, EAR_PHI_SIGMA = 96.0, 14.0  # deg, azimuth of the ear and width of its extra columns
-NECK_ROWS = 20
+NECK_ROWS = 24
 NECK_BASE_Y = -19.3
 E_JUNCTION = -64.0  # elevation (deg) where the head rows meet the neck rows
+E_NAPE = -54.0  # elevation of the lowest head row straight behind
+E_NAPE_FROM = -36.0  # head rows below this are drawn up towards E_NAPE at the back
 E_TOP = 56.0  # elevation of the ring the crown cap closes
 E_EYE = 14.3
 E_MOUTH = -22.0
@@ -469,6 +471,12 @@ def warped_elevations(topo: Topology) -> np.ndarray:
         fall = np.clip(1 - np.abs(d) / width, 0, 1) ** 2
         de = np.where(above, o_up, -o_lo) * prof * fall
         e = np.where(on_grid, e + np.nan_to_num(de), e)
+    # Behind, the lowest head rows are drawn up under the occiput, so that the head's rays
+    # leave through the nape above where it leans back into the trapezius (sdf.NAPE_LEAN).
+    behind = np.clip(-np.cos(topo.phi), 0.0, 1.0) ** 2
+    low = on_grid & (base < E_NAPE_FROM)
+    f = 1.0 - (E_JUNCTION - E_NAPE) / (E_JUNCTION - E_NAPE_FROM) * behind
+    e = np.where(low, E_NAPE_FROM + (e - E_NAPE_FROM) * f, e)
     return e
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from ..core.numpy_math import sample_larynx_map
 
 MAP_SIZE = 256
-PROMINENCE_Y = -12.0  # cm, thyroid prominence at rest (about C4-C5)
+PROMINENCE_Y = -10.4  # cm, thyroid prominence at rest, in the middle of the throat
 DIRECTION = np.array([0.0, -0.45, 0.89])
 MAGNITUDE = 0.7  # cm, peak displacement at scale 1
 

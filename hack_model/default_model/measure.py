@@ -5,42 +5,38 @@ from __future__ import annotations
 import numpy as np
 
 from ..model_data import ModelData
-from .sdf import NECK_FLARE_Y
+from .pose_correctives import MID_NECK_POINT, outline_points, plane_outline
+from .sdf import STERNAL_RECESS_Y
 
-MID_NECK_Y = -13.5
+MID_NECK_Y = float(MID_NECK_POINT[1])
 # the ears on the template (the helix round its centre, sdf.head_sdf): (y, z) centre and radii
 EAR_CENTER_YZ = np.array([1.8, -0.3])
 EAR_RADII_YZ = np.array([3.2, 2.1])
 
 
-def neck_circumference(P: np.ndarray, tris: np.ndarray, y: float = MID_NECK_Y) -> float:
-    """Perimeter of the horizontal cross-section of the mesh at height y."""
-    a, b, c = P[tris[:, 0]], P[tris[:, 1]], P[tris[:, 2]]
-    segs = []
-    for p, q in ((a, b), (b, c), (c, a)):
-        # the edge p-q crosses y when the signs differ
-        s = (p[:, 1] - y) * (q[:, 1] - y) < 0
-        t = (y - p[s, 1]) / (q[s, 1] - p[s, 1])
-        segs.append((np.nonzero(s)[0], p[s] + t[:, None] * (q[s] - p[s])))
-    idx = np.concatenate([s[0] for s in segs])
-    pts = np.concatenate([s[1] for s in segs])
-    order = np.argsort(idx, kind="stable")
-    idx, pts = idx[order], pts[order]
-    # each crossed triangle contributes one segment between its two crossing points
-    u, start, count = np.unique(idx, return_index=True, return_counts=True)
-    ok = count == 2
-    p0, p1 = pts[start[ok]], pts[start[ok] + 1]
-    # only the outer skin: keep segments far from the axis (drops nothing on the neck)
-    return float(np.linalg.norm(p1 - p0, axis=1).sum())
+def neck_circumference(
+    P: np.ndarray, tris: np.ndarray, rest: np.ndarray | None = None, y: float = MID_NECK_Y
+) -> float:
+    """Perimeter of the ring of skin that lies at height y on the rest mesh (rest [V, 3],
+    default P), measured where P has it: like a tape laid round the neck once, it stays on
+    the same skin when a longer or shorter neck moves the middle of the neck up or down (a
+    fixed height would slide into the trapezius on a short neck)."""
+    rest = P if rest is None else rest
+    E, t = plane_outline(rest, tris, np.array([0.0, y, 0.0]), np.array([0.0, 1.0, 0.0]), radius=40.0)
+    ends = outline_points(P, E, t)
+    return float(np.linalg.norm(ends[:, 1] - ends[:, 0], axis=1).sum())
 
 
-def larynx_prominence(T: np.ndarray, P: np.ndarray, low: float = NECK_FLARE_Y, high: float = -9.0) -> float:
+def larynx_prominence(
+    T: np.ndarray, P: np.ndarray, low: float = STERNAL_RECESS_Y - 1.0, high: float = -9.0
+) -> float:
     """How far the front midline of the neck bulges out of the straight line through its
     ends (the thyroid prominence; about 0 on the mean head). The midline vertices are the
     template's (T) between heights low and high, measured where they are in P. The lower
-    end is where the neck starts to flare into the shoulders: on the flare the midline
-    curves forward, and a chord down to it made that curve's hollow (-0.4 cm on the mean
-    head, away from the larynx) the largest deviation, so the larynx hardly changed it."""
+    end is 1 cm into the throat's recession towards the sternal notch (it has receded
+    under 3 mm there): further down the midline curves back and forward again, and a chord
+    down there made that curve (away from the larynx) the largest deviation; a shorter
+    chord ends on the prominence's own slopes and sees little of it."""
     ids = np.nonzero((np.abs(T[:, 0]) < 1e-3) & (T[:, 2] > 2.0) & (T[:, 1] > low) & (T[:, 1] < high))[0]
     ids = ids[np.argsort(T[ids, 1])]
     Q = P[ids][:, 1:]  # (y, z)
@@ -84,7 +80,7 @@ def measurements(data: ModelData, P: np.ndarray | None = None) -> dict[str, floa
         "nasion_chin": float(np.linalg.norm(lm[27] - lm[8])),
         "outer_eye_corners": float(np.linalg.norm(lm[36] - lm[45])),
         "mouth_width": float(np.linalg.norm(lm[48] - lm[54])),
-        "neck_circumference": neck_circumference(P, data.triangles()),
+        "neck_circumference": neck_circumference(P, data.triangles(), data.template_vertices.astype(float)),
         "eye_level_y": float(eyes[:, 1].mean()),
         "chin_y": float(lm[8, 1]),
         "top_y": float(S[:, 1].max()),

@@ -134,55 +134,64 @@ def apply(T, W, G_rest, parents, theta, pose_dirs=None) -> np.ndarray:
     return lbs(x, W, bone_matrices(theta, G_rest, parents))[0]
 
 
-def ring_area(X: np.ndarray, ring: np.ndarray) -> float:
-    """Area enclosed by a closed vertex loop (norm of the vector area), cm^2."""
-    p = X[ring]
-    c = p.mean(0)
-    return float(0.5 * np.linalg.norm(np.cross(p - c, np.roll(p, -1, 0) - c).sum(0)))
+def plane_outline(
+    X: np.ndarray, tris: np.ndarray, point: np.ndarray, normal: np.ndarray, radius: float = 9.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where the plane (point, normal) slices the mesh X, within `radius` of point: one
+    segment per cut triangle, each end a point on a mesh edge. Returns the edges' vertex
+    pairs [S, 2 ends, 2] and the fractions along them [S, 2], ordered so that the segments
+    run round the outline consistently (by the triangles' normals)."""
+    n = normal / np.linalg.norm(normal)
+    near = (np.linalg.norm(X[tris] - point, axis=2) < radius).all(axis=1)
+    F = tris[near]
+    s = (X[F] - point) @ n  # [F, 3] signed distances
+    edges, fracs = [], []
+    for a, b in ((0, 1), (1, 2), (2, 0)):
+        cut = s[:, a] * s[:, b] < 0
+        edges.append(F[:, [a, b]])
+        fracs.append(np.where(cut, s[:, a] / np.where(cut, s[:, a] - s[:, b], 1.0), np.nan))
+    E, t = np.stack(edges, 1), np.stack(fracs, 1)  # [F, 3 edges, ...]
+    ok = (~np.isnan(t)).sum(1) == 2
+    E, t, F = E[ok], t[ok], F[ok]
+    pick = np.argsort(np.isnan(t), axis=1, kind="stable")[:, :2]  # the two cut edges
+    E = np.take_along_axis(E, pick[:, :, None], 1)
+    t = np.take_along_axis(t, pick, 1)
+    P = outline_points(X, E, t)
+    Tn = np.cross(X[F[:, 1]] - X[F[:, 0]], X[F[:, 2]] - X[F[:, 0]])
+    flip = (np.cross(n, Tn) * (P[:, 1] - P[:, 0])).sum(1) < 0
+    E[flip], t[flip] = E[flip][:, ::-1], t[flip][:, ::-1]
+    return E, t
+
+
+def outline_points(X: np.ndarray, E: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The outline's segment ends on mesh X [V, 3]. [S, 2, 3]"""
+    return X[E[..., 0]] + t[..., None] * (X[E[..., 1]] - X[E[..., 0]])
+
+
+def outline_area(X: np.ndarray, E: np.ndarray, t: np.ndarray) -> float:
+    """Area (cm^2) enclosed by an outline on mesh X: the norm of its vector area, which for
+    a flat outline is the area inside it and for a warped one the area it shows along the
+    direction it faces most."""
+    P = outline_points(X, E, t)
+    return float(0.5 * np.linalg.norm(np.cross(P[:, 0], P[:, 1]).sum(0)))
 
 
 def cross_section_area(
     X: np.ndarray, tris: np.ndarray, point: np.ndarray, normal: np.ndarray, radius: float = 9.0
 ) -> float:
-    """Area (cm^2) of the mesh's slice by the plane (point, normal), within `radius` of point.
-
-    Each triangle the plane cuts gives one segment, oriented by the triangle's
-    normal so that the segments run around the outline consistently."""
-    n = normal / np.linalg.norm(normal)
-    T = X[tris]
-    near = (np.linalg.norm(T - point, axis=2) < radius).all(axis=1)
-    T = T[near]
-    s = (T - point) @ n  # [F, 3] signed distances
-    pts = []
-    for a, b in ((0, 1), (1, 2), (2, 0)):
-        cut = s[:, a] * s[:, b] < 0
-        t = s[:, a] / np.where(cut, s[:, a] - s[:, b], 1.0)
-        pts.append(np.where(cut[:, None], T[:, a] + t[:, None] * (T[:, b] - T[:, a]), np.nan))
-    P3 = np.stack(pts, 1)  # [F, 3 edges, 3]
-    ok = (~np.isnan(P3[..., 0])).sum(1) == 2
-    P3 = P3[ok]
-    Tn = np.cross(T[ok, 1] - T[ok, 0], T[ok, 2] - T[ok, 0])
-    seg = np.array([p[~np.isnan(p[:, 0])] for p in P3]).reshape(-1, 2, 3)
-    if len(seg) == 0:
-        return 0.0
-    d = seg[:, 1] - seg[:, 0]
-    flip = (np.cross(n, Tn) * d).sum(1) < 0
-    seg[flip] = seg[flip][:, ::-1]
-    c = seg.reshape(-1, 3).mean(0)
-    return float(abs(0.5 * (np.cross(seg[:, 0] - c, seg[:, 1] - c) @ n).sum()))
+    """Area (cm^2) of the mesh's slice by the plane (point, normal), within `radius` of point."""
+    return outline_area(X, *plane_outline(X, tris, point, normal, radius))
 
 
-MID_NECK_POINT = np.array([0.0, -13.5, -1.0])  # middle of the visible neck, on its axis
+MID_NECK_POINT = np.array([0.0, -10.5, -0.8])  # middle of the visible neck, on its axis
 
 
-def mid_neck_area(X: np.ndarray, tris: np.ndarray, A: np.ndarray, G_rest: np.ndarray) -> float:
-    """Cross-section of the neck at mid height, perpendicular to the posed neck there.
+def mid_neck_area(X: np.ndarray, tris: np.ndarray, rest: np.ndarray, G_rest: np.ndarray) -> float:
+    """Area enclosed by the mid-neck's skin (cm^2), posed X [V, 3], rest vertices rest [V, 3].
 
-    The skin at mid-neck is carried by the three lowest bones (c7t1, c6c7, c5c6; the
-    front more by the upper two), so the plane follows their average motion
-    (A: posed skinning matrices [J, 4, 4], identity at rest)."""
-    axis = G_rest[0, :3, 1]
-    bones = A[:3]
-    p = np.mean([B[:3, :3] @ MID_NECK_POINT + B[:3, 3] for B in bones], axis=0)
-    n = np.mean([B[:3, :3] @ axis for B in bones], axis=0)
-    return cross_section_area(X, tris, p, n, radius=8.0)
+    At rest it is the cross-section through MID_NECK_POINT perpendicular to the lowest
+    bone; posed, the area inside that same ring of skin wherever the pose has taken it.
+    (A fixed plane cannot follow the neck: its skin is carried by several bones at once,
+    the front by higher ones than the back, and a tilted plane near the base slices into
+    the trapezius.)"""
+    return outline_area(X, *plane_outline(rest, tris, MID_NECK_POINT, G_rest[0, :3, 1], radius=8.0))

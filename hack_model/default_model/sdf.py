@@ -15,9 +15,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 HEAD_CENTER = np.array([0.0, 1.0, 0.5])
-# height (cm) below which the neck flares into the trapezius and the shoulder tops; above it
-# the neck is a plain tube
-NECK_FLARE_Y = -14.6
+# heights (cm) where the neck starts to flare into the trapezius at its sides and at the back
+# (just below the lowest head rows there, head_mesh.E_JUNCTION: the head's rays from
+# HEAD_CENTER must leave through the plain tube); the flare widens the neck this many times
+TRAPEZIUS_SIDE_Y = -11.7
+TRAPEZIUS_BACK_Y = -12.0
+SHOULDER_FLARE = 1.1
+NAPE_LEAN = 0.3  # cm back per cm down
+STERNAL_RECESS_Y = -12.0  # below this the throat recedes to the sternal notch
 
 
 @dataclass
@@ -86,6 +91,11 @@ def capsule(p: np.ndarray, a, b, ra: float, rb: float) -> np.ndarray:
     t = np.clip(((p - a) @ ab) / (ab @ ab), 0.0, 1.0)
     d = np.linalg.norm(p - (a + t[..., None] * ab), axis=-1)
     return d - (ra + (rb - ra) * t)
+
+
+def _smoothstep(t: np.ndarray) -> np.ndarray:
+    t = np.clip(t, 0.0, 1.0)
+    return t * t * (3 - 2 * t)
 
 
 def mirror_x(p: np.ndarray) -> np.ndarray:
@@ -228,17 +238,23 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     # Neck: elliptic tube around a forward-leaning axis, with the sternocleidomastoids.
     az = neck_axis_z(y, hp)
     rx, rz = hp.neck_radius
-    # towards the base the neck flares into the trapezius and the top of the shoulders
-    # (sideways far more than front to back), so the cut at the base is a wide oval
-    # (in front view an S: the neck's side, the trapezius sloping out to the shoulder top,
-    # which rounds over into the upper arm's side just above the cut)
-    tb = np.clip((NECK_FLARE_Y - y) / 4.7, 0.0, 1.0)  # (to the cut at y = -19.3)
-    sb = tb * tb * (3 - 2 * tb)
-    fx = 1.0 + 1.5 * sb
-    fz = 1.0 + 0.35 * sb
+    # Towards its base the neck flares into the trapezius and the tops of the shoulders, which
+    # round over into the upper arms just above the cut: sideways from under the ears, at the
+    # back from under the occiput (the nape), while the front recedes to the sternal notch and
+    # the chest comes forward again below it (the neck leans forward on the shoulders).
+    # (the start falls towards the back, where the lowest head rows reach further down)
+    behind = np.clip((az - z) / np.maximum(np.hypot(x, z - az), 1e-9), 0.0, 1.0)
+    start = TRAPEZIUS_SIDE_Y + (TRAPEZIUS_BACK_Y - TRAPEZIUS_SIDE_Y) * behind
+    side = _smoothstep((start - y) / 4.2)
+    back = _smoothstep((start - y) / 4.5)
+    notch = _smoothstep((STERNAL_RECESS_Y - y) / 3.5) - 1.6 * _smoothstep((-15.5 - y) / 4.0)
+    # the nape leans back from under the occiput, less steeply than the lowest head rays run
+    nape = NAPE_LEAN * 1.5 * np.logaddexp(0.0, (-9.5 - y) / 1.5) / rz
+    fx = 1.0 + SHOULDER_FLARE * side
+    fz = np.where(z < az, 1.0 + nape + 0.25 * back, 1.0 - 0.2 * notch)
     nq = np.stack([x / (rx * fx), (z - az) / (rz * fz)], axis=-1)
     nr = np.linalg.norm(nq, axis=-1)
-    neck = (nr - 1.0) * min(rx, rz) * fz
+    neck = (nr - 1.0) * min(rx, rz) * np.minimum(fx, fz)
     neck = np.where(y > 2.0, np.maximum(neck, y - 2.0), neck)
     # (smin's blend with the tube's flat top would end along a line round the back of the
     # head, from ear to ear, at the height where y - 2 exceeds the blend radius: a seam)

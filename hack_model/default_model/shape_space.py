@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import head_mesh as hm
+from .larynx import PROMINENCE_Y
 from .sdf import HeadParams, eye_center, neck_axis_z
 
 
@@ -116,8 +117,8 @@ def basis_fields(topo: hm.Topology, P: np.ndarray, seed: int = 0) -> tuple[list[
     f("neck_girth", girth * x, 0, girth * (z - axis_z))
     # the neck stretches between its base and the jaw; the head above moves as a block
     f("neck_length", 0, 0.1 * (y + 19.3 - _softplus(y + 19.3 - 11.0, 1.5)), 0)
-    f("larynx_prominence", 0, -0.45 * _g(P, [0, -12.0, 6.0], [1.2, 1.5, 1.5]),
-      0.9 * _g(P, [0, -12.0, 6.0], [1.2, 1.5, 1.5]))
+    thyroid = _g(P, [0, PROMINENCE_Y, 6.0], [1.2, 1.5, 1.5])
+    f("larynx_prominence", 0, -0.45 * thyroid, 0.9 * thyroid)
     f("trapezius", 0.5 * np.sign(x) * _g(Px, [5.5, -18.0, -3.0], [2.5, 3.0, 3.0]), 0, 0)
     sub = _g(P, [0, -8.3, 7.0], [2.5, 1.0, 1.5])  # fat under the chin (a double chin)
     f("submental", 0, -0.8 * sub, 0.3 * sub)
