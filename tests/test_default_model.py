@@ -14,7 +14,7 @@ import hack_model
 from hack_model.default_model import EXPRESSION_NAMES
 from hack_model.default_model import pose_correctives as pc
 from hack_model.default_model.larynx import sample_map
-from hack_model.default_model.measure import measurements
+from hack_model.default_model.measure import MID_NECK_Y, measurements
 from hack_model.default_model.mesh_checks import (
     edge_use_counts,
     moved_triangles,
@@ -386,7 +386,25 @@ def test_larynx(data, P):
         assert s[i] > 0.9 and P[i, 2] > 3.0  # on the front of the neck
         peaks.append(P[i, 1])
     assert peaks[2] - peaks[1] >= 1.5 and peaks[1] - peaks[0] >= 1.5  # tau > 0 moves it up
-    assert -16.0 < peaks[1] < -9.0
+    assert -12.0 < peaks[1] < -9.0  # mid-throat, above the lowest bone (c7t1 at y -12.26)
+
+
+def test_neck_flares_into_the_shoulders(data, P):
+    """Below mid-neck the skin flares into the trapezius and the shoulder tops (wider and
+    wider down to the cut), and the nape leans back: not a tube standing on a disc."""
+    skin = P[data.extras["part"] == 0]
+
+    def half_width(y: float) -> float:
+        return float(np.abs(skin[np.abs(skin[:, 1] - y) < 0.3, 0]).max())
+
+    def back(y: float) -> float:
+        return float(skin[np.abs(skin[:, 1] - y) < 0.3, 2].min())
+
+    mid = half_width(MID_NECK_Y)
+    widths = [half_width(y) for y in np.arange(-11.5, -15.6, -1.0)]
+    assert np.all(np.diff(widths) > 0.2), widths  # one slope from the neck to the shoulder top
+    assert widths[2] > 1.5 * mid and half_width(-19.0) > 1.9 * mid  # trapezius at y -13.5
+    assert back(-15.0) < back(MID_NECK_Y) - 1.5  # the nape and the upper back
 
 
 def test_larynx_scale_in_forward_pass():
