@@ -60,7 +60,7 @@ BAG_KEEP = np.array([1.0, 0.3, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0])
 # the incisal edge lies from the mouth line (the corners' height; the lips' middle is lower),
 # towards the crown's root (negative: past the line).
 ARCH = {
-    "upper": dict(a=2.25, b=3.6, front=1.05, crown=(1.0, 0.75), thick=(0.62, 0.95), gap=-0.38),
+    "upper": dict(a=2.25, b=3.6, front=1.05, crown=(1.0, 0.75), thick=(0.62, 0.95), gap=-0.27),
     "lower": dict(a=2.1, b=3.45, front=1.25, crown=(0.95, 0.7), thick=(0.55, 0.9), gap=0.42),
 }
 GUM = 0.38  # height of the gum band over the crowns
