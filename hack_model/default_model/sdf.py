@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 HEAD_CENTER = np.array([0.0, 1.0, 0.5])
-# heights (cm) where the neck starts to flare into the trapezius at its sides and at the back
-# (just below the lowest head rows there, head_mesh.E_JUNCTION: the head's rays from
-# HEAD_CENTER must leave through the plain tube); the flare widens the neck this many times
+# heights (cm) where the neck starts to flare into the trapezius at its sides, at the back
+# and in front (below the lowest head rows there, head_mesh.E_JUNCTION and E_NAPE: the
+# head's rays from HEAD_CENTER must leave through the plain tube); the flare widens the neck
+# this many times
 TRAPEZIUS_SIDE_Y = -11.7
-TRAPEZIUS_BACK_Y = -12.0
+TRAPEZIUS_BACK_Y = -10.8
+TRAPEZIUS_FRONT_Y = -13.2
 SHOULDER_FLARE = 1.1
 NAPE_LEAN = 0.3  # cm back per cm down
 STERNAL_RECESS_Y = -12.0  # below this the throat recedes to the sternal notch
@@ -242,9 +244,12 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     # round over into the upper arms just above the cut: sideways from under the ears, at the
     # back from under the occiput (the nape), while the front recedes to the sternal notch and
     # the chest comes forward again below it (the neck leans forward on the shoulders).
-    # (the start falls towards the back, where the lowest head rows reach further down)
-    behind = np.clip((az - z) / np.maximum(np.hypot(x, z - az), 1e-9), 0.0, 1.0)
-    start = TRAPEZIUS_SIDE_Y + (TRAPEZIUS_BACK_Y - TRAPEZIUS_SIDE_Y) * behind
+    # The flare starts higher behind than in front: the trapezius's upper edge runs down
+    # from the nape to the shoulder, the clavicles lie lower (seen from the side, one
+    # sloping line, not a collar round the neck).
+    facing = (z - az) / np.maximum(np.hypot(x, z - az), 1e-9)  # 1 in front, -1 behind
+    drop = np.where(facing > 0, TRAPEZIUS_FRONT_Y - TRAPEZIUS_SIDE_Y, TRAPEZIUS_SIDE_Y - TRAPEZIUS_BACK_Y)
+    start = TRAPEZIUS_SIDE_Y + drop * facing
     side = _smoothstep((start - y) / 4.2)
     back = _smoothstep((start - y) / 4.5)
     notch = _smoothstep((STERNAL_RECESS_Y - y) / 3.5) - 1.6 * _smoothstep((-15.5 - y) / 4.0)
