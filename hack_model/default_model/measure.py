@@ -76,7 +76,7 @@ def measurements(data: ModelData, P: np.ndarray | None = None) -> dict[str, floa
 
     return {
         "head_breadth": float(2 * np.abs(cranial[:, 0]).max()),
-        "head_length": float(glabella - S[:, 2].min()),
+        "head_length": float(glabella - S[S[:, 1] > 0.0, 2].min()),  # to the occiput, not the upper back
         "nasion_chin": float(np.linalg.norm(lm[27] - lm[8])),
         "outer_eye_corners": float(np.linalg.norm(lm[36] - lm[45])),
         "mouth_width": float(np.linalg.norm(lm[48] - lm[54])),
