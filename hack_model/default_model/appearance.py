@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import head_mesh as hm
-from .sdf import HeadParams, eye_center
+from .sdf import HeadParams, eye_center, smoothstep
 
 SKIN = np.array([0.80, 0.66, 0.58])
 LIP = np.array([0.70, 0.42, 0.41])
@@ -31,11 +31,6 @@ UPPER_VERMILION = 0.85  # cm above the lip line at the middle
 LOWER_VERMILION = 0.95  # cm below it
 EDGE = 0.18  # cm, soft edge of the lip mask (about half a grid cell)
 BROW_EDGE = 0.6  # cm, soft edge of the brows (hair thins out, no hard outline)
-
-
-def _step(x: np.ndarray, a: float, b: float) -> np.ndarray:
-    t = np.clip((x - a) / (b - a), 0.0, 1.0)
-    return t * t * (3 - 2 * t)
 
 
 def _mix(base: np.ndarray, colour: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -61,9 +56,9 @@ def lip_weight(topo: hm.Topology, P: np.ndarray) -> np.ndarray:
     above = P[:, 1] - _lip_line(P, up)
     below = _lip_line(P, lo) - P[:, 1]
     h_up = UPPER_VERMILION * taper * bow
-    w_up = 1.0 - _step(above, h_up - EDGE, h_up + EDGE)
-    w_lo = 1.0 - _step(below, LOWER_VERMILION * taper - EDGE, LOWER_VERMILION * taper + EDGE)
-    front = _step(P[:, 2], 8.5, 9.5) * (s < 1.0)
+    w_up = 1.0 - smoothstep(above, h_up - EDGE, h_up + EDGE)
+    w_lo = 1.0 - smoothstep(below, LOWER_VERMILION * taper - EDGE, LOWER_VERMILION * taper + EDGE)
+    front = smoothstep(P[:, 2], 8.5, 9.5) * (s < 1.0)
     skin = topo.part == hm.PART_SKIN
     w = np.where(above >= -0.05, w_up, 0.0) + np.where(below >= -0.05, w_lo, 0.0)
     return np.clip(w, 0.0, 1.0) * front * skin * (topo.row >= 0)
@@ -79,12 +74,12 @@ def brow_weight(topo: hm.Topology, P: np.ndarray, hp: HeadParams) -> np.ndarray:
     tc = np.clip(t, 0.0, 1.0)
     centre_y = ec[1] + 2.05 + 0.35 * np.sin(np.pi * tc * 0.9) - 0.1 * tc
     half_height = 0.3 - 0.17 * tc**1.5
-    along = _step(t, -0.15, 0.22) * (1.0 - _step(t, 0.6, 1.05))
+    along = smoothstep(t, -0.15, 0.22) * (1.0 - smoothstep(t, 0.6, 1.05))
     dy = P[:, 1] - centre_y
     edge = np.where(dy > 0, BROW_EDGE, 0.6 * BROW_EDGE)
-    across = 1.0 - _step(np.abs(dy), half_height - 0.5 * edge, half_height + edge)
-    density = 0.7 + 0.3 * (1.0 - _step(t, 0.1, 0.9))  # denser at the body
-    front = _step(P[:, 2], ec[2] - 1.5, ec[2] - 0.5)
+    across = 1.0 - smoothstep(np.abs(dy), half_height - 0.5 * edge, half_height + edge)
+    density = 0.7 + 0.3 * (1.0 - smoothstep(t, 0.1, 0.9))  # denser at the body
+    front = smoothstep(P[:, 2], ec[2] - 1.5, ec[2] - 0.5)
     return along * across * density * front * (topo.part == hm.PART_SKIN)
 
 
@@ -105,11 +100,11 @@ def skin_variation(topo: hm.Topology, P: np.ndarray) -> np.ndarray:
     flush += 0.3 * _blob(A, [7.6, 1.7, -0.3], [1.2, 2.6, 1.6])
     c = _mix(c, FLUSH, flush)
     # beard: below the nose, around the mouth, chin and jaw, fading above the jaw's corner
-    front = _step(z, 1.5, 5.0)
-    beard = _step(-y, 0.8, 2.0) * (1.0 - _step(-y, 8.0, 9.5)) * front
-    beard *= 1.0 - _step(x, 5.5, 7.0) * _step(y, -5.5, -3.0)
+    front = smoothstep(z, 1.5, 5.0)
+    beard = smoothstep(-y, 0.8, 2.0) * (1.0 - smoothstep(-y, 8.0, 9.5)) * front
+    beard *= 1.0 - smoothstep(x, 5.5, 7.0) * smoothstep(y, -5.5, -3.0)
     c = _mix(c, BEARD, 0.35 * beard)
-    pale = _step(-y, 7.0, 9.0) * (1.0 - _step(-y, 10.0, 14.0)) * _step(z, 1.0, 5.0)
+    pale = smoothstep(-y, 7.0, 9.0) * (1.0 - smoothstep(-y, 10.0, 14.0)) * smoothstep(z, 1.0, 5.0)
     return _mix(c, PALE, 0.45 * pale)
 
 
@@ -117,9 +112,9 @@ def eye_colours(unit: np.ndarray) -> np.ndarray:
     """Colours of one eyeball's vertices from their unit directions [k, 3] (gaze +z)."""
     angle = np.degrees(np.arccos(np.clip(unit[:, 2], -1.0, 1.0)))
     c = np.tile(SCLERA, (len(unit), 1))
-    c = _mix(c, LIMBUS, 1.0 - _step(angle, 30.0, 38.0))
-    c = _mix(c, IRIS, 1.0 - _step(angle, 22.0, 30.0))
-    return _mix(c, PUPIL, 1.0 - _step(angle, 8.0, 13.0))
+    c = _mix(c, LIMBUS, 1.0 - smoothstep(angle, 30.0, 38.0))
+    c = _mix(c, IRIS, 1.0 - smoothstep(angle, 22.0, 30.0))
+    return _mix(c, PUPIL, 1.0 - smoothstep(angle, 8.0, 13.0))
 
 
 def preview_colours(topo: hm.Topology, P: np.ndarray, hp: HeadParams | None = None) -> np.ndarray:

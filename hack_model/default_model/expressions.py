@@ -17,7 +17,7 @@ import numpy as np
 
 from ..core.numpy_math import axis_angle_to_matrix, vertex_normals
 from . import head_mesh as hm
-from .sdf import HeadParams, eye_center
+from .sdf import HeadParams, eye_center, smoothstep
 
 # Opening is a rotation about an axis below the condyles (the instantaneous centre of the
 # mandible's rotation while the condyles glide forward) plus that glide.
@@ -47,11 +47,6 @@ def mirror_shape(d: np.ndarray, mirror: np.ndarray) -> np.ndarray:
 
 def symmetrise(d: np.ndarray, mirror: np.ndarray) -> np.ndarray:
     return 0.5 * (d + mirror_shape(d, mirror))
-
-
-def smoothstep(x: np.ndarray, a: float, b: float) -> np.ndarray:
-    t = np.clip((x - a) / (b - a), 0.0, 1.0)
-    return t * t * (3 - 2 * t)
 
 
 def gauss(P: np.ndarray, c, sigma) -> np.ndarray:

@@ -95,8 +95,9 @@ def capsule(p: np.ndarray, a, b, ra: float, rb: float) -> np.ndarray:
     return d - (ra + (rb - ra) * t)
 
 
-def _smoothstep(t: np.ndarray) -> np.ndarray:
-    t = np.clip(t, 0.0, 1.0)
+def smoothstep(x: np.ndarray, a: float = 0.0, b: float = 1.0) -> np.ndarray:
+    """0 up to a, 1 from b, the smooth cubic in between (b < a runs it the other way)."""
+    t = np.clip((x - a) / (b - a), 0.0, 1.0)
     return t * t * (3 - 2 * t)
 
 
@@ -250,9 +251,9 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     facing = (z - az) / np.maximum(np.hypot(x, z - az), 1e-9)  # 1 in front, -1 behind
     drop = np.where(facing > 0, TRAPEZIUS_FRONT_Y - TRAPEZIUS_SIDE_Y, TRAPEZIUS_SIDE_Y - TRAPEZIUS_BACK_Y)
     start = TRAPEZIUS_SIDE_Y + drop * facing
-    side = _smoothstep((start - y) / 4.2)
-    back = _smoothstep((start - y) / 4.5)
-    notch = _smoothstep((STERNAL_RECESS_Y - y) / 3.5) - 1.6 * _smoothstep((-15.5 - y) / 4.0)
+    side = smoothstep((start - y) / 4.2)
+    back = smoothstep((start - y) / 4.5)
+    notch = smoothstep((STERNAL_RECESS_Y - y) / 3.5) - 1.6 * smoothstep((-15.5 - y) / 4.0)
     # the nape leans back from under the occiput, less steeply than the lowest head rays run
     nape = NAPE_LEAN * 1.5 * np.logaddexp(0.0, (-9.5 - y) / 1.5) / rz
     fx = 1.0 + SHOULDER_FLARE * side

@@ -29,17 +29,12 @@ import numpy as np
 
 from . import head_mesh as hm
 from .larynx import PROMINENCE_Y
-from .sdf import HeadParams, eye_center, neck_axis_z
+from .sdf import HeadParams, eye_center, neck_axis_z, smoothstep
 
 
 def _g(P: np.ndarray, c, s) -> np.ndarray:
     q = (P - np.asarray(c, float)) / np.asarray(s, float)
     return np.exp(-0.5 * (q * q).sum(1))
-
-
-def _smooth01(x: np.ndarray, a: float, b: float) -> np.ndarray:
-    t = np.clip((x - a) / (b - a), 0.0, 1.0)
-    return t * t * (3 - 2 * t)
 
 
 def _softmin(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
@@ -60,9 +55,9 @@ def basis_fields(topo: hm.Topology, P: np.ndarray, seed: int = 0) -> tuple[list[
     V = len(P)
     x, y, z = P[:, 0], P[:, 1], P[:, 2]
     head_c = np.array([0.0, 4.0, 0.0])  # cranium scalings are about this point
-    neck_w = 1.0 - _smooth01(y, -9.0, -5.0)  # neck region (below the jaw)
+    neck_w = 1.0 - smoothstep(y, -9.0, -5.0)  # neck region (below the jaw)
     head_w = 1.0 - neck_w
-    face_w = _smooth01(z, 2.0, 6.0) * head_w
+    face_w = smoothstep(z, 2.0, 6.0) * head_w
     axis_z = neck_axis_z(y, HeadParams())
     r_neck = np.hypot(x, z - axis_z)  # distance from the neck's axis
     fields: dict[str, np.ndarray] = {}
@@ -89,8 +84,8 @@ def basis_fields(topo: hm.Topology, P: np.ndarray, seed: int = 0) -> tuple[list[
     # Face. Its height: everything below the nasion in front drops in proportion to the
     # distance from the nasion, down to the chin; below the chin the front of the neck
     # stretches (the drop fades to zero at the neck base).
-    front = _smooth01(z, 2.0, 6.0)
-    drop = (3.7 - y) * _smooth01(-y, -3.7, 0.0)
+    front = smoothstep(z, 2.0, 6.0)
+    drop = (3.7 - y) * smoothstep(-y, -3.7, 0.0)
     fade = (3.7 - CHIN_Y) * (y - hm.NECK_BASE_Y) / (CHIN_Y - hm.NECK_BASE_Y)
     f("face_height", 0, -0.12 * _softmin(drop, fade, 1.0) * front, 0)
     jaw = _g(P, [0, -6.0, 5.0], [8.0, 2.5, 5.0])
@@ -113,7 +108,7 @@ def basis_fields(topo: hm.Topology, P: np.ndarray, seed: int = 0) -> tuple[list[
     f("ear_protrusion", 0.6 * np.sign(x) * _g(Px, [8.0, 1.8, -0.8], [1.2, 2.5, 1.5]), 0, 0)
     # Neck.
     # radial scaling of the neck, fading out under the chin (which it must not push forward)
-    girth = 0.12 * neck_w * (1.0 - _smooth01(r_neck, 7.0, 9.5))
+    girth = 0.12 * neck_w * (1.0 - smoothstep(r_neck, 7.0, 9.5))
     f("neck_girth", girth * x, 0, girth * (z - axis_z))
     # the neck stretches between its base and the jaw; the head above moves as a block
     f("neck_length", 0, 0.1 * (y + 19.3 - _softplus(y + 19.3 - 11.0, 1.5)), 0)
@@ -153,7 +148,7 @@ def _rigid_features(topo: hm.Topology, P: np.ndarray, B: np.ndarray) -> np.ndarr
         ring = (r < 2.2) & (topo.part == hm.PART_SKIN)
         dc = B[:, ring].mean(axis=1)  # [K, 3]
         B[:, ids] = dc[:, None, :]
-        s = _smooth01(r, 1.8, 3.2)
+        s = smoothstep(r, 1.8, 3.2)
         near = (r < 3.2) & (topo.part == hm.PART_SKIN)
         B[:, near] = dc[:, None, :] + (B[:, near] - dc[:, None, :]) * s[near][None, :, None]
     loop, bag = topo.bag_loop, topo.bag_ids
