@@ -18,7 +18,7 @@ from hack_model.default_model.measure import measurements
 KEYS = (
     "head_breadth", "head_length", "cranial_breadth", "cranial_length", "nasion_chin",
     "neck_circumference", "nose_length", "jaw_width", "cheekbone_width", "lower_face_width",
-    "larynx_prominence", "top_y",
+    "mid_neck_width", "shoulder_width", "larynx_prominence", "top_y",
 )  # fmt: skip
 
 
