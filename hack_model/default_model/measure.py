@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..model_data import ModelData
+from .head_mesh import NECK_BASE_Y
 from .pose_correctives import MID_NECK_POINT, outline_points, plane_outline
 from .sdf import STERNAL_RECESS_Y
 
 MID_NECK_Y = float(MID_NECK_POINT[1])
+SHOULDER_Y = NECK_BASE_Y + 3.5  # across the trapezius, above the cut
 # the ears on the template (the helix round its centre, sdf.head_sdf): (y, z) centre and radii
 EAR_CENTER_YZ = np.array([1.8, -0.3])
 EAR_RADII_YZ = np.array([3.2, 2.1])
@@ -95,8 +97,7 @@ def measurements(data: ModelData, P: np.ndarray | None = None) -> dict[str, floa
         "jaw_width": float(np.linalg.norm(lm[4] - lm[12])),  # near the gonial angles
         "cheekbone_width": face_width(0.0, 3.0, 3.0),  # in front of the ears
         "lower_face_width": face_width(-6.0, -4.0, 1.0),  # around the gonial angles
-        # across the trapezius 3.5 cm above the cut, and across the neck at its middle
-        "shoulder_width": float(2 * np.abs(S[np.abs(S[:, 1] + 15.8) < 0.3, 0]).max()),
+        "shoulder_width": float(2 * np.abs(S[np.abs(S[:, 1] - SHOULDER_Y) < 0.3, 0]).max()),
         "mid_neck_width": float(2 * np.abs(S[np.abs(S[:, 1] - MID_NECK_Y) < 0.3, 0]).max()),
         "brow_prominence": float(glabella_rel - lm[27, 2]),  # glabella in front of nasion
         "larynx_prominence": larynx_prominence(data.template_vertices.astype(np.float64), P),
