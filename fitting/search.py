@@ -19,10 +19,12 @@ from .regions import FACE, head_weights, vertex_regions
 DEBUG = bool(os.environ.get("FIT_DEBUG"))
 # Rounds of the tilt search (each continues from the previous round's winner).
 TILT_ROUNDS = 3
-# Head flexions (degrees) tried against a neck searched anew for each (see search_from).
+# Head flexions (degrees) tried against a neck searched anew for each (see search_from),
+# in 10 degree steps: a probe recovers about 10 degrees, and with 15 degree steps frontal
+# views of a flexed neck (rigid starts 15-25 degrees off in pitch) stayed in the wrong basin.
 # Its grid is finer in flexion than the first neck search's (9 steps: with 5, a raised
 # chin was still missed) and coarser in axial turn and lateral bend: 135 hypotheses, 0.3 s.
-HEAD_NECK_TRADES = (-30.0, -15.0, 15.0, 30.0)
+HEAD_NECK_TRADES = (-30.0, -20.0, -10.0, 10.0, 20.0, 30.0)
 TRADE_NECK_STEPS = (9, 5, 3)
 
 
