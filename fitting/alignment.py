@@ -98,7 +98,8 @@ def _axis_rotations() -> list[np.ndarray]:
     return out
 
 
-def _rotation_angle(R1: np.ndarray, R2: np.ndarray) -> float:
+def rotation_angle(R1: np.ndarray, R2: np.ndarray) -> float:
+    """The angle (radians) of the rotation taking R1 [3, 3] to R2 [3, 3]."""
     return float(np.arccos(np.clip((np.trace(R1.T @ R2) - 1.0) / 2.0, -1.0, 1.0)))
 
 
@@ -362,7 +363,7 @@ def _distinct(results: list[tuple[Similarity, float]], count: int, degrees: floa
     `degrees` in rotation."""
     kept: list[Similarity] = []
     for sim, _ in sorted(results, key=lambda r: r[1]):
-        if all(_rotation_angle(sim.rotation, k.rotation) > np.deg2rad(degrees) for k in kept):
+        if all(rotation_angle(sim.rotation, k.rotation) > np.deg2rad(degrees) for k in kept):
             kept.append(sim)
         if len(kept) == count:
             break

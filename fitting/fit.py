@@ -35,7 +35,7 @@ from .optimize import DEFAULT_STAGES, Correspondences, Fitter, Problem, SolveLog
 from .regions import FACE, REGION_NAMES, vertex_regions
 from .result import FitOptions, FitResult
 from .scan_io import ScanData, mesh_to_points, valid_triangles
-from .search import DEBUG, search_from, search_start
+from .search import DEBUG, distinct_states, search_from, search_start
 
 _EVALUATORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -181,9 +181,8 @@ def _fit_scan(
     iterations = best.log.iterations
     if searched and best.score > RETRY_SCORE_CM:
         # A poor residual: the probe may have picked the wrong basin. Fit from the next best
-        # distinct hypotheses too and keep the fit that explains the scan best.
-        alternatives = [st for _, st in sorted(pool, key=lambda x: x[0]) if st is not state]
-        for alt in alternatives[:RETRIES]:
+        # hypotheses in other basins too and keep the fit that explains the scan best.
+        for alt in distinct_states(pool, state, RETRIES):
             attempt = _Attempt.run(fitter, ev, opts, alt.copy(), prepared, extra, True, single_view)
             iterations += attempt.log.iterations
             if attempt.score < best.score:

@@ -9,7 +9,7 @@ import os
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from .alignment import Alignment, initial_alignment, neck_search
+from .alignment import Alignment, initial_alignment, neck_search, rotation_angle
 from .evaluator import ModelEvaluator, ModelParams
 from .geometry import face_normals, sample_surface
 from .optimize import PROBE_STAGE, Fitter, Problem, State
@@ -29,6 +29,10 @@ TILT_GAIN = 0.02
 # chin was still missed) and coarser in axial turn and lateral bend: 135 hypotheses, 0.3 s.
 HEAD_NECK_TRADES = (-30.0, -20.0, -10.0, 10.0, 20.0, 30.0)
 TRADE_NECK_STEPS = (9, 5, 3)
+# Probed states closer than this (head rotation in degrees, and each axis of the neck's
+# total pose in radians) settled in one basin: fitting both again gains nothing.
+SAME_BASIN_DEGREES = 5.0
+SAME_BASIN_NECK = 0.1
 
 
 def search_start(
@@ -169,6 +173,23 @@ def best_probe(
     if pool is not None:
         pool.extend((x[0], x[2]) for x in scored[1 if skip_first else 0 :])
     return min(scored, key=lambda x: (x[0], x[1]))[2]
+
+
+def distinct_states(pool: list[tuple[float, State]], chosen: State, count: int) -> list[State]:
+    """The best-scored `count` probed states of `pool` (score, state) in basins other than
+    `chosen`'s and each other's (see SAME_BASIN_DEGREES)."""
+    kept = [chosen]
+    for _, st in sorted(pool, key=lambda x: x[0]):
+        if len(kept) > count:
+            break
+        if not any(_same_basin(st, k) for k in kept):
+            kept.append(st)
+    return kept[1:]
+
+
+def _same_basin(a: State, b: State) -> bool:
+    neck = np.abs(a.params.neck_pose.sum(0) - b.params.neck_pose.sum(0)).max()
+    return rotation_angle(a.rotation, b.rotation) < np.deg2rad(SAME_BASIN_DEGREES) and neck < SAME_BASIN_NECK
 
 
 def _with_neck(state: State, neck_pose: np.ndarray, sim) -> State:

@@ -13,16 +13,18 @@ from fitting import FitOptions, fit_registered, fit_scan
 from fitting.alignment import (
     SINGLE_VIEW,
     Similarity,
-    _rotation_angle,
     rigid_icp,
     rigid_icp_batch,
+    rotation_angle,
     view_direction,
     view_starts,
 )
 from fitting.evaluator import ModelParams
 from fitting.fit import HEAD_EXTENT_CM, _scale_status
 from fitting.geometry import MeshProximity, face_normals, sample_surface
+from fitting.optimize import State
 from fitting.report import build_report
+from fitting.search import SAME_BASIN_DEGREES, distinct_states
 from fitting.synthetic_scans import RecordedFrames, Scanner, make_kind_scan
 
 
@@ -100,7 +102,7 @@ def test_view_starts_cover_the_camera_cone(ev):
         yaw, pitch = rng.uniform(-30, 30), rng.uniform(-20, 20)
         camera = true @ Rotation.from_euler("yx", [yaw, pitch], degrees=True).apply([0.0, 0.0, 1.0])
         Rs, _ = view_starts(camera, np.zeros(3), pts, normals)
-        assert min(_rotation_angle(R, true) for R in Rs) < np.deg2rad(25.0)
+        assert min(rotation_angle(R, true) for R in Rs) < np.deg2rad(25.0)
 
 
 class _Prepared:
@@ -116,6 +118,24 @@ class _Result:
 
 class _State:
     scale = 1.0
+
+
+def test_distinct_states_skip_the_chosen_basin():
+    def state(degrees, neck_x=0.0):
+        params = ModelParams.neutral(3, 2, 8)
+        params.neck_pose[1:4, 0] = neck_x / 3.0  # a total flexion shared by three bones
+        R = Rotation.from_euler("y", degrees, degrees=True).as_matrix()
+        return State(params, 1.0, R, np.zeros(3))
+
+    chosen = state(0.0)
+    near = state(0.5 * SAME_BASIN_DEGREES)  # the chosen basin, settled a little apart
+    turned = state(3.0 * SAME_BASIN_DEGREES)
+    near_turned = state(3.5 * SAME_BASIN_DEGREES)
+    flexed = state(0.0, neck_x=0.5)  # the head in place, the neck bent
+    pool = [(0.10, chosen), (0.11, near), (0.12, near_turned), (0.13, turned), (0.14, flexed)]
+    assert distinct_states(pool, chosen, 2) == [near_turned, flexed]
+    assert distinct_states(pool, chosen, 1) == [near_turned]
+    assert distinct_states([(0.1, chosen), (0.2, near)], chosen, 2) == []
 
 
 def test_scale_status_says_when_the_size_cannot_be_told():
