@@ -118,33 +118,32 @@ def search_from(
     # The rigid start, then neck twist/bend hypotheses for it: each gets a short
     # similarity+shape+neck solve, which tells them apart far better than rigid scores.
     if probed is not None:
-        state = probed
-        pool.append((fitter.score(state, scan_cm), state))
+        score, state = fitter.score(probed, scan_cm), probed
+        pool.append((score, state))
     else:
         start = State.from_similarity(neutral_params, sim)
-        state = best_probe(fitter, ev, [start], scan_cm, normals, pool=pool)
+        score, state = best_probe(fitter, ev, [start], scan_cm, normals, pool=pool)
     if neck_hypotheses:
         states = [state]
         for pose, sim_h, _ in neck_search(ev, state.similarity(), scan_cm, rng, top=neck_hypotheses):
             states.append(_with_neck(state, pose, sim_h))
-        state = best_probe(fitter, ev, states, scan_cm, normals, skip_first=True, pool=pool)
+        score, state = best_probe(fitter, ev, states, scan_cm, normals, skip_first=True, pool=pool)
     if trades:
         states = [state]
         for angle in HEAD_NECK_TRADES:
             flexed = tilted(state, 0, angle)
             pose, sim_h, _ = neck_search(ev, flexed.similarity(), scan_cm, rng, steps=TRADE_NECK_STEPS)[0]
             states.append(_with_neck(flexed, pose, sim_h))
-        state = best_probe(fitter, ev, states, scan_cm, normals, skip_first=True, pool=pool)
+        score, state = best_probe(fitter, ev, states, scan_cm, normals, skip_first=True, pool=pool)
     if tilts:
         # The rigid head fit can stay ~10-30 degrees off; probe small tilts of the best,
         # and again from a tilt that won (a descent over tilts in 10 degree steps).
-        score = fitter.score(state, scan_cm)
         for _ in range(TILT_ROUNDS):
             states = [state] + [tilted(state, axis, angle) for axis in (0, 1) for angle in (-10.0, 10.0)]
-            new_state = best_probe(fitter, ev, states, scan_cm, normals, skip_first=True, pool=pool)
+            probe = best_probe(fitter, ev, states, scan_cm, normals, skip_first=True, pool=pool)
+            new_score, new_state = probe
             if new_state is state:
                 break
-            new_score = fitter.score(new_state, scan_cm)
             state, gained = new_state, new_score < (1.0 - TILT_GAIN) * score
             score = new_score
             if not gained:
@@ -160,9 +159,9 @@ def best_probe(
     normals,
     skip_first=False,
     pool: list | None = None,
-) -> State:
+) -> tuple[float, State]:
     """Run the probe stage from each state (the first as it is when skip_first: it was probed);
-    return the one whose capped scan distance is lowest."""
+    return (score, state) of the one whose capped scan distance is lowest."""
     scored = []
     for i, cand in enumerate(states):
         if not (skip_first and i == 0):
@@ -172,7 +171,8 @@ def best_probe(
         print("probe scores", [round(x[0], 4) for x in scored])
     if pool is not None:
         pool.extend((x[0], x[2]) for x in scored[1 if skip_first else 0 :])
-    return min(scored, key=lambda x: (x[0], x[1]))[2]
+    score, _, best = min(scored, key=lambda x: (x[0], x[1]))
+    return score, best
 
 
 def distinct_states(pool: list[tuple[float, State]], chosen: State, count: int) -> list[State]:
