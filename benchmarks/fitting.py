@@ -64,7 +64,12 @@ def shared_data() -> Path:
 
 def load_models(names: list[str] | None) -> list[tuple[str, HACK]]:
     if names:
-        return [(n, HACK(None if n == "default" else Path(n))) for n in names]
+        # Named by the model's folder or file stem: the scans' seeds depend on the name, so
+        # `--model ../shared/data/hack-release` draws the same scans as the default run.
+        return [
+            (n if n == "default" else Path(n).resolve().stem, HACK(None if n == "default" else Path(n)))
+            for n in names
+        ]
     models = [("default", HACK())]
     release = shared_data() / "hack-release"
     if release.is_dir():
