@@ -6,7 +6,8 @@
   zero rows of sparse directions are never stored nor multiplied, and no scatter is
   needed;
 - vertices carried by one bone alone (weight 1) form runs skinned by that bone's matrix,
-  without a blend;
+  without a blend (on the CPU; a GPU blends all vertices in one pass, and multiplies sparse
+  expressions densely over their range: fewer launches);
 - meshes are coordinate-major ([B, 3, V]: x of every vertex, then y, then z).
 `evaluate` returns the vertices in the model's own order.
 
@@ -269,7 +270,9 @@ def _evaluate(
         mesh = _add_larynx(kernel, base, larynx_height, larynx_scale)
     if mesh is None or mesh.shape[0] != B:
         mesh = (base if mesh is None else mesh).expand(B, 3, V).clone()
-    if expression is not None and kernel.expression_blocks is not None:
+    # On a GPU launches, not arithmetic, set the time: one dense product, one blended skinning.
+    on_cpu = device.type == "cpu"
+    if expression is not None and kernel.expression_blocks is not None and on_cpu:
         add_block_sparse_blend_shapes(mesh, expression, kernel.expression_blocks)
     elif expression is not None:
         add_blend_shapes_to_range(mesh, expression, kernel.expression_directions, kernel.expression_start)
@@ -313,8 +316,15 @@ def _model_order(kernel: KernelBasis, mesh: torch.Tensor) -> torch.Tensor:
     return mesh.reshape(B, 3 * V).index_select(1, kernel.output_index).view(B, V, 3)
 
 
+GPU_SKINNING_CHUNK = 1 << 26  # blended-matrix elements per chunk on a GPU (256 MB in float32)
+
+
 def _skin(kernel: KernelBasis, mesh: torch.Tensor, bone_matrices: torch.Tensor) -> torch.Tensor:
-    """mesh [B, 3, V] (kernel order), bone_matrices [B, J, 3, 4] -> [B, 3, V] (kernel order)."""
+    """mesh [B, 3, V] (kernel order), bone_matrices [B, J, 3, 4] -> [B, 3, V] (kernel order).
+    On the CPU each one-bone run is one affine map; on a GPU every vertex is blended in one
+    pass (a one-bone vertex's weights are exactly 1 and 0, so the same numbers), fewer launches."""
+    if mesh.device.type != "cpu":
+        return skin_planes(mesh, kernel.weights_by_bone, bone_matrices, GPU_SKINNING_CHUNK)
     pieces = []
     for run in kernel.runs:
         part = mesh[:, :, run.start : run.stop]
