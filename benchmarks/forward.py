@@ -5,13 +5,14 @@ correctives are sparse, which the kernel exploits) and a HACK-size random model
 (14,062 vertices, 100 shape, 55 expression, 72 pose-corrective directions, dense: no
 sparsity to exploit). Prints median milliseconds per call at B=1 and per frame at
 B=64, CPU float32 on --threads threads, the load average (the numbers mean little on a
-busy machine: run it two or three times), and on CUDA B=1 and B=1024 when a GPU is present.
+busy machine: run it two or three times), and on CUDA B=1 and B=1024 when a GPU is
+present, eager and through CUDA graphs (`hack_model.core.cuda_graphs`).
 
 Columns: "fixed shape" (an animation playing: the shaped template is cached), "new
 shape" (a new shape every call), smplx.lbs.lbs on the same arrays, and the reference
 code's way (dense blendshapes, then a [V, 4, 4] blend with a Python loop over bones).
 
-    python benchmarks/forward.py [--threads 2] [--repeats 50]
+    python benchmarks/forward.py [--threads 2] [--repeats 50] [--device cpu|cuda|all]
 """
 
 from __future__ import annotations
@@ -134,32 +135,53 @@ def rows_for(name: str, data: ModelData, repeats: int, rng: np.random.Generator)
             )
 
 
+def cuda_rows(models: list[tuple[str, ModelData]], repeats: int, rng: np.random.Generator) -> None:
+    """Per model: B=1 and B=1024 on CUDA, eager (cuda_graphs=False) and through CUDA graphs."""
+    sync = torch.cuda.synchronize
+    print(
+        f"\nCUDA: {torch.cuda.get_device_name()}, torch {torch.__version__}, float32; median ms per call,"
+        " each call followed by torch.cuda.synchronize (graphs apply while B * V <= 2^20)"
+    )
+    print(f"{'model':>32} {'batch':>6} {'eager':>9} {'graphed':>9} {'eager/frame':>12} {'graphed/frame':>14}")
+    with torch.no_grad():
+        for name, data in models:
+            eager, graphed = HACK(data, cuda_graphs=False).to("cuda"), HACK(data).to("cuda")
+            for B in (1, 1024):
+                p = random_params(data, B, rng, "cuda")
+                e = median_ms(lambda p=p, m=eager: m(**p), repeats, sync)
+                g = median_ms(lambda p=p, m=graphed: m(**p), repeats, sync)
+                print(f"{name:>32} {B:>6} {e:>9.4f} {g:>9.4f} {e / B:>12.5f} {g / B:>14.5f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda", "all"),
+        default="all",
+        help="cpu: the CPU rows (need smplx); cuda: the CUDA rows; all: both (CUDA when present)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(1)
-    print(
-        f"HACK forward, float32, {args.threads} CPU threads, load average "
-        + " ".join(f"{x:.2f}" for x in os.getloadavg())
-    )
     from hack_model.loading import load_model
 
-    rows_for("default model", load_model(None), args.repeats, rng)
+    default = load_model(None)
     random = random_model_data(num_vertices=14062, num_shape=100, num_expression=55, seed=0)
-    rows_for("HACK-size random model (dense)", random, args.repeats, rng)
-    print(f"load average after: {os.getloadavg()[0]:.2f}")
-
-    if torch.cuda.is_available():
-        gpu = HACK(random).to("cuda")
-        print(f"\nCUDA: {torch.cuda.get_device_name()} (HACK-size random model)")
-        with torch.no_grad():
-            for B in (1, 1024):
-                p = random_params(random, B, rng, "cuda")
-                ms = median_ms(lambda p=p: gpu(**p), args.repeats, torch.cuda.synchronize)
-                print(f"{B:>6} {ms:>13.3f} ms/call {ms / B:>9.4f} ms/frame")
+    if args.device in ("cpu", "all"):
+        print(
+            f"HACK forward, float32, {args.threads} CPU threads, load average "
+            + " ".join(f"{x:.2f}" for x in os.getloadavg())
+        )
+        rows_for("default model", default, args.repeats, rng)
+        rows_for("HACK-size random model (dense)", random, args.repeats, rng)
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
+    if args.device in ("cuda", "all") and torch.cuda.is_available():
+        cuda_rows([("default model", default), ("HACK-size random model", random)], args.repeats, rng)
+    elif args.device == "cuda":
+        raise SystemExit("--device cuda: CUDA is not available here")
 
 
 if __name__ == "__main__":
