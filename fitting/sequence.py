@@ -103,17 +103,13 @@ def _temporal_rows(target_cm: np.ndarray, idx: np.ndarray, weight: float, place,
     scans plainly show (a turn the constant-velocity guess missed) is not held back."""
     n = len(idx)
     corners = np.repeat(np.stack([idx, idx, idx], 1), 3, axis=0)
+    bary, normals = np.tile([1.0, 0.0, 0.0], (3 * n, 1)), np.tile(np.eye(3), (n, 1))
+    points = np.repeat(target_cm, 3, axis=0)
 
     def rows(state: State) -> Correspondences:
         off = np.linalg.norm(place(state) - target_cm, axis=1)
         w = weight / (1.0 + (off / scale_cm) ** 2)
-        return Correspondences(
-            corners,
-            np.tile([1.0, 0.0, 0.0], (3 * n, 1)),
-            np.tile(np.eye(3), (n, 1)),
-            np.repeat(target_cm, 3, axis=0),
-            np.repeat(w, 3),
-        )
+        return Correspondences(corners, bary, normals, points, np.repeat(w, 3))
 
     return rows
 

@@ -24,14 +24,13 @@ from .forward import KernelBasis, evaluate
 
 MAX_ELEMENTS = 1 << 20  # batch size times vertices up to which a graph is used
 
-PARAMETERS = ("shape", "expression", "neck_pose", "larynx_height", "larynx_scale", "global_orient", "transl")
+SEEN_LIMIT = 64  # shape combinations remembered as seen once (forgotten all at once past it)
 
 
 @dataclass
 class _Captured:
     graph: torch.cuda.CUDAGraph
     inputs: torch.Tensor  # [N] every given parameter, flattened one after the other
-    views: dict[str, torch.Tensor]  # name -> its view of inputs, in its own shape
     vertices: torch.Tensor  # [B, V, 3] (overwritten by every replay)
     frames: torch.Tensor  # [B, J, 4, 4]
     finite: torch.Tensor  # [2] bool: inputs finite, outputs finite
@@ -77,13 +76,15 @@ class GraphedEvaluate:
 
     def __call__(self, parameters: dict[str, torch.Tensor | None], batch_size: int) -> GraphedResult | None:
         """The replayed result, or None when this call should run eagerly (first sight of
-        these shapes, or their capture failed). parameters: `PARAMETERS` -> tensor or None."""
+        these shapes, or their capture failed). parameters: `evaluate`'s, name -> tensor or None."""
         given = {k: v for k, v in parameters.items() if v is not None}
         key = (batch_size, tuple((k, tuple(v.shape)) for k, v in given.items()), self.kernel.template.dtype)
         captured = self._graphs.get(key)
         if key in self._graphs:
             self._graphs.move_to_end(key)
         elif key not in self._seen:
+            if len(self._seen) >= SEEN_LIMIT:
+                self._seen.clear()
             self._seen.add(key)
             return None
         else:
@@ -134,4 +135,4 @@ class GraphedEvaluate:
                     vertices, frames, finite = run()
             except RuntimeError:
                 return None
-        return _Captured(graph, inputs, views, vertices, frames, finite)
+        return _Captured(graph, inputs, vertices, frames, finite)
