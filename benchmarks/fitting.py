@@ -28,6 +28,7 @@ units (mm, cm or m). Per kind it prints:
 
     python benchmarks/fitting.py [--model M ...] [--kind K ...] [--count 40] [--seed 0]
                                  [--jsonl rows.jsonl] [--ict]
+    python benchmarks/fitting.py --summarise a.jsonl b.jsonl   # merge runs made in parallel
 
 Develop with a small --count (e.g. 3); the issue's figure is 40 per kind and model.
 """
@@ -181,7 +182,7 @@ def summarise(rows: list[dict]) -> None:
             f"{sum(r['truth_mm'] <= 0.5 for r in bad):>11} {sum(r['truth_mm'] > 0.5 for r in bad):>10}"
         )
     print("\n== time breakdown (mean s per scan)")
-    steps = ("load", "align", "optimize", "report", "polish", "retry", "total", "cpu")
+    steps = ("load", "align", "optimize", "report", "polish", "retry", "restart", "total", "cpu")
     print(f"{'model':>13} {'kind':>9} " + " ".join(f"{s:>8}" for s in steps))
     for (model, kind), g in groups.items():
         means = [np.mean([r["timings"].get(s, 0.0) for r in g]) for s in steps]
@@ -258,7 +259,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jsonl", help="append one JSON row per scan to this file")
     parser.add_argument("--ict", action="store_true", help="also fit the ICT-FaceKit heads")
     parser.add_argument("--no-synthetic", action="store_true", help="skip the synthetic scans")
+    parser.add_argument(
+        "--summarise",
+        nargs="+",
+        metavar="JSONL",
+        help="fit nothing: print the tables of rows written by --jsonl (runs in parallel, merged)",
+    )
     args = parser.parse_args(argv)
+    if args.summarise:
+        rows = []
+        for path in args.summarise:
+            with open(path, encoding="utf-8") as handle:
+                rows += [json.loads(line) for line in handle if line.strip()]
+        summarise(rows)
+        return 0
     torch.set_num_threads(args.threads)
     print(f"load before: {os.getloadavg()}")
     models = load_models(args.model)

@@ -309,7 +309,8 @@ class ModelEvaluator:
         lo = 0 if use_shape else self.S
         hi = self.S + self.E if use_expression else self.S
         if hi > lo:
-            linear = (rows @ self.linear_directions.view(3 * self.num_vertices, -1))[:, lo:hi]
+            # Only the columns asked for: a probe moves the shape alone.
+            linear = rows @ self.linear_directions.view(3 * self.num_vertices, -1)[:, lo:hi]
             if posed.joints is not None:
                 # Regressed joints move only the bones' translations (the rotations do not depend
                 # on the joints), affinely: a unit step of each coefficient gives the exact change.

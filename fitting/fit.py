@@ -11,8 +11,9 @@ A fit runs in four steps, each in its own module:
               best hypotheses when the residual stays high
     finish    `_finish`: the mesh through HACK.forward, point-to-surface distances both
               ways and the confidence (confidence.py); a doubted fit is polished while the
-              evidence improves (`_polish`), then other rigid basins are tried; the scale's
-              status (`_scale_status`: units, fitted or cannot tell)
+              evidence improves (`_polish`), then other rigid basins are tried (a single
+              view: a fresh search on another random stream); the scale's status
+              (`_scale_status`: units, fitted or cannot tell)
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ RETRY_SCORE_CM = 0.092
 RETRIES = 2
 # Other rigid basins searched when the evidence doubts the fit.
 OTHER_BASINS = 1
+# Fresh searches (another random stream) for a doubted single view.
+SINGLE_VIEW_RESTARTS = 1
 
 
 def evaluator_for(model: HACK, device: str | torch.device | None = None) -> ModelEvaluator:
@@ -223,6 +226,27 @@ def _fit_scan(
             if not result.failed:
                 break
         timings["retry"] = time.perf_counter() - t0
+    if searched and result.failed and single_view and SINGLE_VIEW_RESTARTS:
+        # A single view's search follows one path through many close hypotheses (which
+        # probe wins decides where the next ones start), and a wrong turn early ends in
+        # another basin. A fresh search on another random sample takes another path.
+        t0 = time.perf_counter()
+        for restart in range(1, SINGLE_VIEW_RESTARTS + 1):
+            fresh = np.random.default_rng([opts.seed, restart])
+            again = Fitter(ev, fresh, sigma_cm=opts.sigma_cm)
+            alt, _, _ = search_start(
+                again, ev, scan_cm, normals, fresh, opts.neck_hypotheses, opts.tilt_hypotheses
+            )
+            attempt = _Attempt.run(again, ev, opts, alt, prepared, extra, True, single_view)
+            iterations += attempt.log.iterations
+            other = _finish(model, ev, attempt.state, prepared, fresh, opts)
+            if DEBUG:
+                print("fresh search", round(attempt.score, 4), round(other.confidence, 3))
+            if (other.confidence, -attempt.score) > (result.confidence, -best.score):
+                best, result = attempt, other
+            if not result.failed:
+                break
+        timings["restart"] = time.perf_counter() - t0
     result.converged = bool(best.converged)
     result.iterations = iterations
     result.stages = best.log.stages

@@ -1,10 +1,12 @@
 """The global start of a fit without landmarks: rigid hypotheses, neck twists and small
 tilts (and for a single view, head flexion traded against the neck), each given a short
-similarity+shape+neck solve (the probe) and ranked by how well it explains the scan."""
+similarity+shape+neck solve (the probe) and ranked by how well it explains the scan. The
+probes of one set of hypotheses race (`probe_all`): the clearly worse stop early."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -33,6 +35,12 @@ TRADE_NECK_STEPS = (9, 5, 3)
 # total pose in radians) settled in one basin: fitting both again gains nothing.
 SAME_BASIN_DEGREES = 5.0
 SAME_BASIN_NECK = 0.1
+# Probes race: each hypothesis gets the probe's first RACE_ITERATIONS, and only those then
+# scoring within RACE_MARGIN of the best go on to the probe's end. On the benchmark's scans
+# (107 races, 470 hypotheses) a margin of 1.5 stopped half of them early and never lost
+# the final winner by more than 1.1% of its score; 1.3 lost one by 61%.
+RACE_ITERATIONS = 3
+RACE_MARGIN = 1.5
 
 
 def search_start(
@@ -68,11 +76,8 @@ def search_start(
         # fits a shaped, expressive one nearly as well turned by tens of degrees); a probe
         # fits shape and neck first. The losers stay the other basins to try on doubt.
         candidates = [alignment.transform] + list(alignment.others)
-        scored = []
-        for i, sim in enumerate(candidates):
-            st = State.from_similarity(neutral_params, sim)
-            st, _, _ = fitter.run_stage(Problem(ev, PROBE_STAGE), st, scan_cm, normals)
-            scored.append((fitter.score(st, scan_cm), i, st))
+        starts = [State.from_similarity(neutral_params, sim) for sim in candidates]
+        scored = probe_all(fitter, ev, starts, scan_cm, normals)
         scored.sort(key=lambda x: (x[0], x[1]))
         if DEBUG:
             print("rigid candidates probed", [(round(x[0], 4), x[1]) for x in scored])
@@ -162,17 +167,45 @@ def best_probe(
 ) -> tuple[float, State]:
     """Run the probe stage from each state (the first as it is when skip_first: it was probed);
     return (score, state) of the one whose capped scan distance is lowest."""
-    scored = []
-    for i, cand in enumerate(states):
-        if not (skip_first and i == 0):
-            cand, _, _ = fitter.run_stage(Problem(ev, PROBE_STAGE), cand, scan_cm, normals)
-        scored.append((fitter.score(cand, scan_cm), i, cand))
+    scored = probe_all(fitter, ev, states, scan_cm, normals, skip_first)
     if DEBUG:
         print("probe scores", [round(x[0], 4) for x in scored])
     if pool is not None:
         pool.extend((x[0], x[2]) for x in scored[1 if skip_first else 0 :])
     score, _, best = min(scored, key=lambda x: (x[0], x[1]))
     return score, best
+
+
+def probe_all(
+    fitter: Fitter,
+    ev: ModelEvaluator,
+    states: list[State],
+    scan_cm: np.ndarray,
+    normals,
+    skip_first=False,
+) -> list[tuple[float, int, State]]:
+    """(score, index, probed state) for each state, in their order: a race. Every state gets
+    the probe's first RACE_ITERATIONS (the first none when skip_first: it was probed); only
+    those then within RACE_MARGIN of the best score go on to the probe's end (the others
+    keep their short probe's state and score)."""
+    head = replace(PROBE_STAGE, iterations=RACE_ITERATIONS)
+    tail = replace(PROBE_STAGE, iterations=PROBE_STAGE.iterations - RACE_ITERATIONS)
+    scored = []
+    for i, cand in enumerate(states):
+        if not (skip_first and i == 0):
+            cand, _, _ = fitter.run_stage(Problem(ev, head), cand, scan_cm, normals)
+        scored.append((fitter.score(cand, scan_cm), i, cand))
+    best = min(x[0] for x in scored)
+    out = []
+    for score, i, cand in scored:
+        if (skip_first and i == 0) or score > RACE_MARGIN * best:
+            out.append((score, i, cand))
+            continue
+        cand, _, _ = fitter.run_stage(Problem(ev, tail), cand, scan_cm, normals)
+        out.append((fitter.score(cand, scan_cm), i, cand))
+    if DEBUG:
+        print("race", [(round(a[0], 4), round(b[0], 4)) for a, b in zip(scored, out)])
+    return out
 
 
 def distinct_states(pool: list[tuple[float, State]], chosen: State, count: int) -> list[State]:

@@ -13,6 +13,7 @@ from fitting import FitOptions, fit_registered, fit_scan
 from fitting.alignment import (
     SINGLE_VIEW,
     Similarity,
+    neck_search,
     rigid_icp,
     rigid_icp_batch,
     rotation_angle,
@@ -22,10 +23,17 @@ from fitting.alignment import (
 from fitting.evaluator import ModelParams
 from fitting.fit import HEAD_EXTENT_CM, _scale_status
 from fitting.geometry import MeshProximity, face_normals, sample_surface
-from fitting.optimize import State
+from fitting.optimize import PROBE_STAGE, Fitter, State
 from fitting.report import build_report
-from fitting.search import SAME_BASIN_DEGREES, distinct_states
-from fitting.synthetic_scans import RecordedFrames, Scanner, make_kind_scan
+from fitting.search import (
+    RACE_ITERATIONS,
+    RACE_MARGIN,
+    SAME_BASIN_DEGREES,
+    distinct_states,
+    probe_all,
+    tilted,
+)
+from fitting.synthetic_scans import RecordedFrames, Scanner, make_kind_scan, make_scan
 
 
 @pytest.fixture(scope="module")
@@ -230,3 +238,62 @@ def test_a_frontal_view_from_below_a_raised_chin_is_fitted_or_flagged(model, ev,
         (fitted if error < 0.5 else false_successes).append((seed, round(error, 2)))
     assert not false_successes, f"reported as fitted but off the true surface (seed, mm): {false_successes}"
     assert len(fitted) >= RAISED_CHIN_FITTED, fitted
+
+
+def _head_similarity(ev, scan) -> Similarity:
+    """The true similarity of the head-anchored model frame -> the scan (cm scans)."""
+    R, t = ev.head_transform(scan.params.neck_pose, ev.joints(scan.params))
+    sim = scan.transform
+    return Similarity(sim.scale, sim.rotation @ R, sim.scale * sim.rotation @ t + sim.translation)
+
+
+def test_probe_race_stops_only_the_clearly_worse_early(ev):
+    """search.probe_all: every hypothesis gets the probe's first iterations, only those within
+    RACE_MARGIN of the best go on; the right start wins whichever place it has."""
+    rng = np.random.default_rng(5)
+    truth = ModelParams.neutral(ev.S, ev.E, ev.J)
+    truth.shape[:] = rng.normal(0.0, 0.5, ev.S)
+    scan = make_scan(ev, rng, points=20_000, units="cm", params=truth)
+    neutral = ModelParams.neutral(ev.S, ev.E, ev.J)
+    right = State.from_similarity(neutral, _head_similarity(ev, scan))
+    wrong = tilted(right, 1, 90.0)  # the face turned to one side
+    for order in ([right, wrong], [wrong, right]):
+        fitter = Fitter(ev, np.random.default_rng(0))
+        stages = []
+        run_stage = fitter.run_stage
+
+        def counting(problem, state, *args, _run=run_stage, _stages=stages, **kwargs):
+            _stages.append(problem.stage.iterations)
+            return _run(problem, state, *args, **kwargs)
+
+        fitter.run_stage = counting
+        scored = probe_all(fitter, ev, [s.copy() for s in order], scan.points, None)
+        head, tail = RACE_ITERATIONS, PROBE_STAGE.iterations - RACE_ITERATIONS
+        assert stages == [head, head, tail]  # both started, one finished
+        best = min(scored, key=lambda x: x[0])
+        assert order[best[1]] is right
+        assert best[0] < 0.12  # cm: the scan's noise and outliers, capped
+        other = max(scored, key=lambda x: x[0])[0]
+        assert other > RACE_MARGIN * best[0]
+
+
+def test_neck_search_coarse_pass_keeps_the_exhaustive_choice(ev, frames, monkeypatch):
+    """neck_search scores every hypothesis on a quarter of its points and only the best share
+    on all: it picks what scoring all of them on all points picks, near the true neck."""
+    import fitting.alignment as alignment
+
+    for seed in (11, 12):
+        scan = make_kind_scan(ev, np.random.default_rng(seed), "full", frames, points=20_000, units="cm")
+        sim = _head_similarity(ev, scan)
+        sim = Similarity(sim.scale, sim.rotation, sim.translation)
+        fast = neck_search(ev, sim, scan.points, np.random.default_rng(0), top=3)
+        monkeypatch.setattr(alignment, "NECK_REFINED", 1.0)
+        slow = neck_search(ev, sim, scan.points, np.random.default_rng(0), top=3)
+        monkeypatch.undo()
+        assert [f[2] for f in fast] == pytest.approx([s[2] for s in slow])
+        for f, s in zip(fast, slow):
+            np.testing.assert_allclose(f[0], s[0])
+        limits = ev.pose_limits[1:].sum(0)
+        step = 1.8 * limits / (np.array([5, 9, 5]) - 1)  # the grid's steps
+        error = np.abs(fast[0][0].sum(0) - scan.params.neck_pose.sum(0))
+        assert (error <= step).all(), (error, step)
