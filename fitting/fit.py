@@ -216,13 +216,10 @@ def _fit_scan(
             alt, _ = search_from(
                 fitter, ev, sim, scan_cm, normals, rng, opts.neck_hypotheses, opts.tilt_hypotheses
             )
-            attempt = _Attempt.run(fitter, ev, opts, alt, prepared, extra, True, single_view)
-            iterations += attempt.log.iterations
-            other = _finish(model, ev, attempt.state, prepared, rng, opts)
-            if DEBUG:
-                print("other basin", round(attempt.score, 4), round(other.confidence, 3))
-            if (other.confidence, -attempt.score) > (result.confidence, -best.score):
-                best, result = attempt, other
+            best, result, more = _kept(
+                model, ev, fitter, opts, alt, prepared, extra, rng, single_view, best, result
+            )
+            iterations += more
             if not result.failed:
                 break
         timings["retry"] = time.perf_counter() - t0
@@ -237,13 +234,10 @@ def _fit_scan(
             alt, _, _ = search_start(
                 again, ev, scan_cm, normals, fresh, opts.neck_hypotheses, opts.tilt_hypotheses
             )
-            attempt = _Attempt.run(again, ev, opts, alt, prepared, extra, True, single_view)
-            iterations += attempt.log.iterations
-            other = _finish(model, ev, attempt.state, prepared, fresh, opts)
-            if DEBUG:
-                print("fresh search", round(attempt.score, 4), round(other.confidence, 3))
-            if (other.confidence, -attempt.score) > (result.confidence, -best.score):
-                best, result = attempt, other
+            best, result, more = _kept(
+                model, ev, again, opts, alt, prepared, extra, fresh, single_view, best, result
+            )
+            iterations += more
             if not result.failed:
                 break
         timings["restart"] = time.perf_counter() - t0
@@ -259,6 +253,19 @@ def _fit_scan(
         note = f"poor initial alignment (trimmed distance {alignment.score * 10:.1f} mm)"
         result.message = f"{result.message}; {note}" if result.message else note
     return result
+
+
+def _kept(model, ev, fitter, opts, start, scan, extra, rng, single_view, best, result):
+    """(attempt, result, iterations): the stages and report from another searched `start`
+    of a single view or another basin, kept over (best, result) when the evidence trusts it
+    more (or equally, with a lower capped scan distance)."""
+    attempt = _Attempt.run(fitter, ev, opts, start, scan, extra, True, single_view)
+    other = _finish(model, ev, attempt.state, scan, rng, opts)
+    if DEBUG:
+        print("alternative", round(attempt.score, 4), round(other.confidence, 3))
+    if (other.confidence, -attempt.score) > (result.confidence, -best.score):
+        return attempt, other, attempt.log.iterations
+    return best, result, attempt.log.iterations
 
 
 # The robust extent (cm) of anything a head scan shows, from a face seen by one camera to a
