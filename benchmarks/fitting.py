@@ -19,7 +19,8 @@ units (mm, cm or m). Per kind it prints:
                  surface <= 0.5 mm ("truth error")
     truth error  median and worst over the kind's scans (mm)
     time         median and 95th percentile per scan (s, wall clock; and the process's CPU
-                 time, which a loaded machine does not inflate: the fit runs on one thread)
+                 time, summed over the fit's --threads threads, which a loaded machine
+                 does not inflate)
     calibration  fits reported ok that are more than 1 mm off ("ok>1mm": must be 0) and fits
                  reported failed that are good ("failed-good")
     scale        fits whose scale is within 2% of the truth, or whose scale_status says
@@ -119,6 +120,7 @@ def bench_model(name, model, kinds, count, seed, points, frames, jsonl, facing=3
                 "detected_units": result.units,
                 "time_s": elapsed,
                 "cpu_s": cpu,
+                "threads": torch.get_num_threads(),
                 "load": os.getloadavg()[0],
                 "truth_mm": err,
                 "scale_error": scale_err,
@@ -252,7 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=40, help="scans per kind and model")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--points", type=int, default=100_000)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads outside the fit")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="threads each fit works on (FitOptions.threads: torch's count), one fit at a time",
+    )
     parser.add_argument(
         "--facing", type=float, default=35.0, help="frontal kind: surface within this angle of the camera"
     )
@@ -274,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         summarise(rows)
         return 0
     torch.set_num_threads(args.threads)
-    print(f"load before: {os.getloadavg()}")
+    print(f"load before: {os.getloadavg()}; each fit on {args.threads} thread(s), one fit at a time")
     models = load_models(args.model)
     kinds = args.kind or list(ALL_KINDS)
     frames = None

@@ -17,6 +17,8 @@ from scipy.spatial import cKDTree
 
 from hack_model.core.numpy_math import axis_angle_to_matrix
 
+from .parallel import SEQUENTIAL, Workers
+
 UNIT_TO_CM = {"mm": 0.1, "cm": 1.0, "m": 100.0}
 # A scan whose local normals have this share of their scatter along one direction (about
 # 1/3 for a closed head, ~0.4 for a face cut out of one, ~0.8 for one camera's view) is a
@@ -29,6 +31,8 @@ VIEW_SURVIVORS = 48
 VIEW_CANDIDATES = 12
 # The share of neck_search's hypotheses scored again on all its points.
 NECK_REFINED = 0.2
+# Rigid ICP starts per thread, at least.
+ICP_PIECE = 4
 
 
 def detect_units(points: np.ndarray) -> str:
@@ -214,10 +218,24 @@ def rigid_icp_batch(
     translations: np.ndarray,
     iterations: int,
     keep: float,
+    workers: Workers = SEQUENTIAL,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """rigid_icp for many starts at once (rotations [H, 3, 3], translations [H, 3], model ->
-    scan): one k-d tree query and one batched Umeyama step per iteration. Returns the
-    rotations, translations and trimmed scores [H] (cm)."""
+    scan): one k-d tree query and one batched Umeyama step per iteration, the starts split
+    among the workers' threads (each start's result is its own). Returns the rotations,
+    translations and trimmed scores [H] (cm)."""
+    pieces = workers.split(len(rotations), least=ICP_PIECE)
+    parts = workers.map(
+        lambda s: _rigid_icp_starts(
+            scan, tree, model_points, rotations[s], translations[s], iterations, keep
+        ),
+        pieces,
+    )
+    return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))
+
+
+def _rigid_icp_starts(scan, tree, model_points, rotations, translations, iterations: int, keep: float):
+    """`rigid_icp_batch` of some starts on this thread."""
     R, t = rotations.copy(), translations.copy()
     H, n = len(R), len(scan)
     k = max(1, int(n * keep))
@@ -254,6 +272,7 @@ def initial_alignment(
     coarse_iterations: int = 8,
     survivors: int = 6,
     model_normals: np.ndarray | None = None,
+    workers: Workers = SEQUENTIAL,
 ) -> Alignment:
     """Model -> scan similarity (scale 1: the scan is in cm) from any starting orientation.
 
@@ -292,19 +311,21 @@ def initial_alignment(
         if single_view:
             Rv, tv = view_starts(direction, c_scan, model_points, model_normals)
             # The many view starts: a few iterations on a few points pick the promising ones.
-            Rv, tv, sv = rigid_icp_batch(few[: min(150, len(few))], tree, model_points, Rv, tv, 3, keep)
+            Rv, tv, sv = rigid_icp_batch(
+                few[: min(150, len(few))], tree, model_points, Rv, tv, 3, keep, workers
+            )
             top = np.argsort(sv)[:VIEW_SURVIVORS]
             Rs, ts = np.concatenate([Rs, Rv[top]]), np.concatenate([ts, tv[top]])
     hypotheses = len(Rs) if not single_view else len(Rs) - VIEW_SURVIVORS + len(Rv)
-    R, t, sc = rigid_icp_batch(few, tree, model_points, Rs, ts, coarse_iterations, keep)
+    R, t, sc = rigid_icp_batch(few, tree, model_points, Rs, ts, coarse_iterations, keep, workers)
     coarse = [(Similarity(1.0, R[i], t[i]), float(sc[i])) for i in range(len(R))]
     kept = _distinct(coarse, 2 * survivors if single_view else survivors)
-    results = _batch(pts, tree, model_points, kept, iterations, keep)
+    results = _batch(pts, tree, model_points, kept, iterations, keep, workers)
     results.sort(key=lambda r: r[1])
     more = scan_cm[rng.choice(len(scan_cm), size=min(3 * sample, len(scan_cm)), replace=False)]
     if head is None or head.sum() < 100:
         refined = sorted(
-            _batch(more, tree, model_points, [r[0] for r in results[:3]], 2 * iterations, keep),
+            _batch(more, tree, model_points, [r[0] for r in results[:3]], 2 * iterations, keep, workers),
             key=lambda r: r[1],
         )
         return Alignment(
@@ -328,10 +349,10 @@ def initial_alignment(
     # The head's ranking needs more iterations than the whole model's (ICP slides slowly
     # over a small frontal view), on a medium sample.
     medium = pts[: min(3 * coarse_sample // 2, len(pts))]
-    middle = _batch(medium, head_tree, head_points, starts, 2 * coarse_iterations, head_keep)
+    middle = _batch(medium, head_tree, head_points, starts, 2 * coarse_iterations, head_keep, workers)
     kept = _distinct(middle, 4)  # the best few distinct orientations
     refined = sorted(
-        _batch(more, head_tree, head_points, kept, 2 * iterations, head_keep), key=lambda r: r[1]
+        _batch(more, head_tree, head_points, kept, 2 * iterations, head_keep, workers), key=lambda r: r[1]
     )
     if single_view:
         # Candidates for the probes: the head's best, then the whole model's other basins,
@@ -344,7 +365,9 @@ def initial_alignment(
     return Alignment(refined[0][0], refined[0][1], hypotheses + len(starts), others, single_view)
 
 
-def _batch(points, tree, model_points, sims: list[Similarity], iterations: int, keep: float):
+def _batch(
+    points, tree, model_points, sims: list[Similarity], iterations: int, keep: float, workers: Workers
+):
     """rigid_icp_batch over a list of similarities: [(Similarity, score)]."""
     if not sims:
         return []
@@ -356,6 +379,7 @@ def _batch(points, tree, model_points, sims: list[Similarity], iterations: int, 
         np.array([s.translation for s in sims]),
         iterations,
         keep,
+        workers,
     )
     return [(Similarity(1.0, R[i], t[i]), float(sc[i])) for i in range(len(R))]
 
@@ -373,22 +397,30 @@ def _distinct(results: list[tuple[Similarity, float]], count: int, degrees: floa
 
 
 def _neck_fit(
-    neck_pts: np.ndarray, rest_of_scan: np.ndarray, scan_tree: cKDTree, cap: float = 3.0
+    neck_pts: np.ndarray,
+    rest_of_scan: np.ndarray,
+    scan_tree: cKDTree,
+    cap: float = 3.0,
+    workers: Workers = SEQUENTIAL,
 ) -> np.ndarray:
     """[H] how badly each hypothesis' neck points [H, S, 3] and the scan explain each other:
     the trimmed mean distances (cm, each capped at cap: missing parts cost the same for
     every hypothesis) from the scan points the head leaves unexplained to the neck, plus
-    from the neck to the scan."""
-    H = len(neck_pts)
-    # The trees need not look farther than cap (beyond it they answer inf). Model to scan:
-    # one query for every hypothesis; scan to model: a tree per hypothesis.
-    d_model = scan_tree.query(neck_pts.reshape(-1, 3), k=1, distance_upper_bound=cap)[0]
-    d_model = np.minimum(d_model, cap).reshape(H, -1)
-    out = np.empty(H)
-    for h in range(H):
-        d_scan = cKDTree(neck_pts[h]).query(rest_of_scan, k=1, distance_upper_bound=cap)[0]
-        out[h] = _trimmed_mean(np.minimum(d_scan, cap), 0.9) + _trimmed_mean(d_model[h], 0.8)
-    return out
+    from the neck to the scan. The hypotheses are split among the workers' threads."""
+
+    def fit(hypotheses: slice) -> np.ndarray:
+        pts = neck_pts[hypotheses]
+        # The trees need not look farther than cap (beyond it they answer inf). Model to
+        # scan: one query for every hypothesis; scan to model: a tree per hypothesis.
+        d_model = scan_tree.query(pts.reshape(-1, 3), k=1, distance_upper_bound=cap)[0]
+        d_model = np.minimum(d_model, cap).reshape(len(pts), -1)
+        out = np.empty(len(pts))
+        for h in range(len(pts)):
+            d_scan = cKDTree(pts[h]).query(rest_of_scan, k=1, distance_upper_bound=cap)[0]
+            out[h] = _trimmed_mean(np.minimum(d_scan, cap), 0.9) + _trimmed_mean(d_model[h], 0.8)
+        return out
+
+    return np.concatenate(workers.map(fit, workers.split(len(neck_pts), least=ICP_PIECE)))
 
 
 def landmark_alignment(
@@ -410,6 +442,7 @@ def neck_search(
     samples: int = 1500,
     scan_sample: int = 3000,
     top: int = 1,
+    workers: Workers = SEQUENTIAL,
 ) -> list[tuple[np.ndarray, Similarity, float]]:
     """Grid search over the neck's total flexion, axial rotation and lateral bending, keeping
     the head where `sim` put it: returns neck_pose [J, 3], the similarity that keeps the
@@ -480,9 +513,9 @@ def neck_search(
     # quarter sample's noise); the others rank after those.
     few_scan = cKDTree(scan[: max(50, len(scan) // 4)])
     few_rest = rest_of_scan[: max(50, len(rest_of_scan) // 4)]
-    coarse = score + _neck_fit(neck_pts[:, : max(1, samples // 4)], few_rest, few_scan)
+    coarse = score + _neck_fit(neck_pts[:, : max(1, samples // 4)], few_rest, few_scan, workers=workers)
     fine = np.argsort(coarse)[: max(4 * top, int(np.ceil(NECK_REFINED * H)))]
-    score[fine] += _neck_fit(neck_pts[fine], rest_of_scan, cKDTree(scan))
+    score[fine] += _neck_fit(neck_pts[fine], rest_of_scan, cKDTree(scan), workers=workers)
     rest = np.setdiff1d(np.arange(H), fine)
     score[rest] = coarse[rest] + 1e6
     out: list[tuple[np.ndarray, Similarity, float]] = []

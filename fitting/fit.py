@@ -32,7 +32,8 @@ from . import confidence as conf
 from .alignment import UNIT_TO_CM, Similarity, detect_units, landmark_alignment, umeyama
 from .evaluator import ModelEvaluator, ModelParams
 from .geometry import MeshProximity, distance_to_cloud, distance_to_mesh, face_normals
-from .optimize import DEFAULT_STAGES, Correspondences, Fitter, Problem, SolveLog, Stage, State, torch_threads
+from .optimize import DEFAULT_STAGES, Correspondences, Fitter, Problem, SolveLog, Stage, State
+from .parallel import SEQUENTIAL, Workers, fit_threads
 from .regions import FACE, REGION_NAMES, vertex_regions
 from .result import FitOptions, FitResult
 from .scan_io import ScanData, mesh_to_points, valid_triangles
@@ -86,8 +87,8 @@ def fit_scan(
     from instead of the global search; extra_rows(state) -> Correspondences | None adds rows
     to every solve (fitting.sequence's temporal prior)."""
     opts = options or FitOptions()
-    with torch_threads(opts.threads):
-        return _fit_scan(model, scan, landmarks, opts, start, extra_rows)
+    with fit_threads(opts.threads) as workers:
+        return _fit_scan(model, scan, landmarks, opts, workers, start, extra_rows)
 
 
 class _Scan:
@@ -145,6 +146,7 @@ def _fit_scan(
     scan: ScanData | np.ndarray,
     landmarks: np.ndarray | None,
     opts: FitOptions,
+    workers: Workers,
     start: State | None = None,
     extra_rows=None,
 ) -> FitResult:
@@ -157,7 +159,7 @@ def _fit_scan(
     timings["load"] = time.perf_counter() - t_start
 
     ev = evaluator_for(model, opts.device)
-    fitter = Fitter(ev, rng, sigma_cm=opts.sigma_cm)
+    fitter = Fitter(ev, rng, sigma_cm=opts.sigma_cm, workers=workers)
     t0 = time.perf_counter()
     extra, pool, alignment = None, [], None
     searched = start is None and landmarks is None  # the global search ran: retries may help
@@ -195,7 +197,7 @@ def _fit_scan(
     timings["optimize"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    result = _finish(model, ev, best.state, prepared, rng, opts)
+    result = _finish(model, ev, best.state, prepared, rng, opts, workers)
     timings["report"] = time.perf_counter() - t0
     explained = result.evidence.get("explained", 0.0) >= conf.EXPLAINED[0]
     if opts.polish_doubted and POLISH_FROM < result.confidence < 1.0 and explained:
@@ -230,7 +232,7 @@ def _fit_scan(
         t0 = time.perf_counter()
         for restart in range(1, SINGLE_VIEW_RESTARTS + 1):
             fresh = np.random.default_rng([opts.seed, restart])
-            again = Fitter(ev, fresh, sigma_cm=opts.sigma_cm)
+            again = Fitter(ev, fresh, sigma_cm=opts.sigma_cm, workers=workers)
             alt, _, _ = search_start(
                 again, ev, scan_cm, normals, fresh, opts.neck_hypotheses, opts.tilt_hypotheses
             )
@@ -260,7 +262,7 @@ def _kept(model, ev, fitter, opts, start, scan, extra, rng, single_view, best, r
     of a single view or another basin, kept over (best, result) when the evidence trusts it
     more (or equally, with a lower capped scan distance)."""
     attempt = _Attempt.run(fitter, ev, opts, start, scan, extra, True, single_view)
-    other = _finish(model, ev, attempt.state, scan, rng, opts)
+    other = _finish(model, ev, attempt.state, scan, rng, opts, fitter.workers)
     if DEBUG:
         print("alternative", round(attempt.score, 4), round(other.confidence, 3))
     if (other.confidence, -attempt.score) > (result.confidence, -best.score):
@@ -295,11 +297,11 @@ def solve_from(
     report (distances both ways, confidence): fitting.sequence's tracking step, where the next
     frame needs only the state. `fit_scan(..., start=...)` is the same with the report."""
     opts = options
-    with torch_threads(opts.threads):
+    with fit_threads(opts.threads) as workers:
         rng = np.random.default_rng(opts.seed)
         prepared = _Scan(scan, opts, rng, centre=False)
         ev = evaluator_for(model, opts.device)
-        fitter = Fitter(ev, rng, sigma_cm=opts.sigma_cm)
+        fitter = Fitter(ev, rng, sigma_cm=opts.sigma_cm, workers=workers)
         state, log, converged = _run_stages(
             fitter, ev, opts.stages, start.copy(), prepared.points, prepared.normals, extra_rows
         )
@@ -349,7 +351,7 @@ def _polish(model, ev, fitter, opts, best, result, scan, extra, rng):
         )
         iterations += log.iterations
         score = fitter.score(state, scan.points)
-        polished = _finish(model, ev, state, scan, rng, opts)
+        polished = _finish(model, ev, state, scan, rng, opts, fitter.workers)
         if DEBUG:
             print("polish", round(score, 4), round(polished.confidence, 3))
         if (polished.confidence, -score) <= (result.confidence, -best.score):
@@ -467,6 +469,7 @@ def _finish(
     scan: _Scan,
     rng: np.random.Generator,
     opts: FitOptions,
+    workers: Workers = SEQUENTIAL,
 ) -> FitResult:
     """Final mesh through HACK.forward, distances both ways, confidence."""
     p = state.params
@@ -491,7 +494,7 @@ def _finish(
     scan_cm = scan.points
     pick = rng.choice(len(scan_cm), min(opts.report_points, len(scan_cm)), replace=False)
     y = sim_cm.inverse_apply(scan_cm[pick])
-    closest = MeshProximity(verts_model, triangles).query(y, exact=True)
+    closest = MeshProximity(verts_model, triangles).query(y, exact=True, workers=workers)
     regions = vertex_regions(model.data)
     tri = triangles[closest.triangle]
     scan_regions = regions[tri[np.arange(len(tri)), closest.bary.argmax(1)]]
@@ -500,7 +503,7 @@ def _finish(
     signed_mm = np.einsum("nc,nc->n", y - closest.point, face_normals(verts_model, tri)) * to_mm
     # model -> scan: to the scan's triangles, or local planes through a cloud's points.
     if scan.surface is not None:
-        back = distance_to_mesh(verts_cm, scan.surface[0], scan.surface[1], COVERED_LATERAL_CM)
+        back = distance_to_mesh(verts_cm, scan.surface[0], scan.surface[1], COVERED_LATERAL_CM, workers)
     else:
         back = distance_to_cloud(verts_cm, scan_cm, COVERED_LATERAL_CM)
     vert_mm = back.distance * 10.0
@@ -580,15 +583,15 @@ def fit_registered(
         np.ones(len(corners)),
     )
     state = State.from_similarity(ModelParams.neutral(ev.S, ev.E, ev.J), sim)
-    fitter = Fitter(ev, rng, sigma_cm=opts.sigma_cm)
     stages = (
         Stage("similarity", 3),
         Stage("shape+neck", 5, shape=True, pose=True),
         Stage("all", 8, shape=True, expression=True, pose=True, larynx=True),
     )
-    with torch_threads(opts.threads):
+    with fit_threads(opts.threads) as workers:
+        fitter = Fitter(ev, rng, sigma_cm=opts.sigma_cm, workers=workers)
         state, log, converged = _run_stages(fitter, ev, stages, state, None, None, lambda s: rows)
-        result = _finish(model, ev, state, prepared, rng, opts)
+        result = _finish(model, ev, state, prepared, rng, opts, workers)
     result.converged, result.iterations, result.stages = bool(converged), log.iterations, log.stages
     result.scale_status, result.scale_reason = _scale_status(prepared, state, result)
     result.timings = {"total": time.perf_counter() - t_start}

@@ -13,6 +13,11 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+from .parallel import SEQUENTIAL, Workers
+
+# Query points per thread, at least: fewer cost more in threads than they save.
+QUERY_PIECE = 1000
+
 
 def _cross(u, v):
     """Cross products over the last axis, numpy or torch alike."""
@@ -135,11 +140,18 @@ class MeshProximity:
             self._radii = np.linalg.norm(corners - self.centroids[:, None], axis=2).max(1)
         return self._radii
 
-    def query(self, points: np.ndarray, chunk: int = 50_000, exact: bool = False) -> Closest:
+    def query(
+        self, points: np.ndarray, chunk: int = 50_000, exact: bool = False, workers: Workers = SEQUENTIAL
+    ) -> Closest:
+        """Closest points for points [N, 3], in pieces of at most `chunk` (bounded memory),
+        on the workers' threads (each point's answer is its own: the same for any split)."""
         points = np.asarray(points, np.float64)
-        out = [self._query(points[i : i + chunk], exact) for i in range(0, len(points), chunk)] or [
-            self._query(points, exact)
+        pieces = [
+            slice(i + s.start, i + s.stop)
+            for i in range(0, len(points), chunk)
+            for s in workers.split(min(chunk, len(points) - i), least=QUERY_PIECE)
         ]
+        out = workers.map(lambda s: self._query(points[s], exact), pieces) or [self._query(points, exact)]
         return Closest(*(np.concatenate([getattr(o, f) for o in out]) for f in Closest.__dataclass_fields__))
 
     def _best_of(self, points: np.ndarray, cand: np.ndarray) -> Closest:
@@ -231,8 +243,10 @@ class TensorProximity:
         triangles: torch.Tensor,
         candidates: int = 8,
         brute_force: bool | None = None,
+        workers: Workers = SEQUENTIAL,
     ) -> None:
         self.vertices, self.triangles = vertices, triangles
+        self.workers = workers
         self.candidates = min(candidates, len(triangles))
         self.brute_force = vertices.device.type != "cpu" if brute_force is None else brute_force
         if self.brute_force:
@@ -244,7 +258,7 @@ class TensorProximity:
     def query(self, points: torch.Tensor, exact: bool = False, budget: int = 1 << 24) -> Closest:
         """Closest points for points [N, 3]; budget bounds the elements of one chunk's [n, F] work."""
         if not self.brute_force:
-            c = self.tree.query(points.detach().cpu().numpy(), exact=exact)
+            c = self.tree.query(points.detach().cpu().numpy(), exact=exact, workers=self.workers)
             dev, dt = points.device, points.dtype
             return Closest(
                 torch.as_tensor(c.point, dtype=dt, device=dev),
@@ -291,12 +305,16 @@ class SurfaceDistance:
 
 
 def distance_to_mesh(
-    points: np.ndarray, vertices: np.ndarray, triangles: np.ndarray, lateral: float
+    points: np.ndarray,
+    vertices: np.ndarray,
+    triangles: np.ndarray,
+    lateral: float,
+    workers: Workers = SEQUENTIAL,
 ) -> SurfaceDistance:
     """Exact point-to-triangle distances [N] from points [N, 3] to a mesh; a query is covered
     when the sideways part of its offset (perpendicular to the closest triangle's normal) is
     at most `lateral`."""
-    c = MeshProximity(vertices, triangles).query(points, exact=True)
+    c = MeshProximity(vertices, triangles).query(points, exact=True, workers=workers)
     n = face_normals(vertices, triangles[c.triangle])
     offset = points - c.point
     along = np.einsum("nc,nc->n", offset, n)

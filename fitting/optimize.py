@@ -35,6 +35,7 @@ from hack_model.core.numpy_math import axis_angle_to_matrix
 from .alignment import Similarity
 from .evaluator import ModelEvaluator, ModelParams, PosedMesh
 from .geometry import TensorProximity, face_normals
+from .parallel import SEQUENTIAL, Workers
 
 LARYNX_HEIGHT_SIGMA, LARYNX_SCALE_SIGMA = 0.05, 0.3
 LARYNX_HEIGHT_RANGE, LARYNX_SCALE_RANGE = (-0.2, 0.2), (0.3, 2.0)
@@ -314,9 +315,11 @@ class Fitter:
         sigma_cm: float = 0.1,
         reference_rows: int = 2000,
         brute_force: bool | None = None,
+        workers: Workers = SEQUENTIAL,
     ) -> None:
         self.ev = ev
         self.rng = rng
+        self.workers = workers
         self.sigma = sigma_cm
         self.reference_rows = reference_rows
         self.triangles = ev.triangles
@@ -330,6 +333,23 @@ class Fitter:
 
     def _tensor(self, x) -> torch.Tensor:
         return torch.as_tensor(x, dtype=self.dtype, device=self.device)
+
+    def spawn(self, count: int) -> list[Fitter]:
+        """`count` fitters on this one's evaluator and workers, each with a random stream of
+        its own (seeded from this one's, in order) and its own posed meshes: hypotheses
+        solved by them give the same results run one after another or at once."""
+        seeds = self.rng.integers(0, 2**63, size=count)
+        return [
+            Fitter(
+                self.ev,
+                np.random.default_rng(int(s)),
+                self.sigma,
+                self.reference_rows,
+                self.brute_force,
+                self.workers,
+            )
+            for s in seeds
+        ]
 
     def _entry(self, params: ModelParams) -> list:
         key = params.key()
@@ -348,7 +368,9 @@ class Fitter:
         entry = self._entry(state.params)
         verts = entry[1].vertices
         if entry[2] is None:
-            entry[2] = TensorProximity(verts, self._triangles, brute_force=self.brute_force)
+            entry[2] = TensorProximity(
+                verts, self._triangles, brute_force=self.brute_force, workers=self.workers
+            )
         return verts, entry[2]
 
     def _to_model(self, state: State, points: torch.Tensor) -> torch.Tensor:

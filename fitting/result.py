@@ -22,7 +22,11 @@ class FitOptions:
     neck_hypotheses: int = 4  # neck twist/bend hypotheses tried after the rigid alignment (0: none)
     reset_after_probe: bool = True
     tilt_hypotheses: bool = True
-    threads: int | None = 1  # torch threads during the fit: its many small ops run fastest on one
+    # Threads one fit works on (None: as many as torch is set to use, which hack-fit sets to the
+    # cores per worker): the search's hypotheses and the distance queries run this many at a
+    # time, each torch op on one thread (the fit's many small ops run fastest on one). The
+    # result is the same for any count.
+    threads: int | None = None
     min_confidence: float = 0.5  # below this the fit is flagged as failed
     # A doubted fit (0 < confidence < 1, the scan explained) is polished while its evidence
     # improves (fit._polish); a sequence's frames skip it: their neighbours and the shared

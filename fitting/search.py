@@ -69,6 +69,7 @@ def search_start(
         face=on_face,
         parts=[facing & (head_weight >= 0.5)],
         model_normals=face_normals(neutral, ev.triangles)[face],
+        workers=fitter.workers,
     )
     probed = None
     if alignment.single_view and alignment.others:
@@ -130,15 +131,24 @@ def search_from(
         score, state = best_probe(fitter, ev, [start], scan_cm, normals, pool=pool)
     if neck_hypotheses:
         states = [state]
-        for pose, sim_h, _ in neck_search(ev, state.similarity(), scan_cm, rng, top=neck_hypotheses):
+        searched = neck_search(
+            ev, state.similarity(), scan_cm, rng, top=neck_hypotheses, workers=fitter.workers
+        )
+        for pose, sim_h, _ in searched:
             states.append(_with_neck(state, pose, sim_h))
         score, state = best_probe(fitter, ev, states, scan_cm, normals, skip_first=True, pool=pool)
     if trades:
-        states = [state]
-        for angle in HEAD_NECK_TRADES:
-            flexed = tilted(state, 0, angle)
-            pose, sim_h, _ = neck_search(ev, flexed.similarity(), scan_cm, rng, steps=TRADE_NECK_STEPS)[0]
-            states.append(_with_neck(flexed, pose, sim_h))
+        # Each trade searches its neck on a random stream of its own: they run at once.
+        streams = [np.random.default_rng(int(s)) for s in rng.integers(0, 2**63, len(HEAD_NECK_TRADES))]
+
+        def trade(k: int) -> State:
+            flexed = tilted(state, 0, HEAD_NECK_TRADES[k])
+            pose, sim_h, _ = neck_search(
+                ev, flexed.similarity(), scan_cm, streams[k], steps=TRADE_NECK_STEPS, workers=fitter.workers
+            )[0]
+            return _with_neck(flexed, pose, sim_h)
+
+        states = [state] + fitter.workers.map(trade, range(len(HEAD_NECK_TRADES)))
         score, state = best_probe(fitter, ev, states, scan_cm, normals, skip_first=True, pool=pool)
     if tilts:
         # The rigid head fit can stay ~10-30 degrees off; probe small tilts of the best,
@@ -187,22 +197,25 @@ def probe_all(
     """(score, index, probed state) for each state, in their order: a race. Every state gets
     the probe's first RACE_ITERATIONS (the first none when skip_first: it was probed); only
     those then within RACE_MARGIN of the best score go on to the probe's end (the others
-    keep their short probe's state and score)."""
+    keep their short probe's state and score). Each hypothesis is solved by a fitter of its
+    own (`Fitter.spawn`), on the fit's threads."""
     head = replace(PROBE_STAGE, iterations=RACE_ITERATIONS)
     tail = replace(PROBE_STAGE, iterations=PROBE_STAGE.iterations - RACE_ITERATIONS)
-    scored = []
-    for i, cand in enumerate(states):
-        if not (skip_first and i == 0):
-            cand, _, _ = fitter.run_stage(Problem(ev, head), cand, scan_cm, normals)
-        scored.append((fitter.score(cand, scan_cm), i, cand))
+    fitters = fitter.spawn(len(states))
+
+    def probe(i: int, cand: State, stage) -> tuple[float, int, State]:
+        if stage is not None:
+            cand, _, _ = fitters[i].run_stage(Problem(ev, stage), cand, scan_cm, normals)
+        return fitters[i].score(cand, scan_cm), i, cand
+
+    done = 0 if skip_first else -1  # the state probed already
+    scored = fitter.workers.map(
+        lambda i: probe(i, states[i], None if i == done else head), range(len(states))
+    )
     best = min(x[0] for x in scored)
-    out = []
-    for score, i, cand in scored:
-        if (skip_first and i == 0) or score > RACE_MARGIN * best:
-            out.append((score, i, cand))
-            continue
-        cand, _, _ = fitter.run_stage(Problem(ev, tail), cand, scan_cm, normals)
-        out.append((fitter.score(cand, scan_cm), i, cand))
+    out = fitter.workers.map(
+        lambda x: x if x[1] == done or x[0] > RACE_MARGIN * best else probe(x[1], x[2], tail), scored
+    )
     if DEBUG:
         print("race", [(round(a[0], 4), round(b[0], 4)) for a, b in zip(scored, out)])
     return out

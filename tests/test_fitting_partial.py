@@ -247,7 +247,7 @@ def _head_similarity(ev, scan) -> Similarity:
     return Similarity(sim.scale, sim.rotation @ R, sim.scale * sim.rotation @ t + sim.translation)
 
 
-def test_probe_race_stops_only_the_clearly_worse_early(ev):
+def test_probe_race_stops_only_the_clearly_worse_early(ev, monkeypatch):
     """search.probe_all: every hypothesis gets the probe's first iterations, only those within
     RACE_MARGIN of the best go on; the right start wins whichever place it has."""
     rng = np.random.default_rng(5)
@@ -257,16 +257,16 @@ def test_probe_race_stops_only_the_clearly_worse_early(ev):
     neutral = ModelParams.neutral(ev.S, ev.E, ev.J)
     right = State.from_similarity(neutral, _head_similarity(ev, scan))
     wrong = tilted(right, 1, 90.0)  # the face turned to one side
+    run_stage = Fitter.run_stage
     for order in ([right, wrong], [wrong, right]):
         fitter = Fitter(ev, np.random.default_rng(0))
         stages = []
-        run_stage = fitter.run_stage
 
-        def counting(problem, state, *args, _run=run_stage, _stages=stages, **kwargs):
+        def counting(self, problem, state, *args, _stages=stages, **kwargs):
             _stages.append(problem.stage.iterations)
-            return _run(problem, state, *args, **kwargs)
+            return run_stage(self, problem, state, *args, **kwargs)
 
-        fitter.run_stage = counting
+        monkeypatch.setattr(Fitter, "run_stage", counting)  # the hypotheses' own fitters run them
         scored = probe_all(fitter, ev, [s.copy() for s in order], scan.points, None)
         head, tail = RACE_ITERATIONS, PROBE_STAGE.iterations - RACE_ITERATIONS
         assert stages == [head, head, tail]  # both started, one finished
@@ -297,3 +297,37 @@ def test_neck_search_coarse_pass_keeps_the_exhaustive_choice(ev, frames, monkeyp
         step = 1.8 * limits / (np.array([5, 9, 5]) - 1)  # the grid's steps
         error = np.abs(fast[0][0].sum(0) - scan.params.neck_pose.sum(0))
         assert (error <= step).all(), (error, step)
+
+
+def test_workers_map_in_order_split_evenly_and_never_nest():
+    """fitting.parallel.Workers: map keeps the items' order, split covers [0, n) in
+    contiguous pieces (one when the pieces would be too short), and a map called from one of
+    its own threads runs inline instead of waiting on the pool it runs in."""
+    import threading
+
+    from fitting.parallel import Workers
+
+    with Workers(2) as workers:
+        assert workers.map(lambda x: x * x, range(7)) == [x * x for x in range(7)]
+        pieces = workers.split(9, least=2)
+        assert len(pieces) == 2 and [i for s in pieces for i in range(9)[s]] == list(range(9))
+        assert workers.split(3, least=2) == [slice(0, 3)]
+        outer = threading.get_ident()
+        inner = workers.map(lambda _: workers.map(lambda _: threading.get_ident(), range(3)), range(2))
+        for ids in inner:  # each nested map ran on one thread: the worker's own, not the caller's
+            assert len(set(ids)) == 1 and ids[0] != outer
+    assert Workers(1).split(100) == [slice(0, 100)]
+
+
+@pytest.mark.slow
+def test_a_fit_is_the_same_on_any_number_of_threads(model, ev, frames):
+    """A frontal view (view starts, rigid candidates raced, neck searches, head-neck trades,
+    tilts) fitted on one thread and on two: the same mesh, distances and verdict, bit for bit
+    (every hypothesis has a random stream of its own; queries split by points)."""
+    scan = make_kind_scan(ev, np.random.default_rng([2026, 7]), "frontal", frames, points=20_000)
+    one = fit_scan(model, scan.points, options=FitOptions(threads=1))
+    two = fit_scan(model, scan.points, options=FitOptions(threads=2))
+    np.testing.assert_array_equal(one.vertices, two.vertices)
+    np.testing.assert_array_equal(one.scan_distances_mm, two.scan_distances_mm)
+    np.testing.assert_array_equal(one.vertex_distances_mm, two.vertex_distances_mm)
+    assert (one.confidence, one.failed, one.message) == (two.confidence, two.failed, two.message)
