@@ -151,6 +151,8 @@ class MeshProximity:
             for i in range(0, len(points), chunk)
             for s in workers.split(min(chunk, len(points) - i), least=QUERY_PIECE)
         ]
+        if exact and len(pieces) > 1:
+            self._radius_groups()  # built once here, not by every thread at once
         out = workers.map(lambda s: self._query(points[s], exact), pieces) or [self._query(points, exact)]
         return Closest(*(np.concatenate([getattr(o, f) for o in out]) for f in Closest.__dataclass_fields__))
 
