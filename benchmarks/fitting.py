@@ -28,7 +28,7 @@ units (mm, cm or m). Per kind it prints:
     converged    how often the last stage's energy settled
 
     python benchmarks/fitting.py [--model M ...] [--kind K ...] [--count 40] [--seed 0]
-                                 [--jsonl rows.jsonl] [--ict]
+                                 [--threads 2] [--jsonl rows.jsonl] [--ict]
     python benchmarks/fitting.py --summarise a.jsonl b.jsonl   # merge runs made in parallel
 
 Develop with a small --count (e.g. 3); the issue's figure is 40 per kind and model.
