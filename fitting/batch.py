@@ -411,7 +411,7 @@ class InProcessExecutor(Executor):
         self.threads = threads
 
     def run(self, tasks):
-        from .optimize import torch_threads
+        from .parallel import torch_threads
 
         for task in tasks:
             task.attempts += 1

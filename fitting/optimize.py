@@ -506,18 +506,3 @@ class Fitter:
     def _host(self, x: np.ndarray) -> torch.Tensor:
         """A small float64 host array as a float64 tensor on the device."""
         return torch.as_tensor(x, dtype=torch.float64, device=self.device)
-
-
-def torch_threads(threads: int | None):
-    """Context: limit torch threads (worker processes share the cores)."""
-
-    class _Guard:
-        def __enter__(self):
-            self.old = torch.get_num_threads()
-            if threads:
-                torch.set_num_threads(threads)
-
-        def __exit__(self, *exc):
-            torch.set_num_threads(self.old)
-
-    return _Guard()

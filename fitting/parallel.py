@@ -89,16 +89,23 @@ SEQUENTIAL = Workers(1)
 
 
 @contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch on `threads` threads meanwhile (None: as it is), the old count restored after."""
+    import torch
+
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@contextmanager
 def fit_threads(threads: int | None) -> Iterator[Workers]:
     """A fit's workers (`threads` of them; None: as many as torch is set to use, which
     hack-fit sets to the cores per worker process), torch ops on one thread meanwhile."""
-    import torch
-
-    workers = Workers(threads)
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with workers:
-            yield workers
-    finally:
-        torch.set_num_threads(old)
+    workers = Workers(threads)  # before torch_threads(1): None reads torch's count
+    with torch_threads(1), workers:
+        yield workers
