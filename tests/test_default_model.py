@@ -13,6 +13,7 @@ import pytest
 import hack_model
 from hack_model.default_model import EXPRESSION_NAMES
 from hack_model.default_model import pose_correctives as pc
+from hack_model.default_model.head_mesh import NECK_BASE_Y, NECK_CUT_RISE
 from hack_model.default_model.larynx import sample_map
 from hack_model.default_model.measure import MID_NECK_Y, measurements
 from hack_model.default_model.mesh_checks import (
@@ -156,9 +157,23 @@ def test_manifold_and_openings(data, P, tris):
     bverts = np.unique(u[c == 1])
     eyes = [eye_centre(data, P, 1), eye_centre(data, P, 2)]
     near_eye = np.min([np.linalg.norm(P[bverts] - c, axis=1) for c in eyes], axis=0) < 2.5
-    at_base = P[bverts, 1] < -19.29
+    at_base = P[bverts, 1] < NECK_BASE_Y + NECK_CUT_RISE + 0.1  # the bust's cut, on a slant
     assert (near_eye | at_base).all()
     assert at_base.sum() >= 64
+
+
+def test_the_bust_is_cut_on_a_slant(data, P, tris):
+    """The bottom ring rises from the chest to the back (a level cut under a flared neck
+    reads as a pedestal), smoothly: no step between neighbouring ring vertices."""
+    e = np.sort(np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]]), axis=1)
+    u, c = np.unique(e, axis=0, return_counts=True)
+    ring = np.unique(u[c == 1])
+    ring = ring[P[ring, 1] < -10.0]
+    azimuth = np.arctan2(P[ring, 0], P[ring, 2] + 0.5)
+    y = P[ring[np.argsort(azimuth)], 1]
+    front, back = y[np.abs(azimuth).argmin()], y[np.abs(azimuth).argmax()]
+    assert back - front > 2.0, (front, back)
+    assert np.abs(np.diff(np.concatenate([y, y[:1]]))).max() < 0.3
 
 
 def test_triangle_quality(P, tris):
@@ -403,7 +418,7 @@ def test_neck_flares_into_the_shoulders(data, P):
     mid = half_width(MID_NECK_Y)
     widths = [half_width(y) for y in np.arange(-11.5, -15.6, -1.0)]
     assert np.all(np.diff(widths) > 0.2), widths  # one slope from the neck to the shoulder top
-    assert widths[2] > 1.5 * mid and half_width(-19.0) > 1.9 * mid  # trapezius at y -13.5
+    assert widths[2] > 1.5 * mid and half_width(-17.0) > 1.9 * mid  # trapezius at y -13.5
     assert back(-15.0) < back(MID_NECK_Y) - 1.5  # the nape and the upper back
 
 

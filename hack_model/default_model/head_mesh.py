@@ -34,7 +34,8 @@ N_COLS = 144
 BASE_COLS = 128  # columns of the base azimuth mapping; the rest go to the ears
 EAR_PHI, EAR_PHI_SIGMA = 96.0, 14.0  # deg, azimuth of the ear and width of its extra columns
 NECK_ROWS = 24
-NECK_BASE_Y = -19.3
+NECK_BASE_Y = -19.3  # the cut's lowest point, under the chest
+NECK_CUT_RISE = 4.0  # the cut rises this much from front to back: a bust cut on a slant
 E_JUNCTION = -64.0  # elevation (deg) where the head rows meet the neck rows
 E_NAPE = -54.0  # elevation of the lowest head row straight behind
 E_NAPE_FROM = -36.0  # head rows below this are drawn up towards E_NAPE at the back
@@ -485,6 +486,12 @@ def _dirs(phi: np.ndarray, elev_deg: np.ndarray) -> np.ndarray:
     return np.stack([np.cos(el) * np.sin(phi), np.sin(el), np.cos(el) * np.cos(phi)], -1)
 
 
+def neck_cut_y(azimuth: np.ndarray) -> np.ndarray:
+    """Height of the bottom ring at each azimuth about the neck axis (0 in front): lowest
+    under the chest, NECK_CUT_RISE higher behind (a level cut leaves a pedestal's wall)."""
+    return NECK_BASE_Y + NECK_CUT_RISE * 0.5 * (1.0 - np.cos(azimuth))
+
+
 def place_vertices(topo: Topology, hp: HeadParams) -> np.ndarray:
     """Vertex positions [V, 3] of the head with proportions hp on this topology."""
     V = topo.num_vertices
@@ -498,9 +505,10 @@ def place_vertices(topo: Topology, hp: HeadParams) -> np.ndarray:
     # Neck rows: horizontal rays from the neck axis, evenly spaced in height down to the base.
     junction = P[topo.grid[NECK_ROWS]]  # [N, 3]
     az = np.arctan2(junction[:, 0], junction[:, 2] - neck_axis_z(junction[:, 1], hp))
+    base_y = neck_cut_y(az)
     for r in range(NECK_ROWS):
         f = r / NECK_ROWS
-        y = NECK_BASE_Y + (junction[:, 1] - NECK_BASE_Y) * f
+        y = base_y + (junction[:, 1] - base_y) * f
         o = np.stack([np.zeros_like(y), y, neck_axis_z(y, hp)], -1)
         dd = np.stack([np.sin(az), np.zeros_like(az), np.cos(az)], -1)
         tt = raycast(o, dd, hp)

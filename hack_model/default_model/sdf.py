@@ -23,7 +23,9 @@ TRAPEZIUS_SIDE_Y = -11.7
 TRAPEZIUS_BACK_Y = -10.8
 TRAPEZIUS_FRONT_Y = -13.2
 SHOULDER_FLARE = 1.1
+SHOULDER_SLOPE = 0.4  # cm outwards per cm down, below the flare: shoulders, not a pedestal's wall
 NAPE_LEAN = 0.3  # cm back per cm down
+NECK_LEAN = 0.5  # cm the neck's axis lies further back at its base than under the skull
 STERNAL_RECESS_Y = -12.0  # below this the throat recedes to the sternal notch
 
 
@@ -37,7 +39,7 @@ class HeadParams:
     face_width: float = 6.7
     face_height: float = 6.6
     face_depth: float = 6.8
-    jaw_width: float = 4.9  # half distance between the gonial angles
+    jaw_width: float = 4.6  # half distance between the gonial angles
     jaw_drop: float = 0.0  # moves the chin and jaw line down (>0 longer face)
     chin_forward: float = 0.0
     chin_size: float = 1.0
@@ -50,7 +52,7 @@ class HeadParams:
     mouth_width: float = 1.0
     eye_spacing: float = 1.0
     ear_size: float = 1.0
-    neck_radius: np.ndarray = field(default_factory=lambda: np.array([5.95, 5.6]))
+    neck_radius: np.ndarray = field(default_factory=lambda: np.array([5.7, 5.85]))
     neck_forward: float = 0.0
     scm: float = 1.0  # sternocleidomastoid prominence
     overall: float = 1.0  # uniform scale about the neck base / head centre
@@ -120,9 +122,10 @@ def eye_center(hp: HeadParams) -> np.ndarray:
 
 
 def neck_axis_z(y: np.ndarray, hp: HeadParams) -> np.ndarray:
-    """z of the neck's axis at height y: the neck leans forward towards its base."""
+    """z of the neck's axis at height y: the neck leans forward from the shoulders up to the
+    head (as the cervical spine does), so the throat recedes towards the sternal notch."""
     t = np.clip((-4.0 - y) / 15.0, 0.0, 1.4)
-    return -0.9 + (0.9 + hp.neck_forward) * t
+    return -0.7 + (hp.neck_forward - NECK_LEAN) * t
 
 
 def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
@@ -151,12 +154,12 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     chin = ellipsoid(p, chin_c, np.array([2.8, 1.5, 1.7]) * hp.chin_size)
     d = smin(d, chin, 2.5)
     gon = np.array([hp.jaw_width, -4.6 - 0.6 * jd, 2.4])
-    body = capsule(q, chin_c + [1.0, 0.25, -0.8], gon, 1.05 * hp.chin_size, 1.15)
+    body = capsule(q, chin_c + [1.0, 0.25, -0.8], gon, 1.05 * hp.chin_size, 0.9)
     # (blends narrower than the face's: two wide blends over each other inflated the sides
     # of the lower face by over a centimetre, a heavy, jowly jaw)
     d = smin(d, body, 1.8)
-    ramus = capsule(q, gon, [hp.jaw_width + 0.3, 0.4, 1.2], 1.1, 1.1)
-    d = smin(d, ramus, 1.6)
+    ramus = capsule(q, gon, [hp.jaw_width + 0.3, 0.4, 1.2], 0.8, 0.8)
+    d = smin(d, ramus, 1.2)
     # the mandible's U seen from below: one convex section from the chin to the angles
     # (the chin, body and ramus alone leave a hollow between the chin and the angle)
     jaw_y = y + JAW_LINE_SLOPE * (z - gon[2]) + 0.4 * jd
@@ -166,19 +169,19 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     )
     d = smin(d, jaw_u, 1.5)
     # Cheekbones.
-    cheek = ellipsoid(q, [4.9, 2.1, 6.6], np.array([1.7, 1.1, 1.8]) * hp.cheekbone)
+    cheek = ellipsoid(q, [4.9, 2.1, 6.3], np.array([1.6, 1.05, 1.7]) * hp.cheekbone)
     d = smin(d, cheek, 2.0)
     # Cheek fat pads: the malar pad under the eye, filling the hollow beside the nose, and
     # the buccal fat down to the jaw.
-    malar = ellipsoid(q, [2.75, 0.6, 8.55], [2.3, 2.0, 1.75])
+    malar = ellipsoid(q, [2.75, 0.6, 8.0], [2.2, 1.9, 1.5])
     d = smin(d, malar, 1.6)
-    buccal = ellipsoid(q, [3.2, -1.6, 7.9], [1.7, 2.0, 1.7])
+    buccal = ellipsoid(q, [3.3, -2.4, 7.6], [1.7, 2.0, 1.7])
     d = smin(d, buccal, 2.0)
     buccal = ellipsoid(q, [4.5, -0.6, 6.4], [1.7, 2.0, 2.2])
     d = smin(d, buccal, 2.0)
     # the cheek's lower half over the masseter, so the side of the face runs smoothly from
     # the cheekbone to the jaw line (no hollow cheek, no jowl)
-    masseter = ellipsoid(q, [4.4, -2.1, 5.1], [1.5, 2.2, 2.1])
+    masseter = ellipsoid(q, [4.0, -3.0, 5.6], [1.45, 2.3, 2.3])
     d = smin(d, masseter, 2.0)
     # Brow ridge.
     brow = ellipsoid(q, [2.8, 5.4, 8.85], np.array([3.0, 1.4, 1.3]) * [1, 1, hp.brow_ridge])
@@ -256,7 +259,8 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     notch = smoothstep((STERNAL_RECESS_Y - y) / 3.5) - 1.6 * smoothstep((-15.5 - y) / 4.0)
     # the nape leans back from under the occiput, less steeply than the lowest head rays run
     nape = NAPE_LEAN * 1.5 * np.logaddexp(0.0, (-9.5 - y) / 1.5) / rz
-    fx = 1.0 + SHOULDER_FLARE * side
+    below_flare = np.logaddexp(0.0, (start - 4.2 - y) / 1.2) * 1.2  # cm under the flare's end
+    fx = 1.0 + SHOULDER_FLARE * side + SHOULDER_SLOPE * below_flare / rx
     fz = np.where(z < az, 1.0 + nape + 0.25 * back, 1.0 - 0.2 * notch)
     nq = np.stack([x / (rx * fx), (z - az) / (rz * fz)], axis=-1)
     nr = np.linalg.norm(nq, axis=-1)
@@ -266,7 +270,7 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     # head, from ear to ear, at the height where y - 2 exceeds the blend radius: a seam)
     d = smin_exp(d, neck, 2.5)
     scm_top = np.array([5.0, -1.2, -1.6])
-    scm_bot = np.array([1.3, -20.5, 4.2 + hp.neck_forward])
+    scm_bot = np.array([1.3, -20.5, float(neck_axis_z(np.array(-20.5), hp)) + 4.1])  # at the sternum
     scm = capsule(q, scm_top, scm_bot, 0.85 * hp.scm, 0.75 * hp.scm)
     d = smin(d, scm, 1.6)
     return d
