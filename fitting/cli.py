@@ -153,7 +153,7 @@ def run_sequences(args: argparse.Namespace) -> int:
     skipped_frames = False
     for task, outcome in zip(tasks, outcomes):
         folder, _ = task.target(out)
-        if outcome.status == "ok" and outcome.attempts:  # fitted in this run
+        if outcome.attempts and outcome.median_mm is not None:  # fitted in this run (maybe doubted)
             report = json.loads((folder / "sequence_report.json").read_text(encoding="utf-8"))
             skipped_frames |= bool(report["skipped"])
             if len(tasks) == 1:

@@ -56,6 +56,9 @@ POLISH_REPORT_POINTS = 10_000  # scan points each frame's report measures (a sin
 # From a neighbour's solution a short solve suffices (a stage stops once its energy settles);
 # the polish after the identity refinement gives the final fit on a fixed, larger sample.
 TRACK_STAGES = (
+    # the identity is known from the neighbour: a frame first moves pose and expression alone,
+    # else the shape absorbs a turn of the head before the pose has followed it
+    Stage("follow", 4, expression=True, pose=True, larynx=True, points=3000, trim_floor_cm=0.8),
     Stage("track", 8, shape=True, expression=True, pose=True, larynx=True, points=3000, trim_floor_cm=0.4),
 )
 POLISH_STAGES = (
@@ -443,9 +446,14 @@ def sequence_task(task, tmp: Path, t0: float):
     message = f"{len(seq.frames)} of {len(names)} frames fitted, one identity"
     if seq.failed:
         message += "; skipped " + ", ".join(seq.failed)
+    # a sequence with a doubted frame is doubted, as a single doubted fit is (batch._fit_task)
+    doubted = [(name, f.message) for name, f in zip(seq.names, seq.frames) if f.failed]
+    if doubted:
+        message += f"; {len(doubted)} doubted: " + ", ".join(name for name, _ in doubted)
+        message += f" ({doubted[0][0]}: {doubted[0][1]})"
     outcome = Outcome(
         task.name,
-        "ok",
+        "failed" if doubted else "ok",
         message,
         time.perf_counter() - t0,
         float(np.median(medians)),

@@ -125,7 +125,7 @@ def test_frames_before_the_first_fit_are_tracked_back():
     ev = evaluator_for(model)
     frames = _mild_frames(ev, np.random.default_rng(21), 3, points=8000)
     points, truth = frames[0]
-    patch = points[np.linalg.norm(points - points[np.argmax(points[:, 2])], axis=1) < 55.0]
+    patch = points[np.linalg.norm(points - points[np.argmax(points[:, 2])], axis=1) < 45.0]
     options = quick_options(FitOptions(units="mm"))
     from fitting.fit import fit_scan
 
