@@ -36,6 +36,7 @@ SCALE_OFF = (0.03, 0.06)
 SHAPE_RMS = (2.5, 3.5)
 PATCHES = 64
 PATCH_POINTS = 40
+MIN_PATCHES = 4
 
 
 @dataclass
@@ -77,9 +78,12 @@ def _plane_residual(points: np.ndarray, nb: np.ndarray) -> np.ndarray:
 
 def patch_bias_mm(points: np.ndarray, signed_mm: np.ndarray, rng: np.random.Generator) -> float:
     """90th percentile over patches of the scan (points [N, 3]) of |mean signed residual|."""
-    if len(points) < PATCH_POINTS:
+    # a sparse scan gets fewer, not emptier, patches (about twice PATCH_POINTS points each):
+    # with a fixed count none would be full, and the check would silently pass
+    count = min(PATCHES, len(points) // (2 * PATCH_POINTS))
+    if count < MIN_PATCHES:
         return float("nan")
-    centres = points[rng.choice(len(points), min(PATCHES, len(points)), replace=False)]
+    centres = points[rng.choice(len(points), count, replace=False)]
     _, patch = cKDTree(centres).query(points, k=1)
     counts = np.bincount(patch, minlength=len(centres))
     sums = np.bincount(patch, weights=signed_mm, minlength=len(centres))

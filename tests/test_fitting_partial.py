@@ -20,6 +20,7 @@ from fitting.alignment import (
     view_direction,
     view_starts,
 )
+from fitting.confidence import PATCH_POINTS, patch_bias_mm
 from fitting.evaluator import ModelParams
 from fitting.fit import HEAD_EXTENT_CM, _scale_status
 from fitting.geometry import MeshProximity, face_normals, sample_surface
@@ -245,6 +246,19 @@ def _head_similarity(ev, scan) -> Similarity:
     R, t = ev.head_transform(scan.params.neck_pose, ev.joints(scan.params))
     sim = scan.transform
     return Similarity(sim.scale, sim.rotation @ R, sim.scale * sim.rotation @ t + sim.translation)
+
+
+def test_residual_structure_is_measured_on_a_sparse_scan_too():
+    """A few hundred points (a small patch, a sparse cloud) still get patches full enough to
+    average the noise out, so a fit lying off one side of the scan is seen, not skipped."""
+    rng = np.random.default_rng(4)
+    for count in (400, 2000, 20_000):
+        points = np.column_stack([rng.uniform(0, 60, count), rng.uniform(0, 60, count), np.zeros(count)])
+        noise = rng.normal(0.0, 0.5, count)
+        clean = patch_bias_mm(points, noise, np.random.default_rng(0))
+        off = patch_bias_mm(points, noise + np.where(points[:, 0] > 30, 0.6, 0.0), np.random.default_rng(0))
+        assert clean < 0.2 and off > 0.4, (count, clean, off)
+    assert np.isnan(patch_bias_mm(points[: 2 * PATCH_POINTS], noise[: 2 * PATCH_POINTS], rng))
 
 
 def test_probe_race_stops_only_the_clearly_worse_early(ev, monkeypatch):
