@@ -181,7 +181,7 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     d = smin(d, buccal, 2.0)
     # the cheek's lower half over the masseter, so the side of the face runs smoothly from
     # the cheekbone to the jaw line (no hollow cheek, no jowl)
-    masseter = ellipsoid(q, [4.0, -3.0, 5.6], [1.45, 2.3, 2.3])
+    masseter = ellipsoid(q, [4.1, -2.9, 4.7], [1.4, 2.3, 2.6])
     d = smin(d, masseter, 2.0)
     # Brow ridge.
     brow = ellipsoid(q, [2.8, 5.4, 8.85], np.array([3.0, 1.4, 1.3]) * [1, 1, hp.brow_ridge])
