@@ -17,6 +17,7 @@ from hack_model.default_model.head_mesh import NECK_BASE_Y, NECK_CUT_RISE
 from hack_model.default_model.larynx import sample_map
 from hack_model.default_model.measure import MID_NECK_Y, measurements
 from hack_model.default_model.mesh_checks import (
+    boundary_vertices,
     edge_use_counts,
     moved_triangles,
     self_intersections,
@@ -152,9 +153,7 @@ def test_manifold_and_openings(data, P, tris):
     mesh = trimesh.Trimesh(P, tris, process=False)
     assert mesh.is_winding_consistent
     # boundary only at the neck base and at the eye openings (the mouth bag is closed)
-    e = np.sort(np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]]), axis=1)
-    u, c = np.unique(e, axis=0, return_counts=True)
-    bverts = np.unique(u[c == 1])
+    bverts = boundary_vertices(tris)
     eyes = [eye_centre(data, P, 1), eye_centre(data, P, 2)]
     near_eye = np.min([np.linalg.norm(P[bverts] - c, axis=1) for c in eyes], axis=0) < 2.5
     at_base = P[bverts, 1] < NECK_BASE_Y + NECK_CUT_RISE + 0.1  # the bust's cut, on a slant
@@ -165,9 +164,7 @@ def test_manifold_and_openings(data, P, tris):
 def test_the_bust_is_cut_on_a_slant(data, P, tris):
     """The bottom ring rises from the chest to the back (a level cut under a flared neck
     reads as a pedestal), smoothly: no step between neighbouring ring vertices."""
-    e = np.sort(np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]]), axis=1)
-    u, c = np.unique(e, axis=0, return_counts=True)
-    ring = np.unique(u[c == 1])
+    ring = boundary_vertices(tris)
     ring = ring[P[ring, 1] < -10.0]
     azimuth = np.arctan2(P[ring, 0], P[ring, 2] + 0.5)
     y = P[ring[np.argsort(azimuth)], 1]

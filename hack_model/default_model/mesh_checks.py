@@ -25,11 +25,21 @@ def triangle_min_angles(V: np.ndarray, tris: np.ndarray) -> np.ndarray:
     return np.minimum(np.minimum(ang(a, b, c), ang(b, c, a)), ang(c, a, b))
 
 
+def _edges_and_uses(tris: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Undirected edges [E, 2] and how many triangles use each [E]."""
+    e = np.sort(np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]]), axis=1)
+    return np.unique(e, axis=0, return_counts=True)
+
+
 def edge_use_counts(tris: np.ndarray) -> np.ndarray:
     """How many triangles use each undirected edge (1 = boundary, 2 = interior)."""
-    e = np.sort(np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]]), axis=1)
-    _, counts = np.unique(e, axis=0, return_counts=True)
-    return counts
+    return _edges_and_uses(tris)[1]
+
+
+def boundary_vertices(tris: np.ndarray) -> np.ndarray:
+    """Vertices on an edge that only one triangle uses (sorted)."""
+    edges, uses = _edges_and_uses(tris)
+    return np.unique(edges[uses == 1])
 
 
 def _segment_hits_triangle(p0, p1, a, b, c, eps: float = 1e-9) -> np.ndarray:

@@ -23,6 +23,7 @@ TRAPEZIUS_SIDE_Y = -11.7
 TRAPEZIUS_BACK_Y = -10.8
 TRAPEZIUS_FRONT_Y = -13.2
 SHOULDER_FLARE = 1.1
+FLARE_HEIGHT = 4.2  # cm from where the flare starts at the sides to where it is complete
 SHOULDER_SLOPE = 0.4  # cm outwards per cm down, below the flare: shoulders, not a pedestal's wall
 NAPE_LEAN = 0.3  # cm back per cm down
 NECK_LEAN = 0.5  # cm the neck's axis lies further back at its base than under the skull
@@ -254,12 +255,12 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     facing = (z - az) / np.maximum(np.hypot(x, z - az), 1e-9)  # 1 in front, -1 behind
     drop = np.where(facing > 0, TRAPEZIUS_FRONT_Y - TRAPEZIUS_SIDE_Y, TRAPEZIUS_SIDE_Y - TRAPEZIUS_BACK_Y)
     start = TRAPEZIUS_SIDE_Y + drop * facing
-    side = smoothstep((start - y) / 4.2)
+    side = smoothstep((start - y) / FLARE_HEIGHT)
     back = smoothstep((start - y) / 4.5)
     notch = smoothstep((STERNAL_RECESS_Y - y) / 3.5) - 1.6 * smoothstep((-15.5 - y) / 4.0)
     # the nape leans back from under the occiput, less steeply than the lowest head rays run
     nape = NAPE_LEAN * 1.5 * np.logaddexp(0.0, (-9.5 - y) / 1.5) / rz
-    below_flare = np.logaddexp(0.0, (start - 4.2 - y) / 1.2) * 1.2  # cm under the flare's end
+    below_flare = np.logaddexp(0.0, (start - FLARE_HEIGHT - y) / 1.2) * 1.2  # cm under the flare's end
     fx = 1.0 + SHOULDER_FLARE * side + SHOULDER_SLOPE * below_flare / rx
     fz = np.where(z < az, 1.0 + nape + 0.25 * back, 1.0 - 0.2 * notch)
     nq = np.stack([x / (rx * fx), (z - az) / (rz * fz)], axis=-1)
