@@ -20,12 +20,12 @@ HEAD_CENTER = np.array([0.0, 1.0, 0.5])
 # head's rays from HEAD_CENTER must leave through the plain tube); the flare widens the neck
 # this many times
 TRAPEZIUS_SIDE_Y = -11.7
-TRAPEZIUS_BACK_Y = -10.8
+TRAPEZIUS_BACK_Y = -10.2
 TRAPEZIUS_FRONT_Y = -13.2
 SHOULDER_FLARE = 1.1
 FLARE_HEIGHT = 4.2  # cm from where the flare starts at the sides to where it is complete
 SHOULDER_SLOPE = 0.4  # cm outwards per cm down, below the flare: shoulders, not a pedestal's wall
-NAPE_LEAN = 0.3  # cm back per cm down
+NAPE_LEAN = 0.15  # cm back per cm down
 NECK_LEAN = 0.5  # cm the neck's axis lies further back at its base than under the skull
 STERNAL_RECESS_Y = -12.0  # below this the throat recedes to the sternal notch
 
@@ -262,7 +262,7 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     nape = NAPE_LEAN * 1.5 * np.logaddexp(0.0, (-9.5 - y) / 1.5) / rz
     below_flare = np.logaddexp(0.0, (start - FLARE_HEIGHT - y) / 1.2) * 1.2  # cm under the flare's end
     fx = 1.0 + SHOULDER_FLARE * side + SHOULDER_SLOPE * below_flare / rx
-    fz = np.where(z < az, 1.0 + nape + 0.25 * back, 1.0 - 0.2 * notch)
+    fz = np.where(z < az, 1.0 + nape + 0.35 * back, 1.0 - 0.12 * notch)
     nq = np.stack([x / (rx * fx), (z - az) / (rz * fz)], axis=-1)
     nr = np.linalg.norm(nq, axis=-1)
     neck = (nr - 1.0) * min(rx, rz) * np.minimum(fx, fz)
