@@ -29,6 +29,7 @@ units (mm, cm or m). Per kind it prints:
 
     python benchmarks/fitting.py [--model M ...] [--kind K ...] [--count 40] [--seed 0]
                                  [--threads 2] [--jsonl rows.jsonl] [--ict]
+                                 [--landmarks NOISE_MM]   # fit with noisy true landmarks
     python benchmarks/fitting.py --summarise a.jsonl b.jsonl   # merge runs made in parallel
 
 Develop with a small --count (e.g. 3); the issue's figure is 40 per kind and model.
@@ -94,7 +95,9 @@ def make(kind: str, ev, rng, frames, points: int, facing: float = 35.0):
     return make_kind_scan(ev, rng, kind, frames, points=points, facing_deg=facing)
 
 
-def bench_model(name, model, kinds, count, seed, points, frames, jsonl, facing=35.0) -> list[dict]:
+def bench_model(
+    name, model, kinds, count, seed, points, frames, jsonl, facing=35.0, landmark_noise_mm=None
+) -> list[dict]:
     ev = evaluator_for(model)
     rows = []
     print(f"\n== {name}: {model.num_vertices} vertices, {model.num_shape} shape components; {count} per kind")
@@ -108,7 +111,11 @@ def bench_model(name, model, kinds, count, seed, points, frames, jsonl, facing=3
             rng = np.random.default_rng([seed, ALL_KINDS.index(kind), i, len(name)])
             scan = make(kind, ev, rng, frames, points, facing)
             t0, c0 = time.perf_counter(), time.process_time()
-            result = fit_scan(model, scan.points, options=FitOptions(seed=i))
+            landmarks = None
+            if landmark_noise_mm is not None:  # the true landmarks, as a detector with this noise gives them
+                true = scan.true_vertices[model.data.landmark_indices]
+                landmarks = true + rng.normal(0.0, landmark_noise_mm / UNIT_MM[scan.units], true.shape)
+            result = fit_scan(model, scan.points, landmarks, options=FitOptions(seed=i))
             elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
             err = truth_error_mm(scan, result, ev)
             scale_err = result.scale / scan.transform.scale - 1.0
@@ -263,6 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--facing", type=float, default=35.0, help="frontal kind: surface within this angle of the camera"
     )
+    parser.add_argument(
+        "--landmarks",
+        type=float,
+        metavar="NOISE_MM",
+        help="fit with the 68 true landmarks, each coordinate with this much Gaussian noise (mm)",
+    )
     parser.add_argument("--jsonl", help="append one JSON row per scan to this file")
     parser.add_argument("--ict", action="store_true", help="also fit the ICT-FaceKit heads")
     parser.add_argument("--no-synthetic", action="store_true", help="skip the synthetic scans")
@@ -295,7 +308,16 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for name, model in models:
             rows += bench_model(
-                name, model, kinds, args.count, args.seed, args.points, frames, args.jsonl, args.facing
+                name,
+                model,
+                kinds,
+                args.count,
+                args.seed,
+                args.points,
+                frames,
+                args.jsonl,
+                args.facing,
+                args.landmarks,
             )
         summarise(rows)
     if args.ict:
