@@ -12,6 +12,13 @@ Columns: "fixed shape" (an animation playing: the shaped template is cached), "n
 shape" (a new shape every call), smplx.lbs.lbs on the same arrays, and the reference
 code's way (dense blendshapes, then a [V, 4, 4] blend with a Python loop over bones).
 
+Below each table, the floor that memory sets at B=1: the bytes of directions a call must
+read (the kernel's stored expression and pose-corrective directions, plus the shape
+directions for a new shape; smplx and the loop read all of theirs densely) and the time a
+sum over an array of that many bytes takes here, called over and over as the rows are (so
+in whatever cache holds it). No kernel reading those bytes beats it; a target below it
+cannot be met on this machine.
+
     python benchmarks/forward.py [--threads 2] [--repeats 50] [--device cpu|cuda|all]
 """
 
@@ -27,6 +34,7 @@ import numpy as np
 import torch
 
 from hack_model import HACK
+from hack_model.core.forward import KernelBasis
 from hack_model.core.kinematics import forward_kinematics, relative_rest_transforms
 from hack_model.core.rotations import axis_angle_to_matrix
 from hack_model.model_data import ModelData
@@ -113,6 +121,30 @@ def loop_forward(data: ModelData):
     return run
 
 
+def read_ms(megabytes: float, repeats: int) -> float:
+    """Median ms of a sum over a float32 array of that many MB (the time to read it)."""
+    array = torch.ones(max(1, int(megabytes * 1e6) // 4))
+    return median_ms(array.sum, repeats)
+
+
+def direction_megabytes(model: HACK) -> dict[str, float]:
+    """MB of directions one B=1 call reads: the kernel's (fixed and new shape) and smplx's
+    or the loop's (every direction dense)."""
+    kernel = KernelBasis.from_basis(model.basis)
+    blocks = kernel.expression_blocks
+    expression = blocks.values if blocks is not None else kernel.expression_directions
+    fixed = expression.nbytes + kernel.pose_directions.nbytes
+    data = model.data
+    dense = 4 * data.num_vertices * 3 * (data.num_shape + data.num_expression + 9 * (data.num_bones - 1))
+    return {"fixed": fixed / 1e6, "new": (fixed + kernel.shape_directions.nbytes) / 1e6, "dense": dense / 1e6}
+
+
+def floor_line(model: HACK, repeats: int) -> str:
+    mb = direction_megabytes(model)
+    floors = ", ".join(f"{k} {v:.1f} MB {read_ms(v, repeats):.3f} ms" for k, v in mb.items())
+    return f"memory floor at B=1 (directions read per call, time to read them here): {floors}"
+
+
 def rows_for(name: str, data: ModelData, repeats: int, rng: np.random.Generator) -> None:
     model = HACK(data)
     smplx_run, loop_run = smplx_forward(data), loop_forward(data)
@@ -133,6 +165,7 @@ def rows_for(name: str, data: ModelData, repeats: int, rng: np.random.Generator)
                 f"{B:>6} {fixed:>12.4f} {new:>10.4f} {sm:>8.4f} {loop:>9.4f}"
                 f" {sm / fixed:>11.1f}x {loop / new:>8.1f}x"
             )
+    print(floor_line(model, repeats))
 
 
 def cuda_rows(models: list[tuple[str, ModelData]], repeats: int, rng: np.random.Generator) -> None:
