@@ -19,11 +19,11 @@ HEAD_CENTER = np.array([0.0, 1.0, 0.5])
 # and in front (below the lowest head rows there, head_mesh.E_JUNCTION and E_NAPE: the
 # head's rays from HEAD_CENTER must leave through the plain tube); the flare widens the neck
 # this many times
-TRAPEZIUS_SIDE_Y = -11.7
+TRAPEZIUS_SIDE_Y = -10.4
 TRAPEZIUS_BACK_Y = -10.2
 TRAPEZIUS_FRONT_Y = -13.2
 SHOULDER_FLARE = 1.1
-FLARE_HEIGHT = 4.2  # cm from where the flare starts at the sides to where it is complete
+FLARE_HEIGHT = 6.0  # cm from where the flare starts at the sides to where it is complete
 SHOULDER_SLOPE = 0.4  # cm outwards per cm down, below the flare: shoulders, not a pedestal's wall
 NAPE_LEAN = 0.15  # cm back per cm down
 NECK_LEAN = 0.5  # cm the neck's axis lies further back at its base than under the skull
@@ -102,6 +102,14 @@ def smoothstep(x: np.ndarray, a: float = 0.0, b: float = 1.0) -> np.ndarray:
     """0 up to a, 1 from b, the smooth cubic in between (b < a runs it the other way)."""
     t = np.clip((x - a) / (b - a), 0.0, 1.0)
     return t * t * (3 - 2 * t)
+
+
+def smootherstep(x: np.ndarray) -> np.ndarray:
+    """0 up to 0, 1 from 1, the quintic in between: unlike smoothstep, its curvature does not
+    jump at the ends either (a surface bent by smoothstep shows a line in its highlight where
+    the bend starts)."""
+    t = np.clip(x, 0.0, 1.0)
+    return t * t * t * (t * (6 * t - 15) + 10)
 
 
 def mirror_x(p: np.ndarray) -> np.ndarray:
@@ -255,8 +263,8 @@ def head_sdf(p: np.ndarray, hp: HeadParams) -> np.ndarray:
     facing = (z - az) / np.maximum(np.hypot(x, z - az), 1e-9)  # 1 in front, -1 behind
     drop = np.where(facing > 0, TRAPEZIUS_FRONT_Y - TRAPEZIUS_SIDE_Y, TRAPEZIUS_SIDE_Y - TRAPEZIUS_BACK_Y)
     start = TRAPEZIUS_SIDE_Y + drop * facing
-    side = smoothstep((start - y) / FLARE_HEIGHT)
-    back = smoothstep((start - y) / 4.5)
+    side = smootherstep((start - y) / FLARE_HEIGHT)
+    back = smootherstep((start - y) / 4.5)
     notch = smoothstep((STERNAL_RECESS_Y - y) / 3.5) - 1.6 * smoothstep((-15.5 - y) / 4.0)
     # the nape leans back from under the occiput, less steeply than the lowest head rays run
     nape = NAPE_LEAN * 1.5 * np.logaddexp(0.0, (-9.5 - y) / 1.5) / rz
