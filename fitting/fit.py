@@ -37,7 +37,7 @@ from .parallel import SEQUENTIAL, Workers, fit_threads
 from .regions import FACE, REGION_NAMES, vertex_regions
 from .result import FitOptions, FitResult
 from .scan_io import ScanData, mesh_to_points, valid_triangles
-from .search import DEBUG, distinct_states, search_from, search_start
+from .search import DEBUG, distinct_states, search_from, search_neck, search_start
 
 _EVALUATORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -194,6 +194,17 @@ def _fit_scan(
                 best = attempt
             if best.score <= RETRY_SCORE_CM:
                 break
+    if landmarks is not None and opts.neck_hypotheses and best.score > RETRY_SCORE_CM:
+        # The landmarks place the head, not the neck: from a neutral neck under a head turned
+        # and bent far, a fit settled with the shoulders twisted away (2 cm off, left as
+        # outliers). Probe the neck poses searched for the fitted head, and fit again from the
+        # best when it explains the scan better than the fit did.
+        _, alt = search_neck(fitter, ev, best.state, scan_cm, normals, rng, opts.neck_hypotheses, probed=True)
+        if alt is not best.state:
+            attempt = _Attempt.run(fitter, ev, opts, alt.copy(), prepared, extra, False, single_view)
+            iterations += attempt.log.iterations
+            if attempt.score < best.score:
+                best = attempt
     timings["optimize"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

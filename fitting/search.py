@@ -130,13 +130,7 @@ def search_from(
         start = State.from_similarity(neutral_params, sim)
         score, state = best_probe(fitter, ev, [start], scan_cm, normals, pool=pool)
     if neck_hypotheses:
-        states = [state]
-        searched = neck_search(
-            ev, state.similarity(), scan_cm, rng, top=neck_hypotheses, workers=fitter.workers
-        )
-        for pose, sim_h, _ in searched:
-            states.append(_with_neck(state, pose, sim_h))
-        score, state = best_probe(fitter, ev, states, scan_cm, normals, skip_first=True, pool=pool)
+        score, state = search_neck(fitter, ev, state, scan_cm, normals, rng, neck_hypotheses, True, pool)
     if trades:
         # Each trade searches its neck on a random stream of its own: they run at once.
         streams = [np.random.default_rng(int(s)) for s in rng.integers(0, 2**63, len(HEAD_NECK_TRADES))]
@@ -164,6 +158,28 @@ def search_from(
             if not gained:
                 break
     return state, pool
+
+
+def search_neck(
+    fitter: Fitter,
+    ev: ModelEvaluator,
+    state: State,
+    scan_cm: np.ndarray,
+    normals: np.ndarray | None,
+    rng: np.random.Generator,
+    hypotheses: int,
+    probed: bool,
+    pool: list | None = None,
+) -> tuple[float, State]:
+    """(score, state) of the best probe among `state` and the `hypotheses` best neck poses
+    `neck_search` finds for it, each keeping the head where `state` has it. probed: `state`
+    was probed already (its probe is not run again)."""
+    states = [state]
+    for pose, sim_h, _ in neck_search(
+        ev, state.similarity(), scan_cm, rng, top=hypotheses, workers=fitter.workers
+    ):
+        states.append(_with_neck(state, pose, sim_h))
+    return best_probe(fitter, ev, states, scan_cm, normals, skip_first=probed, pool=pool)
 
 
 def best_probe(

@@ -232,6 +232,9 @@ def test_fit_registered_recovers_parameters(model, ev):
 
 @pytest.mark.slow
 def test_fit_scan_with_landmarks(model, ev):
+    # (On the default model this scan's neck is turned and bent far: from the landmarks' head
+    # with a neutral neck the fit settles 2.2 mm off, the shoulders twisted away; the neck
+    # probed after that poor fit brings it within 0.13 mm.)
     rng = np.random.default_rng(6)
     scan = make_scan(ev, rng, points=30_000, units="cm")
     landmarks = scan.true_vertices[model.data.landmark_indices].copy()
