@@ -22,10 +22,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 PROG = "hack-fit"
+EXIT_GRACE_S = 10.0  # after Ctrl-C, the longest the interpreter may take to exit
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -250,7 +252,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return run(args)
+        code = run(args)
+        if code == 130:
+            # Interrupted: the workers are stopped and every finished scan is committed. Once
+            # (in CI) the interpreter's exit-time joins of the process pool's threads and queues
+            # then kept the process alive: if exiting takes longer than EXIT_GRACE_S, leave anyway.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            watchdog = threading.Timer(EXIT_GRACE_S, os._exit, args=(130,))
+            watchdog.daemon = True
+            watchdog.start()
+        return code
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
