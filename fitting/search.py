@@ -173,7 +173,7 @@ def search_neck(
 ) -> tuple[float, State]:
     """(score, state) of the best probe among `state` and the `hypotheses` best neck poses
     `neck_search` finds for it, each keeping the head where `state` has it. probed: `state`
-    was probed already (its probe is not run again)."""
+    is scored as it is (it was probed, or fitted), not probed again."""
     states = [state]
     for pose, sim_h, _ in neck_search(
         ev, state.similarity(), scan_cm, rng, top=hypotheses, workers=fitter.workers
