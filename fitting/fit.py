@@ -184,27 +184,27 @@ def _fit_scan(
     single_view = alignment is not None and alignment.single_view
     best = _Attempt.run(fitter, ev, opts, state, prepared, extra, searched, single_view)
     iterations = best.log.iterations
-    if searched and best.score > RETRY_SCORE_CM:
-        # A poor residual: the probe may have picked the wrong basin. Fit from the next best
-        # hypotheses in other basins too and keep the fit that explains the scan best.
-        for alt in distinct_states(pool, state, RETRIES):
-            attempt = _Attempt.run(fitter, ev, opts, alt.copy(), prepared, extra, True, single_view)
+    if best.score > RETRY_SCORE_CM:
+        # A poor residual: fit from other starts too and keep the fit that explains the scan
+        # best. After the global search the probe may have picked the wrong basin: the next
+        # best hypotheses in other basins. Landmarks place the head, not the neck (from a
+        # neutral neck under a head turned and bent far, a fit settled with the shoulders
+        # twisted away, 2 cm off, left as outliers): the neck pose probed best for the fitted
+        # head, when it explains the scan better than the fit.
+        starts: list[State] = []
+        if searched:
+            starts = distinct_states(pool, state, RETRIES)
+        elif landmarks is not None and opts.neck_hypotheses:
+            neck = opts.neck_hypotheses
+            _, alt = search_neck(fitter, ev, best.state, scan_cm, normals, rng, neck, probed=True)
+            starts = [] if alt is best.state else [alt]
+        for alt in starts:
+            attempt = _Attempt.run(fitter, ev, opts, alt.copy(), prepared, extra, searched, single_view)
             iterations += attempt.log.iterations
             if attempt.score < best.score:
                 best = attempt
             if best.score <= RETRY_SCORE_CM:
                 break
-    if landmarks is not None and opts.neck_hypotheses and best.score > RETRY_SCORE_CM:
-        # The landmarks place the head, not the neck: from a neutral neck under a head turned
-        # and bent far, a fit settled with the shoulders twisted away (2 cm off, left as
-        # outliers). Probe the neck poses searched for the fitted head, and fit again from the
-        # best when it explains the scan better than the fit did.
-        _, alt = search_neck(fitter, ev, best.state, scan_cm, normals, rng, opts.neck_hypotheses, probed=True)
-        if alt is not best.state:
-            attempt = _Attempt.run(fitter, ev, opts, alt.copy(), prepared, extra, False, single_view)
-            iterations += attempt.log.iterations
-            if attempt.score < best.score:
-                best = attempt
     timings["optimize"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
